@@ -1,0 +1,1 @@
+//! Ringway route file model (being built).

@@ -1,0 +1,1 @@
+//! Ringway gateway (being built).

@@ -1,0 +1,2 @@
+//! ringway-load (being built).
+fn main() {}
