@@ -1,1 +1,346 @@
-//! Ringway route file model (being built).
+//! Ringway's route file: the validated configuration model, its defaults, and loading it from
+//! YAML with errors that name file, line, column and YAML path.
+//!
+//! Flow ("parse, don't validate"): the YAML text is deserialized into the raw types of
+//! [`raw`] (shape only, unknown keys rejected), then converted once into the types below, whose
+//! fields can only hold valid values (non-zero sizes, resolved upstream references, socket
+//! addresses, a sorted [`RouteTable`]). Code that receives a [`Config`] never re-checks it.
+//!
+//! This crate does no network I/O except resolving host names in addresses at load time, and
+//! depends on no async runtime. It does not watch files or reload; the gateway does.
+//!
+//! ```
+//! let cfg = ringway_config::parse(
+//!     "listeners: [{name: public, bind: 127.0.0.1:8080}]\nroutes: [{path: /echo, echo: true}]\n",
+//!     "inline.yaml",
+//! )?;
+//! let route = cfg.routes.find(Some("localhost:8080"), "/echo", |_| None);
+//! assert!(matches!(route.map(|r| &r.target), Some(ringway_config::Target::Echo)));
+//! # Ok::<(), ringway_config::ConfigError>(())
+//! ```
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_saphyr::MessageFormatter as _;
+
+mod convert;
+mod error;
+pub mod raw;
+mod route;
+pub mod units;
+
+pub use error::ConfigError;
+pub use route::{HostMatch, RouteTable};
+
+/// The validated configuration of one gateway process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads (one event loop each). `None`: one per CPU. Default `None`.
+    pub workers: Option<NonZeroUsize>,
+    /// I/O driver. Default [`Driver::Auto`].
+    pub driver: Driver,
+    /// Sockets to accept on; at least one, unique names and addresses.
+    pub listeners: Vec<Listener>,
+    /// Per-process protection limits.
+    pub limits: Limits,
+    /// Upstream pools in file order; [`UpstreamId`] indexes this.
+    pub upstreams: Vec<Upstream>,
+    /// Routes, most specific first; at least one.
+    pub routes: RouteTable,
+}
+
+/// Which kernel interface the event loops use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, epoll otherwise (`auto`).
+    Auto,
+    /// io_uring only; fail to start without it (`io_uring`).
+    IoUring,
+    /// epoll only (`epoll`).
+    Epoll,
+}
+
+/// A listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Address to bind. Port 0 asks the kernel for a free port (useful in tests).
+    pub bind: SocketAddr,
+}
+
+/// Limits that guard the gateway against slow, large or numerous clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole HTTP request head must arrive within this (slowloris). Default 10s.
+    pub handshake_timeout: Duration,
+    /// Largest accepted request head in bytes (memory per pending handshake). Default 16KiB.
+    pub max_header_bytes: usize,
+    /// Most header lines in a request head (parser work per request). Default 64.
+    pub max_headers: usize,
+    /// Open client connections per process; the gateway splits it across workers
+    /// (file descriptors and memory). Default 10000.
+    pub max_connections: usize,
+    /// How long to wait for the peer's Close reply before dropping the socket. Default 5s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_connections: 10_000,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of backend servers behind one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The name routes refer to.
+    pub name: String,
+    /// At least one server, unique addresses.
+    pub servers: Vec<Server>,
+    /// How a server is chosen for a new connection. Default round robin.
+    pub balance: Balance,
+    /// TCP connect deadline per attempt. Default 3s.
+    pub connect_timeout: Duration,
+    /// Passive health: a server that failed is skipped this long (0 = never skipped).
+    /// Default 10s.
+    pub fail_cooldown: Duration,
+    /// Servers tried per client connection before giving up (>= 1). Default: number of servers.
+    pub max_attempts: usize,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Resolved address.
+    pub address: SocketAddr,
+    /// Share of new connections relative to the pool's other servers. Default 1.
+    pub weight: NonZeroU32,
+}
+
+/// Load-balancing policy of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted round robin (`round_robin`).
+    RoundRobin,
+    /// Fewest open connections, weighted (`least_conn`).
+    LeastConn,
+    /// Consistent choice by a key of the request (`hash` with `hash_key`).
+    Hash(HashKey),
+}
+
+/// What a `hash` balance hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (`client_ip`).
+    ClientIp,
+    /// A request header, name lowercased (`header:X-User`).
+    Header(String),
+    /// A cookie by name (`cookie:sid`).
+    Cookie(String),
+}
+
+/// Index of an upstream in [`Config::upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId(pub usize);
+
+/// Where a route sends matching requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Proxy to an upstream pool.
+    Upstream(UpstreamId),
+    /// The built-in echo endpoint: WebSocket echo; plain HTTP gets a 200 text answer.
+    Echo,
+}
+
+/// One route: conditions on the request and what serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Host condition; `None` matches any host.
+    pub host: Option<HostMatch>,
+    /// Path prefix (plain byte prefix), starts with `/`. Default `/`.
+    pub path_prefix: String,
+    /// Optional exact header condition.
+    pub header: Option<HeaderMatch>,
+    /// Upstream or built-in echo.
+    pub target: Target,
+    /// Frame-level settings for connections on this route.
+    pub websocket: WebSocketSettings,
+}
+
+/// A route's header condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Header name, lowercased.
+    pub name: String,
+    /// Exact value (case-sensitive).
+    pub value: String,
+}
+
+/// Per-route WebSocket settings; the gateway enforces them on every frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// No frame in either direction for this long: close with 1001 (idle sockets). Default 5m.
+    pub idle_timeout: Duration,
+    /// Send the gateway's own Ping after this much silence from a peer; `None` (`off`)
+    /// disables pings (dead peers). Default 30s.
+    pub ping_interval: Option<Duration>,
+    /// No Pong within this after a Ping: the peer is dead. Default 10s.
+    pub pong_timeout: Duration,
+    /// Largest frame payload accepted (memory per frame). Default 1MiB.
+    pub max_frame_size: u64,
+    /// Largest reassembled message; never below `max_frame_size`. Default 4MiB.
+    pub max_message_size: u64,
+    /// Accepted `Origin` values, lowercased (cross-site WebSocket hijacking); `None`: any
+    /// origin. `*` allows any. Default `None`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Subprotocols the client may ask for; `None`: forward what the client asks.
+    /// Default `None`.
+    pub allowed_subprotocols: Option<Vec<String>>,
+    /// Check that text messages are valid UTF-8 (close 1007 otherwise). Default true.
+    pub validate_utf8: bool,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            idle_timeout: Duration::from_secs(300),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            max_frame_size: 1 << 20,
+            max_message_size: 4 << 20,
+            allowed_origins: None,
+            allowed_subprotocols: None,
+            validate_utf8: true,
+        }
+    }
+}
+
+/// Parse a route file's text. `file_name` is only used in error messages.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let index =
+        error::PathIndex::build(text).map_err(|((line, column), message)| ConfigError::Syntax {
+            file: file_name.to_owned(),
+            line,
+            column,
+            message,
+        })?;
+    let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let e = e.without_snippet();
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let message = serde_saphyr::DefaultMessageFormatter.format_message(e);
+        ConfigError::Invalid {
+            file: file_name.to_owned(),
+            line,
+            column,
+            path: index.path_at((line, column)),
+            message: error::reword(&message),
+        }
+    })?;
+    convert::config(raw).map_err(|p| {
+        let (line, column) = index.pos_of(&p.path);
+        ConfigError::Invalid {
+            file: file_name.to_owned(),
+            line,
+            column,
+            path: p.path,
+            message: p.message,
+        }
+    })
+}
+
+/// Read and parse a route file. Errors name the file as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file)
+}
+
+impl Config {
+    /// A human, multi-line description for `ringway check`: listeners, upstreams with their
+    /// servers and policy, and routes in match order with target and WebSocket settings.
+    pub fn summary(&self) -> String {
+        use units::{format_duration as d, format_size as s};
+        let mut out = String::new();
+        let workers = self
+            .workers
+            .map_or_else(|| "one per CPU".to_owned(), |w| w.to_string());
+        let driver = match self.driver {
+            Driver::Auto => "auto (io_uring, falling back to epoll)",
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        };
+        let l = &self.limits;
+        let _ = writeln!(out, "workers: {workers}");
+        let _ = writeln!(out, "driver: {driver}");
+        let _ = writeln!(
+            out,
+            "limits: handshake {}, request head <= {} / {} headers, {} connections, close wait {}",
+            d(l.handshake_timeout),
+            s(l.max_header_bytes as u64),
+            l.max_headers,
+            l.max_connections,
+            d(l.close_timeout),
+        );
+        let _ = writeln!(out, "listeners ({}):", self.listeners.len());
+        for li in &self.listeners {
+            let _ = writeln!(out, "  {} on {}", li.name, li.bind);
+        }
+        let _ = writeln!(out, "upstreams ({}):", self.upstreams.len());
+        for u in &self.upstreams {
+            let balance = match &u.balance {
+                Balance::RoundRobin => "round_robin".to_owned(),
+                Balance::LeastConn => "least_conn".to_owned(),
+                Balance::Hash(HashKey::ClientIp) => "hash by client_ip".to_owned(),
+                Balance::Hash(HashKey::Header(h)) => format!("hash by header {h}"),
+                Balance::Hash(HashKey::Cookie(c)) => format!("hash by cookie {c}"),
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {balance}, connect timeout {}, fail cooldown {}, {} attempts",
+                u.name,
+                d(u.connect_timeout),
+                d(u.fail_cooldown),
+                u.max_attempts,
+            );
+            for srv in &u.servers {
+                let _ = writeln!(out, "    {} weight {}", srv.address, srv.weight);
+            }
+        }
+        let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        let _ = writeln!(out, "routes ({}, in match order):", self.routes.len());
+        for (i, r) in self.routes.iter().enumerate() {
+            let host = r
+                .host
+                .as_ref()
+                .map_or_else(|| "*".to_owned(), ToString::to_string);
+            let header = r
+                .header
+                .as_ref()
+                .map(|h| format!(" if {}: {}", h.name, h.value))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}. host {host} path {}{header} -> {}",
+                i + 1,
+                r.path_prefix,
+                route::describe_target(&r.target, &names),
+            );
+            let _ = writeln!(out, "     websocket: {}", route::describe_ws(&r.websocket));
+        }
+        out
+    }
+}

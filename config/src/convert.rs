@@ -1,0 +1,729 @@
+//! Conversion of the raw file ([`crate::raw`]) into the validated model: defaults are applied,
+//! text is parsed into durations, sizes and addresses, names are resolved, and every rule is
+//! enforced here, once. Each failure is a [`Problem`] carrying the YAML path it is about;
+//! `lib.rs` turns that into a positioned [`crate::ConfigError`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::error::{Problem, join};
+use crate::raw::{
+    RawConfig, RawHeader, RawLimits, RawListener, RawRoute, RawServer, RawUpstream, RawWebSocket,
+};
+use crate::route::same_match;
+use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
+use crate::{
+    Balance, Config, Driver, HashKey, HeaderMatch, HostMatch, Limits, Listener, Route, RouteTable,
+    Server, Target, Upstream, UpstreamId, WebSocketSettings,
+};
+
+type Result<T> = std::result::Result<T, Problem>;
+
+/// Convert the whole file.
+pub(crate) fn config(raw: RawConfig) -> Result<Config> {
+    let workers = match raw.workers {
+        None => None,
+        Some(s) => {
+            let n = count(&s, "workers", 1, 4096, "worker threads")?;
+            NonZeroUsize::new(n)
+        }
+    };
+    let driver = match raw.driver {
+        None => Driver::Auto,
+        Some(s) => match s.0.as_str() {
+            "auto" => Driver::Auto,
+            "io_uring" => Driver::IoUring,
+            "epoll" => Driver::Epoll,
+            other => {
+                return Err(Problem::new(
+                    "driver",
+                    format!("unknown driver `{other}` (allowed: auto, io_uring, epoll)"),
+                ));
+            }
+        },
+    };
+    let listeners = listeners(raw.listeners)?;
+    let limits = limits(raw.limits.unwrap_or_default())?;
+    let mut upstreams = Vec::new();
+    for (name, u) in raw.upstreams.unwrap_or_default().0 {
+        upstreams.push(upstream(name, u)?);
+    }
+    let routes = routes(raw.routes, &upstreams)?;
+    Ok(Config {
+        workers,
+        driver,
+        listeners,
+        limits,
+        upstreams,
+        routes,
+    })
+}
+
+fn listeners(raw: Option<Vec<RawListener>>) -> Result<Vec<Listener>> {
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        return Err(Problem::new(
+            "listeners",
+            "at least one listener is required, e.g. `- { name: public, bind: 127.0.0.1:8080 }`",
+        ));
+    }
+    let mut out: Vec<Listener> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.into_iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        let name = name(l.name, &join(&path, "name"), "listener")?;
+        let bind_path = join(&path, "bind");
+        let bind_text = l.bind.ok_or_else(|| {
+            Problem::new(
+                &bind_path,
+                "missing required key `bind` (the host:port to listen on, e.g. 127.0.0.1:8080)",
+            )
+        })?;
+        let bind = address(&bind_text.0, true).map_err(|m| Problem::new(&bind_path, m))?;
+        if let Some(prev) = out.iter().find(|p| p.name == name) {
+            return Err(Problem::new(
+                join(&path, "name"),
+                format!(
+                    "duplicate listener name `{}`: names must be unique",
+                    prev.name
+                ),
+            ));
+        }
+        if let Some(prev) = out.iter().find(|p| p.bind == bind && bind.port() != 0) {
+            return Err(Problem::new(
+                bind_path,
+                format!("address {bind} is already used by listener `{}`", prev.name),
+            ));
+        }
+        out.push(Listener { name, bind });
+    }
+    Ok(out)
+}
+
+fn limits(raw: RawLimits) -> Result<Limits> {
+    let d = Limits::default();
+    Ok(Limits {
+        handshake_timeout: opt_timeout(raw.handshake_timeout, "limits.handshake_timeout")?
+            .unwrap_or(d.handshake_timeout),
+        max_header_bytes: match raw.max_header_bytes {
+            None => d.max_header_bytes,
+            Some(s) => usize_size(&s, "limits.max_header_bytes", 256)?,
+        },
+        max_headers: match raw.max_headers {
+            None => d.max_headers,
+            Some(s) => count(&s, "limits.max_headers", 1, 10_000, "header lines")?,
+        },
+        max_connections: match raw.max_connections {
+            None => d.max_connections,
+            Some(s) => count(&s, "limits.max_connections", 1, 100_000_000, "connections")?,
+        },
+        close_timeout: opt_timeout(raw.close_timeout, "limits.close_timeout")?
+            .unwrap_or(d.close_timeout),
+    })
+}
+
+fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
+    let path = join("upstreams", &name_text);
+    let name = name(Some(Scalar(name_text)), &path, "upstream")?;
+    let servers_path = join(&path, "servers");
+    let raw_servers = raw.servers.unwrap_or_default();
+    if raw_servers.is_empty() {
+        return Err(Problem::new(
+            servers_path,
+            "an upstream needs at least one server, e.g. `servers: [127.0.0.1:9001]`",
+        ));
+    }
+    let mut servers: Vec<Server> = Vec::with_capacity(raw_servers.len());
+    for (i, s) in raw_servers.into_iter().enumerate() {
+        let spath = format!("{servers_path}[{i}]");
+        let server = server(s, &spath)?;
+        if servers.iter().any(|p| p.address == server.address) {
+            return Err(Problem::new(
+                spath,
+                format!(
+                    "server {} is listed twice; raise its weight instead",
+                    server.address
+                ),
+            ));
+        }
+        servers.push(server);
+    }
+    let hash_key = match raw.hash_key {
+        None => None,
+        Some(s) => Some(hash_key(&s.0).map_err(|m| Problem::new(join(&path, "hash_key"), m))?),
+    };
+    let balance = match (raw.balance.as_ref().map(|s| s.0.as_str()), hash_key) {
+        (None | Some("round_robin"), None) => Balance::RoundRobin,
+        (Some("least_conn"), None) => Balance::LeastConn,
+        (Some("hash"), Some(k)) => Balance::Hash(k),
+        (Some("hash"), None) => {
+            return Err(Problem::new(
+                join(&path, "balance"),
+                "`balance: hash` needs `hash_key` (client_ip, header:NAME or cookie:NAME)",
+            ));
+        }
+        (None | Some("round_robin" | "least_conn"), Some(_)) => {
+            return Err(Problem::new(
+                join(&path, "hash_key"),
+                "`hash_key` is only used with `balance: hash`",
+            ));
+        }
+        (Some(other), _) => {
+            return Err(Problem::new(
+                join(&path, "balance"),
+                format!("unknown balance `{other}` (allowed: round_robin, least_conn, hash)"),
+            ));
+        }
+    };
+    let connect_timeout = opt_timeout(raw.connect_timeout, &join(&path, "connect_timeout"))?
+        .unwrap_or(Duration::from_secs(3));
+    let fail_cooldown = match raw.fail_cooldown {
+        None => Duration::from_secs(10),
+        Some(s) => {
+            parse_duration(&s.0).map_err(|m| Problem::new(join(&path, "fail_cooldown"), m))?
+        }
+    };
+    let max_attempts = match raw.max_attempts {
+        None => servers.len(),
+        Some(s) => count(&s, &join(&path, "max_attempts"), 1, 100, "attempts")?,
+    };
+    Ok(Upstream {
+        name,
+        servers,
+        balance,
+        connect_timeout,
+        fail_cooldown,
+        max_attempts,
+    })
+}
+
+fn server(raw: RawServer, path: &str) -> Result<Server> {
+    let addr_path = join(path, "address");
+    let text = raw.address.ok_or_else(|| {
+        Problem::new(
+            &addr_path,
+            "missing required key `address` (host:port of the server)",
+        )
+    })?;
+    let address = address(&text.0, false).map_err(|m| Problem::new(&addr_path, m))?;
+    let weight = match raw.weight {
+        None => NonZeroU32::MIN,
+        Some(s) => {
+            let wpath = join(path, "weight");
+            let n = count(&s, &wpath, 1, 1_000_000, "weight")?;
+            u32::try_from(n)
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| Problem::new(wpath, "weight must be between 1 and 1000000"))?
+        }
+    };
+    Ok(Server { address, weight })
+}
+
+fn hash_key(text: &str) -> std::result::Result<HashKey, String> {
+    const ALLOWED: &str = "allowed: client_ip, header:NAME, cookie:NAME";
+    if text == "client_ip" {
+        return Ok(HashKey::ClientIp);
+    }
+    if let Some((kind, name)) = text.split_once(':') {
+        let name = name.trim();
+        if !is_token(name) {
+            return Err(format!(
+                "`{text}`: `{name}` is not a valid {kind} name ({ALLOWED})"
+            ));
+        }
+        match kind.trim() {
+            "header" => return Ok(HashKey::Header(name.to_ascii_lowercase())),
+            "cookie" => return Ok(HashKey::Cookie(name.to_owned())),
+            _ => {}
+        }
+    }
+    Err(format!("unknown hash key `{text}` ({ALLOWED})"))
+}
+
+fn routes(raw: Option<Vec<RawRoute>>, upstreams: &[Upstream]) -> Result<RouteTable> {
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        return Err(Problem::new(
+            "routes",
+            "at least one route is required, e.g. `- { path: /, echo: true }`",
+        ));
+    }
+    let mut out: Vec<Route> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let route = route(r, &path, upstreams)?;
+        if let Some(j) = out.iter().position(|prev| same_match(prev, &route)) {
+            return Err(Problem::new(
+                path,
+                format!(
+                    "matches exactly the same requests as routes[{j}] (same host, path and \
+                     header), so it would never be used"
+                ),
+            ));
+        }
+        out.push(route);
+    }
+    Ok(RouteTable::new(out))
+}
+
+fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
+    let host = match raw.host {
+        None => None,
+        Some(s) => Some(host(&s.0).map_err(|m| Problem::new(join(path, "host"), m))?),
+    };
+    let path_prefix = match raw.path {
+        None => "/".to_owned(),
+        Some(s) => {
+            let p = s.0;
+            if !p.starts_with('/') {
+                return Err(Problem::new(
+                    join(path, "path"),
+                    format!("path `{p}` must start with `/`"),
+                ));
+            }
+            if p.bytes()
+                .any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f)
+            {
+                return Err(Problem::new(
+                    join(path, "path"),
+                    format!("path `{p}` may not contain spaces, `?`, `#` or non-ASCII characters"),
+                ));
+            }
+            p
+        }
+    };
+    let header = match raw.header {
+        None => None,
+        Some(h) => Some(header(h, &join(path, "header"))?),
+    };
+    let echo = match raw.echo {
+        None => false,
+        Some(s) => parse_bool(&s.0).map_err(|m| Problem::new(join(path, "echo"), m))?,
+    };
+    let target = match (raw.upstream, echo) {
+        (Some(_), true) => {
+            return Err(Problem::new(
+                join(path, "echo"),
+                "a route has either `upstream: NAME` or `echo: true`, not both",
+            ));
+        }
+        (None, true) => Target::Echo,
+        (None, false) => {
+            return Err(Problem::new(
+                path,
+                "a route needs a target: `upstream: NAME` or `echo: true`",
+            ));
+        }
+        (Some(name), false) => match upstreams.iter().position(|u| u.name == name.0) {
+            Some(i) => Target::Upstream(UpstreamId(i)),
+            None => {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                let known = if known.is_empty() {
+                    "no upstreams are defined".to_owned()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                return Err(Problem::new(
+                    join(path, "upstream"),
+                    format!("unknown upstream `{}` ({known})", name.0),
+                ));
+            }
+        },
+    };
+    let websocket = websocket(raw.websocket.unwrap_or_default(), &join(path, "websocket"))?;
+    Ok(Route {
+        host,
+        path_prefix,
+        header,
+        target,
+        websocket,
+    })
+}
+
+fn host(text: &str) -> std::result::Result<HostMatch, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !ok {
+        return Err(format!(
+            "`{text}` is not a host name: write `chat.example.com` or `*.example.com` \
+             (no port, no scheme, `*` only as the first label)"
+        ));
+    }
+    Ok(if wild {
+        HostMatch::Wildcard(format!(".{name}"))
+    } else {
+        HostMatch::Exact(name.to_owned())
+    })
+}
+
+fn header(raw: RawHeader, path: &str) -> Result<HeaderMatch> {
+    let name = raw.name.ok_or_else(|| {
+        Problem::new(
+            join(path, "name"),
+            "missing required key `name` (the header name)",
+        )
+    })?;
+    let value = raw.value.ok_or_else(|| {
+        Problem::new(
+            join(path, "value"),
+            "missing required key `value` (the exact value)",
+        )
+    })?;
+    if !is_token(&name.0) {
+        return Err(Problem::new(
+            join(path, "name"),
+            format!("`{}` is not a valid header name", name.0),
+        ));
+    }
+    if value
+        .0
+        .bytes()
+        .any(|b| (b < b' ' && b != b'\t') || b == 0x7f)
+    {
+        return Err(Problem::new(
+            join(path, "value"),
+            "header values may not contain control characters",
+        ));
+    }
+    Ok(HeaderMatch {
+        name: name.0.to_ascii_lowercase(),
+        value: value.0,
+    })
+}
+
+fn websocket(raw: RawWebSocket, path: &str) -> Result<WebSocketSettings> {
+    let d = WebSocketSettings::default();
+    let p = |key: &str| join(path, key);
+    let idle_timeout = opt_timeout(raw.idle_timeout, &p("idle_timeout"))?.unwrap_or(d.idle_timeout);
+    let ping_interval = match raw.ping_interval {
+        None => d.ping_interval,
+        Some(s) if s.0 == "off" => None,
+        Some(s) => Some(timeout(&s, &p("ping_interval"), " or `off`")?),
+    };
+    let pong_timeout = opt_timeout(raw.pong_timeout, &p("pong_timeout"))?.unwrap_or(d.pong_timeout);
+    let max_frame_size = match raw.max_frame_size {
+        None => d.max_frame_size,
+        Some(s) => size(&s, &p("max_frame_size"), 1)?,
+    };
+    let max_message_size = match raw.max_message_size {
+        None => d.max_message_size.max(max_frame_size),
+        Some(s) => size(&s, &p("max_message_size"), 1)?,
+    };
+    if max_message_size < max_frame_size {
+        return Err(Problem::new(
+            p("max_message_size"),
+            format!(
+                "max_message_size ({}) is smaller than max_frame_size ({}); a message is one or \
+                 more frames, so it must be at least as large",
+                crate::units::format_size(max_message_size),
+                crate::units::format_size(max_frame_size),
+            ),
+        ));
+    }
+    let allowed_origins = match raw.allowed_origins {
+        None => None,
+        Some(list) => Some(string_list(list, &p("allowed_origins"), origin, "origin")?),
+    };
+    let allowed_subprotocols = match raw.allowed_subprotocols {
+        None => None,
+        Some(list) => Some(string_list(
+            list,
+            &p("allowed_subprotocols"),
+            |s| {
+                if is_token(s) {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "`{s}` is not a valid subprotocol name (no spaces or separators)"
+                    ))
+                }
+            },
+            "subprotocol",
+        )?),
+    };
+    let validate_utf8 = match raw.validate_utf8 {
+        None => d.validate_utf8,
+        Some(s) => parse_bool(&s.0).map_err(|m| Problem::new(p("validate_utf8"), m))?,
+    };
+    Ok(WebSocketSettings {
+        idle_timeout,
+        ping_interval,
+        pong_timeout,
+        max_frame_size,
+        max_message_size,
+        allowed_origins,
+        allowed_subprotocols,
+        validate_utf8,
+    })
+}
+
+fn origin(text: &str) -> std::result::Result<String, String> {
+    if text == "*" {
+        return Ok("*".to_owned());
+    }
+    let lower = text.to_ascii_lowercase();
+    let valid = match lower.split_once("://") {
+        Some((scheme, rest)) => {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                && !rest.is_empty()
+                && !rest.contains('/')
+                && !rest.bytes().any(|b| b <= b' ')
+        }
+        None => false,
+    };
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "`{text}` is not an origin: write scheme://host[:port] without a path, \
+             e.g. `https://app.example.com`, or `*` for any"
+        ))
+    }
+}
+
+fn string_list(
+    list: Vec<Scalar>,
+    path: &str,
+    each: impl Fn(&str) -> std::result::Result<String, String>,
+    what: &str,
+) -> Result<Vec<String>> {
+    if list.is_empty() {
+        return Err(Problem::new(
+            path,
+            format!("an empty list would refuse every {what}; remove the key to allow any"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, s) in list.into_iter().enumerate() {
+        let v = each(&s.0).map_err(|m| Problem::new(format!("{path}[{i}]"), m))?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+// ----- scalar helpers -----
+
+fn name(raw: Option<Scalar>, path: &str, what: &str) -> Result<String> {
+    let s = raw.ok_or_else(|| {
+        Problem::new(
+            path,
+            format!("missing required key `name` (the {what}'s name)"),
+        )
+    })?;
+    let ok = !s.0.is_empty()
+        && s.0.len() <= 64
+        && s.0
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(s.0)
+    } else {
+        Err(Problem::new(
+            path,
+            format!(
+                "`{}` is not a valid {what} name: use 1 to 64 letters, digits, `_`, `-` or `.`",
+                s.0
+            ),
+        ))
+    }
+}
+
+fn count(s: &Scalar, path: &str, min: u64, max: u64, what: &str) -> Result<usize> {
+    let n = parse_count(&s.0).map_err(|m| {
+        Problem::new(
+            path,
+            format!("{m}: expected a number of {what} from {min} to {max}"),
+        )
+    })?;
+    if n < min || n > max {
+        return Err(Problem::new(
+            path,
+            format!("{n} is out of range: expected a number of {what} from {min} to {max}"),
+        ));
+    }
+    usize::try_from(n).map_err(|_| Problem::new(path, format!("{n} is too large")))
+}
+
+fn size(s: &Scalar, path: &str, min: u64) -> Result<u64> {
+    let n = parse_size(&s.0).map_err(|m| Problem::new(path, m))?;
+    if n < min {
+        return Err(Problem::new(
+            path,
+            format!("must be at least {min} bytes (got {n})"),
+        ));
+    }
+    Ok(n)
+}
+
+fn usize_size(s: &Scalar, path: &str, min: u64) -> Result<usize> {
+    let n = size(s, path, min)?;
+    usize::try_from(n).map_err(|_| Problem::new(path, format!("{n} is too large")))
+}
+
+/// A duration that must be positive.
+fn timeout(s: &Scalar, path: &str, alternative: &str) -> Result<Duration> {
+    let d = parse_duration(&s.0).map_err(|m| Problem::new(path, m))?;
+    if d.is_zero() {
+        return Err(Problem::new(
+            path,
+            format!("must be greater than zero: write a duration such as `30s`{alternative}"),
+        ));
+    }
+    Ok(d)
+}
+
+fn opt_timeout(s: Option<Scalar>, path: &str) -> Result<Option<Duration>> {
+    s.map(|s| timeout(&s, path, "")).transpose()
+}
+
+/// `host:port`. IP literals and `localhost` resolve without DNS; other names are resolved now.
+fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr, String> {
+    const FORM: &str = "write host:port, e.g. `127.0.0.1:9001`, `[::1]:9001` or `localhost:9001`";
+    let text = text.trim();
+    let (host, port) = match text.rsplit_once(':') {
+        Some(parts) => parts,
+        None => return Err(format!("`{text}` has no port: {FORM}")),
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 || allow_port_zero => p,
+        _ => {
+            let lowest = if allow_port_zero { 0 } else { 1 };
+            return Err(format!(
+                "`{text}`: port `{port}` is not a number from {lowest} to 65535"
+            ));
+        }
+    };
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(|ip| SocketAddr::new(IpAddr::V6(ip), port))
+            .map_err(|_| format!("`{inner}` is not an IPv6 address: {FORM}"));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "`{text}`: IPv6 addresses need brackets, e.g. `[::1]:9001`"
+        ));
+    }
+    if host.is_empty() {
+        return Err(format!("`{text}` has no host: {FORM}"));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        return Err(format!("`{host}` is not a host name or IP address: {FORM}"));
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`{host}` resolved to no address")),
+        Err(e) => Err(format!("cannot resolve `{host}`: {e}")),
+    }
+}
+
+/// RFC 9110 token characters (header names, subprotocols, cookie names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            address("127.0.0.1:9001", false),
+            Ok("127.0.0.1:9001".parse().unwrap())
+        );
+        assert_eq!(address("[::1]:80", false), Ok("[::1]:80".parse().unwrap()));
+        assert_eq!(
+            address("localhost:8080", false),
+            Ok("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(address("0.0.0.0:0", true), Ok("0.0.0.0:0".parse().unwrap()));
+        assert!(
+            address("127.0.0.1:0", false)
+                .unwrap_err()
+                .contains("from 1 to 65535")
+        );
+        assert!(
+            address("127.0.0.1", false)
+                .unwrap_err()
+                .contains("has no port")
+        );
+        assert!(address("127.0.0.1:99999", false).is_err());
+        assert!(address("::1:80", false).unwrap_err().contains("brackets"));
+        assert!(
+            address("[zz]:80", false)
+                .unwrap_err()
+                .contains("not an IPv6")
+        );
+        assert!(address("bad host:80", false).is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            host("Chat.Example.com"),
+            Ok(HostMatch::Exact("chat.example.com".into()))
+        );
+        assert_eq!(
+            host("*.example.com"),
+            Ok(HostMatch::Wildcard(".example.com".into()))
+        );
+        assert!(host("example.com:8080").is_err());
+        assert!(host("a.*.com").is_err());
+        assert!(host("*").is_err());
+        assert!(host("https://x").is_err());
+    }
+
+    #[test]
+    fn hash_keys() {
+        assert_eq!(hash_key("client_ip"), Ok(HashKey::ClientIp));
+        assert_eq!(
+            hash_key("header:X-User"),
+            Ok(HashKey::Header("x-user".into()))
+        );
+        assert_eq!(hash_key("cookie:sid"), Ok(HashKey::Cookie("sid".into())));
+        assert!(hash_key("header:").is_err());
+        assert!(hash_key("query:x").is_err());
+        assert!(hash_key("ip").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("https://App.example.com"),
+            Ok("https://app.example.com".into())
+        );
+        assert_eq!(origin("*"), Ok("*".into()));
+        assert!(origin("https://app.example.com/").is_err());
+        assert!(origin("app.example.com").is_err());
+    }
+}

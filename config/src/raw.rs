@@ -1,0 +1,159 @@
+//! The route file exactly as written: serde types mirroring the YAML, with every key optional
+//! where the file may omit it and every scalar kept as text ([`Scalar`]).
+//!
+//! This module only decides the *shape* (which keys exist, what is a list or a mapping) and
+//! rejects unknown keys. It checks no values and applies no defaults; that is the job of the
+//! conversion into the validated types in `lib.rs` ("parse, don't validate").
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::units::Scalar;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub workers: Option<Scalar>,
+    pub driver: Option<Scalar>,
+    pub listeners: Option<Vec<RawListener>>,
+    pub limits: Option<RawLimits>,
+    pub upstreams: Option<RawUpstreams>,
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<Scalar>,
+    pub bind: Option<Scalar>,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Option<Scalar>,
+    pub max_header_bytes: Option<Scalar>,
+    pub max_headers: Option<Scalar>,
+    pub max_connections: Option<Scalar>,
+    pub close_timeout: Option<Scalar>,
+}
+
+/// `upstreams:`, a mapping from name to pool, in file order.
+#[derive(Debug, Default)]
+pub struct RawUpstreams(pub Vec<(String, RawUpstream)>);
+
+/// One upstream pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Option<Vec<RawServer>>,
+    pub balance: Option<Scalar>,
+    pub hash_key: Option<Scalar>,
+    pub connect_timeout: Option<Scalar>,
+    pub fail_cooldown: Option<Scalar>,
+    pub max_attempts: Option<Scalar>,
+}
+
+/// One server: either the short form `127.0.0.1:9001` or `{ address, weight }`.
+#[derive(Debug)]
+pub struct RawServer {
+    pub address: Option<Scalar>,
+    pub weight: Option<Scalar>,
+}
+
+/// The long form of a server entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerLong {
+    address: Option<Scalar>,
+    weight: Option<Scalar>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<Scalar>,
+    pub path: Option<Scalar>,
+    pub header: Option<RawHeader>,
+    pub upstream: Option<Scalar>,
+    pub echo: Option<Scalar>,
+    pub websocket: Option<RawWebSocket>,
+}
+
+/// `header: { name, value }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    pub name: Option<Scalar>,
+    pub value: Option<Scalar>,
+}
+
+/// `websocket:` of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub idle_timeout: Option<Scalar>,
+    pub ping_interval: Option<Scalar>,
+    pub pong_timeout: Option<Scalar>,
+    pub max_frame_size: Option<Scalar>,
+    pub max_message_size: Option<Scalar>,
+    pub allowed_origins: Option<Vec<Scalar>>,
+    pub allowed_subprotocols: Option<Vec<Scalar>>,
+    pub validate_utf8: Option<Scalar>,
+}
+
+impl<'de> Deserialize<'de> for RawUpstreams {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawUpstreams;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping from upstream name to upstream")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawUpstreams, E> {
+                Ok(RawUpstreams::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawUpstreams, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<Scalar>()? {
+                    let upstream = map.next_value::<RawUpstream>()?;
+                    out.push((name.0, upstream));
+                }
+                Ok(RawUpstreams(out))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawServer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawServer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`host:port` or a mapping with `address` and `weight`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
+                Ok(RawServer {
+                    address: Some(Scalar(v.to_owned())),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
+                let long = RawServerLong::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawServer {
+                    address: long.address,
+                    weight: long.weight,
+                })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
