@@ -25,7 +25,7 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
     let workers = match raw.workers {
         None => None,
         Some(s) => {
-            let n = count(&s, "workers", 1, 4096, "worker threads")?;
+            let n = count(&s, "workers", 1, 4096, "a number of worker threads")?;
             NonZeroUsize::new(n)
         }
     };
@@ -111,11 +111,23 @@ fn limits(raw: RawLimits) -> Result<Limits> {
         },
         max_headers: match raw.max_headers {
             None => d.max_headers,
-            Some(s) => count(&s, "limits.max_headers", 1, 10_000, "header lines")?,
+            Some(s) => count(
+                &s,
+                "limits.max_headers",
+                1,
+                10_000,
+                "a number of header lines",
+            )?,
         },
         max_connections: match raw.max_connections {
             None => d.max_connections,
-            Some(s) => count(&s, "limits.max_connections", 1, 100_000_000, "connections")?,
+            Some(s) => count(
+                &s,
+                "limits.max_connections",
+                1,
+                100_000_000,
+                "a number of connections",
+            )?,
         },
         close_timeout: opt_timeout(raw.close_timeout, "limits.close_timeout")?
             .unwrap_or(d.close_timeout),
@@ -185,7 +197,13 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
     };
     let max_attempts = match raw.max_attempts {
         None => servers.len(),
-        Some(s) => count(&s, &join(&path, "max_attempts"), 1, 100, "attempts")?,
+        Some(s) => count(
+            &s,
+            &join(&path, "max_attempts"),
+            1,
+            100,
+            "a number of attempts",
+        )?,
     };
     Ok(Upstream {
         name,
@@ -210,7 +228,7 @@ fn server(raw: RawServer, path: &str) -> Result<Server> {
         None => NonZeroU32::MIN,
         Some(s) => {
             let wpath = join(path, "weight");
-            let n = count(&s, &wpath, 1, 1_000_000, "weight")?;
+            let n = count(&s, &wpath, 1, 1_000_000, "a weight")?;
             u32::try_from(n)
                 .ok()
                 .and_then(NonZeroU32::new)
@@ -546,16 +564,12 @@ fn name(raw: Option<Scalar>, path: &str, what: &str) -> Result<String> {
 }
 
 fn count(s: &Scalar, path: &str, min: u64, max: u64, what: &str) -> Result<usize> {
-    let n = parse_count(&s.0).map_err(|m| {
-        Problem::new(
-            path,
-            format!("{m}: expected a number of {what} from {min} to {max}"),
-        )
-    })?;
+    let n = parse_count(&s.0)
+        .map_err(|m| Problem::new(path, format!("{m}: expected {what} from {min} to {max}")))?;
     if n < min || n > max {
         return Err(Problem::new(
             path,
-            format!("{n} is out of range: expected a number of {what} from {min} to {max}"),
+            format!("{n} is out of range: expected {what} from {min} to {max}"),
         ));
     }
     usize::try_from(n).map_err(|_| Problem::new(path, format!("{n} is too large")))
@@ -563,6 +577,12 @@ fn count(s: &Scalar, path: &str, min: u64, max: u64, what: &str) -> Result<usize
 
 fn size(s: &Scalar, path: &str, min: u64) -> Result<u64> {
     let n = parse_size(&s.0).map_err(|m| Problem::new(path, m))?;
+    if n == 0 && min > 0 {
+        return Err(Problem::new(
+            path,
+            "must be greater than zero: write a size such as `64KiB`",
+        ));
+    }
     if n < min {
         return Err(Problem::new(
             path,

@@ -293,6 +293,10 @@ pub(crate) fn reword(message: &str) -> String {
             .unwrap_or(rest);
         return format!("duplicate key `{key}`: each key may appear once");
     }
+    if message.starts_with("multiple YAML documents") {
+        return "the file holds more than one YAML document (`---`); a route file is exactly one"
+            .to_owned();
+    }
     match message {
         "expected string scalar" => "expected a single value, not a list or mapping".to_owned(),
         "expected sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_owned(),

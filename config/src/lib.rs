@@ -238,13 +238,19 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
         let e = e.without_snippet();
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let message = serde_saphyr::DefaultMessageFormatter.format_message(e);
+        let path = index.path_at((line, column));
+        let mut message = error::reword(&serde_saphyr::DefaultMessageFormatter.format_message(e));
+        if path == "upstreams" && message.starts_with("duplicate key") {
+            message = message
+                .replace("duplicate key", "duplicate upstream name")
+                .replace("each key may appear once", "names must be unique");
+        }
         ConfigError::Invalid {
             file: file_name.to_owned(),
             line,
             column,
-            path: index.path_at((line, column)),
-            message: error::reword(&message),
+            path,
+            message,
         }
     })?;
     convert::config(raw).map_err(|p| {
@@ -310,7 +316,7 @@ impl Config {
             };
             let _ = writeln!(
                 out,
-                "  {}: {balance}, connect timeout {}, fail cooldown {}, {} attempts",
+                "  {}: {balance}, connect timeout {}, fail cooldown {}, max attempts {}",
                 u.name,
                 d(u.connect_timeout),
                 d(u.fail_cooldown),
@@ -326,7 +332,7 @@ impl Config {
             let host = r
                 .host
                 .as_ref()
-                .map_or_else(|| "*".to_owned(), ToString::to_string);
+                .map_or_else(|| "any host".to_owned(), |h| format!("host {h}"));
             let header = r
                 .header
                 .as_ref()
@@ -334,7 +340,7 @@ impl Config {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {}. host {host} path {}{header} -> {}",
+                "  {}. {host}, path {}{header} -> {}",
                 i + 1,
                 r.path_prefix,
                 route::describe_target(&r.target, &names),
@@ -342,5 +348,179 @@ impl Config {
             let _ = writeln!(out, "     websocket: {}", route::describe_ws(&r.websocket));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listeners: [{name: public, bind: 127.0.0.1:8080}]\n";
+
+    fn cfg(rest: &str) -> Config {
+        match parse(&format!("{BASE}{rest}"), "t.yaml") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_keys_are_absent() {
+        let c = cfg(
+            "upstreams:\n  u:\n    servers: [127.0.0.1:1, 127.0.0.1:2, 127.0.0.1:3]\nroutes:\n  - upstream: u\n",
+        );
+        assert_eq!(c.workers, None);
+        assert_eq!(c.driver, Driver::Auto);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_header_bytes, 16 * 1024);
+        let u = &c.upstreams[0];
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!(u.connect_timeout, Duration::from_secs(3));
+        assert_eq!(u.fail_cooldown, Duration::from_secs(10));
+        assert_eq!(u.max_attempts, 3);
+        assert!(u.servers.iter().all(|s| s.weight.get() == 1));
+        let r = c.routes.iter().next().unwrap();
+        assert_eq!(r.path_prefix, "/");
+        assert_eq!(r.host, None);
+        assert_eq!(r.target, Target::Upstream(UpstreamId(0)));
+        assert_eq!(r.websocket, WebSocketSettings::default());
+        assert_eq!(r.websocket.max_frame_size, 1 << 20);
+        assert_eq!(r.websocket.ping_interval, Some(Duration::from_secs(30)));
+        assert!(r.websocket.validate_utf8);
+    }
+
+    #[test]
+    fn null_sections_mean_defaults() {
+        let c = cfg("workers:\nlimits:\nupstreams:\nroutes:\n  - echo: true\n    websocket:\n");
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.upstreams.is_empty());
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn explicit_values_are_parsed() {
+        let c = cfg(concat!(
+            "workers: 3\ndriver: io_uring\n",
+            "limits: {handshake_timeout: 500ms, max_header_bytes: 8KB, max_headers: 10, ",
+            "max_connections: 7, close_timeout: 1m}\n",
+            "upstreams:\n  a:\n    servers: [{address: '[::1]:9', weight: 5}, localhost:10]\n",
+            "    balance: hash\n    hash_key: header:X-User\n    fail_cooldown: 0s\n",
+            "    max_attempts: 1\n",
+            "  b: {servers: [127.0.0.1:11], balance: least_conn}\n",
+            "routes:\n  - {host: Chat.Example.com, path: /ws, upstream: b, ",
+            "header: {name: X-Env, value: Beta}, websocket: {ping_interval: off, ",
+            "max_frame_size: 16KiB, max_message_size: 16KiB, validate_utf8: false, ",
+            "allowed_origins: ['HTTPS://App.example.com', '*'], allowed_subprotocols: [v1]}}\n",
+        ));
+        assert_eq!(c.workers.map(NonZeroUsize::get), Some(3));
+        assert_eq!(c.driver, Driver::IoUring);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.max_header_bytes, 8000);
+        assert_eq!(c.limits.max_headers, 10);
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.close_timeout, Duration::from_secs(60));
+        let a = &c.upstreams[0];
+        assert_eq!(a.balance, Balance::Hash(HashKey::Header("x-user".into())));
+        assert_eq!(a.servers[0].address, "[::1]:9".parse().unwrap());
+        assert_eq!(a.servers[0].weight.get(), 5);
+        assert_eq!(a.servers[1].address, "127.0.0.1:10".parse().unwrap());
+        assert_eq!(a.fail_cooldown, Duration::ZERO);
+        assert_eq!(a.max_attempts, 1);
+        assert_eq!(c.upstreams[1].balance, Balance::LeastConn);
+        let r = c.routes.iter().next().unwrap();
+        assert_eq!(r.host, Some(HostMatch::Exact("chat.example.com".into())));
+        assert_eq!(r.target, Target::Upstream(UpstreamId(1)));
+        assert_eq!(
+            r.header,
+            Some(HeaderMatch {
+                name: "x-env".into(),
+                value: "Beta".into()
+            })
+        );
+        let ws = &r.websocket;
+        assert_eq!(ws.ping_interval, None);
+        assert_eq!(ws.max_frame_size, 16 * 1024);
+        assert!(!ws.validate_utf8);
+        assert_eq!(
+            ws.allowed_origins,
+            Some(vec!["https://app.example.com".to_owned(), "*".to_owned()])
+        );
+        assert_eq!(ws.allowed_subprotocols, Some(vec!["v1".to_owned()]));
+    }
+
+    #[test]
+    fn default_message_size_follows_a_larger_frame_size() {
+        let c = cfg("routes: [{echo: true, websocket: {max_frame_size: 8MiB}}]\n");
+        let ws = &c.routes.iter().next().unwrap().websocket;
+        assert_eq!(ws.max_message_size, 8 << 20);
+    }
+
+    #[test]
+    fn parsed_routes_are_in_match_order() {
+        let c = cfg(concat!(
+            "upstreams: {u: {servers: [127.0.0.1:1]}}\n",
+            "routes:\n",
+            "  - {path: /, echo: true}\n",
+            "  - {path: /ws, upstream: u}\n",
+            "  - {host: '*.example.com', path: /, echo: true}\n",
+            "  - {host: a.example.com, path: /, upstream: u}\n",
+        ));
+        let order: Vec<(Option<String>, &str)> = c
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.host.as_ref().map(ToString::to_string),
+                    r.path_prefix.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Some("a.example.com".to_owned()), "/"),
+                (Some("*.example.com".to_owned()), "/"),
+                (None, "/ws"),
+                (None, "/"),
+            ]
+        );
+        let found = c.routes.find(Some("b.example.com:443"), "/ws", |_| None);
+        assert_eq!(found.map(|r| r.target), Some(Target::Echo));
+        let found = c.routes.find(Some("other.org"), "/ws/x", |_| None);
+        assert_eq!(
+            found.map(|r| r.target),
+            Some(Target::Upstream(UpstreamId(0)))
+        );
+    }
+
+    #[test]
+    fn summary_lists_everything() {
+        let c = cfg(
+            "upstreams: {chat: {servers: [127.0.0.1:9001]}}\nroutes: [{path: /c, upstream: chat}, {path: /e, echo: true}]\n",
+        );
+        let s = c.summary();
+        for needle in [
+            "public on 127.0.0.1:8080",
+            "chat: round_robin",
+            "127.0.0.1:9001 weight 1",
+            "path /c -> upstream chat",
+            "path /e -> echo (built-in)",
+            "ping 30s",
+        ] {
+            assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_value() {
+        let text = format!("{BASE}routes:\n  - path: /\n    upstream: nope\n");
+        let err = parse(&text, "x.yaml").unwrap_err();
+        assert_eq!(err.position(), Some((4, 15)));
+        assert_eq!(err.path(), Some("routes[0].upstream"));
+        assert_eq!(
+            err.to_string(),
+            "x.yaml:4:15: routes[0].upstream: unknown upstream `nope` (no upstreams are defined)"
+        );
     }
 }
