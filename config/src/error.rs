@@ -154,7 +154,7 @@ impl PathIndex {
         for event in Parser::new_from_str(text) {
             let (event, span) = event.map_err(|e| {
                 let m = e.marker();
-                ((m.line() as u64, m.col() as u64 + 1), e.info())
+                ((m.line() as u64, m.col() as u64 + 1), one_line(&e.info()))
             })?;
             let pos = (span.start.line() as u64, span.start.col() as u64 + 1);
             match event {
@@ -260,6 +260,11 @@ impl PathIndex {
     }
 }
 
+/// Messages are one line: the gateway prints them as a single log line.
+fn one_line(message: &str) -> String {
+    message.trim().replace(['\n', '\r'], "; ")
+}
+
 /// `parent.key`, or `key` at the root.
 pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
@@ -271,6 +276,8 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
 
 /// Reword the YAML library's messages in the file's vocabulary (keys, lists, values).
 pub(crate) fn reword(message: &str) -> String {
+    let message = one_line(message);
+    let message = message.as_str();
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((name, expected)) = rest.split_once('`')
     {

@@ -61,8 +61,8 @@ impl RouteTable {
 
     /// The most specific route matching the request, if any.
     ///
-    /// `host` is the Host header value as received (a port such as `:8080` is ignored, case
-    /// is ignored). `path` is the request path; anything from `?` on is ignored. `header` looks
+    /// `host` is the Host header value as received (a port such as `:8080`, a trailing dot and
+    /// case are ignored). `path` is the request path; anything from `?` on is ignored. `header` looks
     /// up a request header by lowercase name and returns its value; its lifetime is independent
     /// of the table's, so it may borrow from a request buffer.
     pub fn find<'a, 'h>(
@@ -71,7 +71,7 @@ impl RouteTable {
         path: &str,
         header: impl Fn(&str) -> Option<&'h [u8]>,
     ) -> Option<&'a Route> {
-        let host = host.map(strip_port);
+        let host = host.map(|h| strip_port(h).trim_end_matches('.'));
         let path = path.split(['?', '#']).next().unwrap_or(path);
         self.routes.iter().find(|route| {
             let host_ok = match (&route.host, host) {
@@ -237,6 +237,10 @@ mod tests {
         );
         assert_eq!(
             tag(t.find(Some("CHAT.Example.com:8443"), "/", no_headers)),
+            Some(2)
+        );
+        assert_eq!(
+            tag(t.find(Some("chat.example.com.:80"), "/", no_headers)),
             Some(2)
         );
         assert_eq!(

@@ -109,3 +109,24 @@ fn unreadable_file_is_an_error_naming_it() {
     );
     assert!(err.position().is_none());
 }
+
+/// Every prefix of the full example either loads or fails with a positioned one-line message;
+/// nothing panics on half-written files.
+#[test]
+fn truncated_files_never_panic() {
+    let text = fs::read_to_string(crate_dir().join("examples/full.yaml")).unwrap();
+    let mut errors = 0;
+    for (cut, _) in text.char_indices().step_by(3) {
+        if let Err(e) = ringway_config::parse(&text[..cut], "cut.yaml") {
+            errors += 1;
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "multi-line message at {cut}: {msg:?}");
+            let (line, column) = e.position().unwrap();
+            assert!(line >= 1 && column >= 1, "{msg}");
+        }
+    }
+    assert!(
+        errors > 100,
+        "expected most prefixes to be rejected, got {errors}"
+    );
+}
