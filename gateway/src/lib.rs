@@ -1,1 +1,20 @@
-//! Ringway gateway (being built).
+//! Ringway: a frame-aware WebSocket gateway and HTTP/1.1 reverse proxy on monoio (io_uring, epoll fallback).
+//!
+//! Shape: [`server`] starts one monoio runtime per worker thread, each with its own SO_REUSEPORT listener and its own
+//! [`worker::WorkerCtx`] (balancers, buffer pool, upstream connection pool) — nothing shared and mutable between
+//! workers. Each accepted connection is served by [`conn`]: it reads a request head, routes it, and either proxies a
+//! plain HTTP exchange ([`http_proxy`]) or performs the WebSocket upgrade ([`upgrade`], [`ws_upstream`]) and hands
+//! both legs to the frame-aware [`relay`].
+
+pub mod balancer;
+pub mod buffer_pool;
+pub mod conn;
+pub mod echo;
+pub mod http;
+pub mod http_proxy;
+pub mod relay;
+pub mod server;
+pub mod upgrade;
+pub mod upstream;
+pub mod worker;
+pub mod ws_upstream;

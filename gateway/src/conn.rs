@@ -1,0 +1,421 @@
+//! One accepted client connection, from its first byte to its close.
+//!
+//! Owns: reading request heads under the handshake timeout and size limits (slowloris, 431), routing (404), the
+//! keep-alive loop for plain HTTP, and the WebSocket path: client checks, upstream connect with retries across the
+//! pool (502/503/504), the upstream handshake, the `101` to the client, then the [`crate::relay`]. Every error the
+//! client can see is answered here, in one place, with one status.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split};
+use monoio::net::TcpStream;
+use ringway_config::{Balance, Route, Target, UpstreamId};
+
+use crate::balancer::hash_input;
+use crate::http::head::{HeadLimits, Headers, RequestHead, ResponseHead, parse_request, parse_response, simple_response};
+use crate::http_proxy::{self, Persist};
+use crate::relay::{RelaySettings, relay};
+use crate::upgrade::{self, ClientUpgrade};
+use crate::upstream;
+use crate::worker::WorkerCtx;
+use crate::ws_upstream::{self, ForwardedFor};
+
+/// Counts a worker's open connections for `max_connections`.
+struct ConnectionSlot(Rc<WorkerCtx>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get().saturating_sub(1));
+    }
+}
+
+/// Serves one accepted client connection.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) {
+    if ctx.connections.get() >= ctx.max_connections {
+        tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
+        let answer = simple_response(503, &[("retry-after", "1")], "connection limit reached\n", true);
+        let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+        return;
+    }
+    ctx.connections.set(ctx.connections.get() + 1);
+    let _slot = ConnectionSlot(ctx.clone());
+    serve_requests(stream, peer, &ctx).await;
+}
+
+async fn serve_requests(mut stream: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerCtx>) {
+    let limits = &ctx.config.limits;
+    let head_limits = HeadLimits { max_bytes: limits.max_header_bytes, max_headers: limits.max_headers };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let deadline = Instant::now() + limits.handshake_timeout;
+        let head = match read_request_head(&mut stream, &mut buf, head_limits, deadline).await {
+            HeadRead::Head(head) => head,
+            HeadRead::Closed => return,
+            HeadRead::Reject(status, why) => {
+                tracing::info!(%peer, status, "{why}");
+                respond(&mut stream, status, &[], &format!("{why}\n")).await;
+                return;
+            }
+        };
+        let mut leftover = buf.split_off(head.head_len);
+        buf.clear();
+        let Some(route) = find_route(ctx, &head) else {
+            tracing::info!(%peer, target = %head.target, "no route");
+            respond(&mut stream, 404, &[], "no route\n").await;
+            return;
+        };
+        if upgrade::is_websocket_request(&head) {
+            serve_websocket(stream, peer, head, leftover, route, ctx).await;
+            return;
+        }
+        let persist = match route.target {
+            Target::Echo => serve_echo_http(&mut stream, &head).await,
+            Target::Upstream(id) => {
+                match http_proxy::forward(&mut stream, peer, head, &mut leftover, id, ctx).await {
+                    Ok(persist) => persist,
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "http proxy failed");
+                        if let Some(status) = e.status() {
+                            respond(&mut stream, status, &[], &format!("{e}\n")).await;
+                        }
+                        Persist::Close
+                    }
+                }
+            }
+        };
+        if persist == Persist::Close {
+            return;
+        }
+        buf = leftover;
+    }
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed (or sent nothing) before a request started.
+    Closed,
+    Reject(u16, String),
+}
+
+/// Reads until `buf` holds a whole request head; the head must complete before `deadline` (slowloris guard).
+async fn read_request_head<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    limits: HeadLimits,
+    deadline: Instant,
+) -> HeadRead {
+    loop {
+        match parse_request(buf, limits) {
+            Ok(Some(head)) => return HeadRead::Head(head),
+            Ok(None) => {}
+            Err(e) => return HeadRead::Reject(e.status(), e.to_string()),
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve((limits.max_bytes + 1).saturating_sub(buf.len()).clamp(1024, 16 * 1024));
+        }
+        let start = buf.len();
+        let cap = buf.capacity();
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let read = monoio::time::timeout(wait, stream.read(std::mem::take(buf).slice_mut(start..cap))).await;
+        match read {
+            Ok((Ok(n), slice)) => {
+                *buf = slice.into_inner();
+                if n == 0 {
+                    return if buf.is_empty() {
+                        HeadRead::Closed
+                    } else {
+                        HeadRead::Reject(400, "connection closed inside the request head".into())
+                    };
+                }
+            }
+            Ok((Err(_), _)) => return HeadRead::Closed,
+            Err(_) if buf.is_empty() => return HeadRead::Closed,
+            Err(_) => return HeadRead::Reject(408, "request head not received in time".into()),
+        }
+    }
+}
+
+fn find_route<'c>(ctx: &'c WorkerCtx, head: &RequestHead) -> Option<&'c Route> {
+    let (host_from_target, path) = split_target(&head.target);
+    let host = host_from_target.or_else(|| head.header_str("host"));
+    ctx.config.routes.find(host, path, |name| head.header(name))
+}
+
+/// Splits a request target into (authority for absolute form, path).
+fn split_target(target: &str) -> (Option<&str>, &str) {
+    for scheme in ["http://", "https://", "ws://", "wss://"] {
+        if let Some(rest) = target.strip_prefix(scheme) {
+            return match rest.find('/') {
+                Some(i) => (Some(&rest[..i]), &rest[i..]),
+                None => (Some(rest), "/"),
+            };
+        }
+    }
+    (None, target)
+}
+
+async fn respond<S: AsyncWriteRent>(stream: &mut S, status: u16, extra: &[(&str, &str)], body: &str) {
+    let answer = simple_response(status, extra, body, true);
+    let _ = monoio::time::timeout(Duration::from_secs(5), stream.write_all(answer)).await;
+}
+
+/// Plain HTTP to an echo route: a small text answer, so a browser or curl sees the gateway is up.
+async fn serve_echo_http<S: AsyncWriteRent>(stream: &mut S, head: &RequestHead) -> Persist {
+    let has_body = head.header("content-length").is_some_and(|v| v != b"0") || head.header("transfer-encoding").is_some();
+    let keep = head.minor_version >= 1 && !head.has_token("connection", "close") && !has_body;
+    let body = "ringway echo endpoint: connect with a WebSocket client\n";
+    let answer = simple_response(200, &[], body, !keep);
+    match stream.write_all(answer).await {
+        (Ok(_), _) if keep => Persist::KeepAlive,
+        _ => Persist::Close,
+    }
+}
+
+async fn serve_websocket(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    early: Vec<u8>,
+    route: &Route,
+    ctx: &Rc<WorkerCtx>,
+) {
+    let upgrade = match upgrade::check(&head, &route.websocket) {
+        Ok(u) => u,
+        Err(rejection) => {
+            tracing::info!(%peer, status = rejection.status, reason = rejection.reason, "upgrade refused");
+            respond(&mut client, rejection.status, rejection.headers(), &format!("{}\n", rejection.reason)).await;
+            return;
+        }
+    };
+    let limits = &ctx.config.limits;
+    match route.target {
+        Target::Echo => {
+            let protocol = upgrade.subprotocols.first().map(String::as_str);
+            let answer = upgrade::switching_protocols(&upgrade.key, protocol, None);
+            if client.write_all(answer).await.0.is_err() {
+                return;
+            }
+            tracing::debug!(%peer, "websocket echo session");
+            crate::echo::serve(client, early, &route.websocket, limits.close_timeout, &ctx.buffers).await;
+        }
+        Target::Upstream(id) => {
+            let Some(opened) = open_upstream(&mut client, peer, &head, &upgrade, id, ctx).await else { return };
+            let answer = upgrade::switching_protocols(
+                &upgrade.key,
+                opened.negotiated.protocol.as_deref(),
+                opened.negotiated.extensions.as_deref(),
+            );
+            if client.write_all(answer).await.0.is_err() {
+                return;
+            }
+            let ws = &route.websocket;
+            let settings = RelaySettings {
+                idle_timeout: ws.idle_timeout,
+                ping_interval: ws.ping_interval,
+                pong_timeout: ws.pong_timeout,
+                close_timeout: limits.close_timeout,
+                max_frame_size: ws.max_frame_size,
+                max_message_size: ws.max_message_size,
+                validate_utf8: ws.validate_utf8,
+                deflate: opened.negotiated.deflate,
+            };
+            let upstream_name = &ctx.config.upstreams[id.0].name;
+            tracing::debug!(%peer, upstream = %upstream_name, server = opened.server, "websocket relay started");
+            let started = Instant::now();
+            let outcome = relay(client, opened.stream, early, opened.early, &settings, &ctx.buffers).await;
+            drop(opened.guard);
+            tracing::info!(
+                %peer,
+                upstream = %upstream_name,
+                duration_ms = started.elapsed().as_millis() as u64,
+                bytes_in = outcome.bytes_client_to_upstream,
+                bytes_out = outcome.bytes_upstream_to_client,
+                "websocket closed: {}",
+                outcome.reason
+            );
+        }
+    }
+}
+
+/// An upstream that accepted the upgrade.
+struct OpenedUpstream {
+    stream: TcpStream,
+    server: usize,
+    guard: crate::balancer::ActiveGuard,
+    negotiated: ws_upstream::Negotiated,
+    /// Bytes the upstream sent right behind its `101`.
+    early: Vec<u8>,
+}
+
+/// Connects to the route's pool and performs the upstream handshake, trying further servers when one fails. On
+/// failure the client has been answered (non-101 answers are relayed as is) and `None` is returned.
+async fn open_upstream(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    head: &RequestHead,
+    upgrade: &ClientUpgrade,
+    id: UpstreamId,
+    ctx: &Rc<WorkerCtx>,
+) -> Option<OpenedUpstream> {
+    let upstream = &ctx.config.upstreams[id.0];
+    let balancer = &ctx.balancers[id.0];
+    let key = match &upstream.balance {
+        Balance::Hash(k) => hash_input(k, peer.ip(), head),
+        _ => None,
+    };
+    let limits = &ctx.config.limits;
+    let head_limits = HeadLimits { max_bytes: limits.max_header_bytes.max(8192), max_headers: limits.max_headers.max(64) };
+    let mut tried = Vec::new();
+    let mut last_status: Option<u16> = None;
+    loop {
+        let mut conn = match upstream::connect(balancer, upstream, key, &mut tried).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // A handshake failure earlier in this loop decides the status (502, or 504 for a timeout).
+                let status = last_status.unwrap_or(e.status());
+                tracing::info!(%peer, upstream = %upstream.name, status, error = %e, "no upstream for websocket");
+                respond(client, status, &[], &format!("{e}\n")).await;
+                return None;
+            }
+        };
+        if !tried.contains(&conn.server) {
+            tried.push(conn.server);
+        }
+        let key_sent = ws_upstream::fresh_key();
+        let request = ws_upstream::upstream_request(
+            head,
+            upgrade,
+            &key_sent,
+            ForwardedFor { client_ip: peer.ip(), proto: "http" },
+        );
+        let deadline = Instant::now() + limits.handshake_timeout.max(upstream.connect_timeout);
+        let exchange = async {
+            let (res, _) = conn.stream.write_all(request).await;
+            res?;
+            read_response_head(&mut conn.stream, head_limits).await
+        };
+        let answer = monoio::time::timeout(deadline.saturating_duration_since(Instant::now()), exchange).await;
+        let server_addr = balancer.address(conn.server);
+        let (res_head, mut buf) = match answer {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(e)) => {
+                tracing::warn!(%server_addr, error = %e, "upstream handshake failed; trying the next server");
+                balancer.mark_failed(conn.server, Instant::now());
+                last_status = Some(502);
+                if tried.len() >= upstream.max_attempts {
+                    respond(client, 502, &[], "upstream handshake failed\n").await;
+                    return None;
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(%server_addr, "upstream handshake timed out; trying the next server");
+                balancer.mark_failed(conn.server, Instant::now());
+                last_status = Some(504);
+                if tried.len() >= upstream.max_attempts {
+                    respond(client, 504, &[], "upstream handshake timed out\n").await;
+                    return None;
+                }
+                continue;
+            }
+        };
+        if res_head.status != 101 {
+            tracing::info!(%peer, %server_addr, status = res_head.status, "upstream refused the upgrade; relaying its answer");
+            balancer.mark_ok(conn.server);
+            relay_refusal(client, &mut conn.stream, &res_head, buf, limits.handshake_timeout).await;
+            return None;
+        }
+        match ws_upstream::verify_switching(&res_head, &key_sent, upgrade) {
+            Ok(negotiated) => {
+                balancer.mark_ok(conn.server);
+                let early = buf.split_off(res_head.head_len);
+                return Some(OpenedUpstream {
+                    stream: conn.stream,
+                    server: conn.server,
+                    guard: conn.guard,
+                    negotiated,
+                    early,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%server_addr, error = %e, "upstream answered the upgrade incorrectly");
+                balancer.mark_failed(conn.server, Instant::now());
+                last_status = Some(502);
+                if tried.len() >= upstream.max_attempts {
+                    respond(client, 502, &[], &format!("bad upstream handshake: {e}\n")).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Reads an upstream response head; returns it with the buffer holding the head and whatever followed it.
+async fn read_response_head<S: AsyncReadRent>(stream: &mut S, limits: HeadLimits) -> std::io::Result<(ResponseHead, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        match parse_response(&buf, limits) {
+            Ok(Some(head)) => return Ok((head, buf)),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let start = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = stream.read(buf.slice_mut(start..cap)).await;
+        buf = slice.into_inner();
+        if res? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Relays an upstream's non-101 answer (e.g. 401) to the client as is: the head, then a Content-Length body, or
+/// whatever arrives until the upstream closes (bounded by `timeout`). The client connection is closed after it.
+async fn relay_refusal<S>(client: &mut TcpStream, upstream: &mut S, head: &ResponseHead, buf: Vec<u8>, timeout: Duration)
+where
+    S: AsyncReadRent + CancelableAsyncReadRent + Split,
+{
+    let body_len: Option<usize> = head.header_str("content-length").and_then(|v| v.parse().ok());
+    let total = body_len.map(|n| head.head_len + n);
+    let work = async {
+        let mut sent = buf.len();
+        let (res, _) = client.write_all(buf).await;
+        res?;
+        let mut chunk = Vec::with_capacity(16 * 1024);
+        while total.is_none_or(|t| sent < t) {
+            chunk.clear();
+            let (res, c) = upstream.read(chunk).await;
+            chunk = c;
+            let n = res?;
+            if n == 0 {
+                break;
+            }
+            let keep = total.map_or(n, |t| n.min(t - sent));
+            chunk.truncate(keep);
+            sent += keep;
+            let (res, c) = client.write_all(chunk).await;
+            chunk = c;
+            res?;
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = monoio::time::timeout(timeout, work).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form_targets_are_split() {
+        assert_eq!(split_target("/chat?x"), (None, "/chat?x"));
+        assert_eq!(split_target("http://a.example:8080/ws"), (Some("a.example:8080"), "/ws"));
+        assert_eq!(split_target("http://a.example"), (Some("a.example"), "/"));
+    }
+}

@@ -1,0 +1,131 @@
+//! The built-in `echo` target: a WebSocket echo endpoint served by the gateway itself (routes with `echo: true`),
+//! for smoke-testing a deployment without any upstream.
+//!
+//! Owns: echoing data frames back with the same fragmentation, answering pings, completing the close handshake, and
+//! closing with the right code on a protocol violation. Does not own: the handshake (done by `crate::conn`).
+
+use std::time::Duration;
+
+use frame_simd::{
+    Decoded, DecoderConfig, FrameDecoder, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role, Rsv,
+    encode_close_payload, parse_close_payload,
+};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use ringway_config::WebSocketSettings;
+
+use crate::buffer_pool::BufferPool;
+
+/// Serves an echo session until the close handshake completes, the peer fails, or `idle_timeout` passes.
+pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
+    mut stream: S,
+    early: Vec<u8>,
+    ws: &WebSocketSettings,
+    close_timeout: Duration,
+    pool: &BufferPool,
+) {
+    let mut decoder = FrameDecoder::new(DecoderConfig {
+        peer: Role::Client,
+        max_frame_size: ws.max_frame_size,
+        max_message_size: ws.max_message_size,
+        allowed_rsv: Rsv::default(),
+        validate_utf8: ws.validate_utf8,
+        payload: PayloadMode::Unmask,
+    });
+    let mut input = pool.take();
+    input.extend_from_slice(&early);
+    let mut output: Vec<u8> = Vec::new();
+    let mut closing = false;
+    loop {
+        let mut pos = 0;
+        let mut done = false;
+        while pos < input.len() && !done {
+            match decoder.decode(&mut input[pos..]) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::DataHeader { header, len }) => {
+                    push_header(&mut output, FrameHeader { mask: None, ..header });
+                    pos += len;
+                }
+                Ok(Decoded::DataPayload { len, .. }) => {
+                    output.extend_from_slice(&input[pos..pos + len]);
+                    pos += len;
+                }
+                Ok(Decoded::Control { opcode, len }) => {
+                    pos += len;
+                    match opcode {
+                        OpCode::Ping => push_control(&mut output, OpCode::Pong, decoder.control_payload()),
+                        OpCode::Close => {
+                            let code = parse_close_payload(decoder.control_payload()).ok().flatten();
+                            push_close(&mut output, code.map_or(1000, |(c, _)| c));
+                            done = true;
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "echo: protocol violation");
+                    push_close(&mut output, e.close_code());
+                    done = true;
+                }
+            }
+        }
+        input.drain(..pos);
+        if !output.is_empty() {
+            let (res, out) = stream.write_all(std::mem::take(&mut output)).await;
+            output = out;
+            output.clear();
+            if res.is_err() {
+                break;
+            }
+        }
+        if done {
+            closing = true;
+            break;
+        }
+        if input.len() == input.capacity() {
+            input.reserve(input.capacity());
+        }
+        let start = input.len();
+        let cap = input.capacity();
+        let read = monoio::time::timeout(ws.idle_timeout, stream.read(input.slice_mut(start..cap))).await;
+        match read {
+            Ok((Ok(n), slice)) if n > 0 => input = slice.into_inner(),
+            Ok((_, slice)) => {
+                input = slice.into_inner();
+                break;
+            }
+            Err(_) => {
+                input = Vec::new();
+                push_close(&mut output, 1001);
+                let _ = stream.write_all(output).await;
+                closing = true;
+                break;
+            }
+        }
+    }
+    pool.give(std::mem::take(&mut input));
+    if closing {
+        // Give the client a moment to send its close answer / FIN before the socket is dropped.
+        let _ = monoio::time::timeout(close_timeout, stream.read(vec![0u8; 256])).await;
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, header: FrameHeader) {
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    out.extend_from_slice(&head[..n]);
+}
+
+fn push_control(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    push_header(
+        out,
+        FrameHeader { fin: true, rsv: Rsv::default(), opcode, mask: None, payload_len: payload.len() as u64 },
+    );
+    out.extend_from_slice(payload);
+}
+
+fn push_close(out: &mut Vec<u8>, code: u16) {
+    let mut payload = [0u8; 125];
+    let n = encode_close_payload(code, "", &mut payload);
+    push_control(out, OpCode::Close, &payload[..n]);
+}

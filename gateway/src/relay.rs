@@ -1,0 +1,760 @@
+//! The frame-aware relay between a client and an upstream WebSocket after both handshakes succeeded.
+//!
+//! Owns: moving frames both ways, validating every frame with `frame_simd` (masking, control and fragmentation
+//! rules, UTF-8, size limits), the gateway's own keepalive (ping after silence, drop the pongs that answer it, close a
+//! peer that does not answer), bridging the close handshake with a timeout, and tearing both legs down together.
+//! Does not own: handshakes, routing, or TLS (it is generic over the stream type).
+//!
+//! Shape: one future per proxied connection, joining two legs (client→upstream and upstream→client). A leg reads its
+//! source, runs the bytes through its [`FrameDecoder`] in `Preserve` mode (bytes stay as received, so frames are
+//! forwarded verbatim, masked client frames included), and writes them to the other side. Each socket's write half
+//! lives in a [`Side`] slot so the other leg can inject control frames (pings, closes) between frames.
+//!
+//! Memory: a leg holds a pooled buffer only while bytes are in flight. A read that sees no data for [`PARK_AFTER`]
+//! is cancelled, its buffer returned, and the leg parks on a one-byte read, so an idle connection pins no buffer.
+//! Backpressure: a leg does not read while its write is pending, so each leg holds at most one buffer.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::pin::pin;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use frame_simd::{
+    Decoded, DecoderConfig, FrameDecoder, FrameError, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role,
+    Rsv, apply_mask, encode_close_payload,
+};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Split, Splitable,
+};
+
+use crate::buffer_pool::BufferPool;
+
+/// A read that sees no data this long gives its buffer back and parks on a one-byte read.
+pub const PARK_AFTER: Duration = Duration::from_millis(50);
+
+/// How a relay is configured (from the route's `websocket:` settings and the negotiated extensions).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub idle_timeout: Duration,
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_frame_size: u64,
+    pub max_message_size: u64,
+    pub validate_utf8: bool,
+    /// permessage-deflate negotiated end to end: RSV1 allowed on data frames.
+    pub deflate: bool,
+}
+
+/// Which socket of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideId {
+    Client,
+    Upstream,
+}
+
+impl SideId {
+    fn name(self) -> &'static str {
+        match self {
+            SideId::Client => "client",
+            SideId::Upstream => "upstream",
+        }
+    }
+
+    /// The close code the *other* side gets when this side fails: an upstream failure is an unexpected condition
+    /// for the client (1011); a client failure means the client went away (1001).
+    fn failure_code_for_other(self) -> u16 {
+        match self {
+            SideId::Client => 1001,
+            SideId::Upstream => 1011,
+        }
+    }
+}
+
+/// How a relay ended, for the connection log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// Human description of what ended the relay first.
+    pub reason: String,
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+}
+
+/// Relays frames between `client` and `upstream` until both are closed. `client_early` / `upstream_early` are bytes
+/// already read past each side's handshake head (frames sent right behind it).
+pub async fn relay<C, U>(
+    client: C,
+    upstream: U,
+    client_early: Vec<u8>,
+    upstream_early: Vec<u8>,
+    settings: &RelaySettings,
+    pool: &BufferPool,
+) -> RelayOutcome
+where
+    C: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent,
+    U: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent,
+{
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let now = Instant::now();
+    let pair = Pair {
+        settings,
+        pool,
+        last_activity: Cell::new(now),
+        closing_deadline: Cell::new(None),
+        stop: Cell::new(false),
+        reason: RefCell::new(None),
+        bytes: [Cell::new(0), Cell::new(0)],
+        ping_counter: Cell::new(0),
+    };
+    let client_side = Side::new(SideId::Client, client_write, now);
+    let upstream_side = Side::new(SideId::Upstream, upstream_write, now);
+    let c2u = Leg { pair: &pair, src: &client_side, dst: &upstream_side }.run(client_read, client_early);
+    let u2c = Leg { pair: &pair, src: &upstream_side, dst: &client_side }.run(upstream_read, upstream_early);
+    monoio::join!(c2u, u2c);
+    let reason = pair.reason.borrow_mut().take().unwrap_or_else(|| "closed".to_owned());
+    RelayOutcome {
+        reason,
+        bytes_client_to_upstream: pair.bytes[0].get(),
+        bytes_upstream_to_client: pair.bytes[1].get(),
+    }
+}
+
+/// State shared by both legs of one proxied connection.
+struct Pair<'a> {
+    settings: &'a RelaySettings,
+    pool: &'a BufferPool,
+    /// Last data frame in either direction (the idle timer); the gateway's own pings do not count.
+    last_activity: Cell<Instant>,
+    /// Set when a close handshake starts: by then both sides must have finished.
+    closing_deadline: Cell<Option<Instant>>,
+    stop: Cell<bool>,
+    reason: RefCell<Option<String>>,
+    /// Bytes forwarded client→upstream and upstream→client.
+    bytes: [Cell<u64>; 2],
+    ping_counter: Cell<u64>,
+}
+
+impl Pair<'_> {
+    fn note(&self, reason: impl FnOnce() -> String) {
+        let mut slot = self.reason.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(reason());
+        }
+    }
+
+    fn start_closing(&self, now: Instant) {
+        if self.closing_deadline.get().is_none() {
+            self.closing_deadline.set(Some(now + self.settings.close_timeout));
+        }
+    }
+}
+
+/// One socket of the pair: its write half (shared by both legs), what the gateway still has to send it, and the
+/// state of its close handshake and keepalive.
+struct Side<W> {
+    id: SideId,
+    writer: RefCell<Option<W>>,
+    writer_waiter: Cell<Option<Waker>>,
+    /// The byte stream written to this side is inside a forwarded frame: nothing may be injected now.
+    mid_frame: Cell<bool>,
+    pending_ping: Cell<Option<[u8; 8]>>,
+    pending_close: Cell<Option<(u16, &'static str)>>,
+    /// A Close was written to this side (forwarded or the gateway's own).
+    close_sent: Cell<bool>,
+    /// This side's Close was read (or the gateway stopped caring for its answer).
+    close_received: Cell<bool>,
+    /// This side is dead or misbehaved: neither read nor written any more.
+    abandoned: Cell<bool>,
+    last_rx: Cell<Instant>,
+    /// Payload of the gateway's last ping to this side; the pong carrying it is not forwarded.
+    ping_payload: Cell<Option<[u8; 8]>>,
+    pong_deadline: Cell<Option<Instant>>,
+    /// Cancels this side's pending read (to park it, or to wake its leg when the other leg changes state).
+    canceller: RefCell<Canceller>,
+}
+
+impl<W: AsyncWriteRent> Side<W> {
+    fn new(id: SideId, writer: W, now: Instant) -> Self {
+        Self {
+            id,
+            writer: RefCell::new(Some(writer)),
+            writer_waiter: Cell::new(None),
+            mid_frame: Cell::new(false),
+            pending_ping: Cell::new(None),
+            pending_close: Cell::new(None),
+            close_sent: Cell::new(false),
+            close_received: Cell::new(false),
+            abandoned: Cell::new(false),
+            last_rx: Cell::new(now),
+            ping_payload: Cell::new(None),
+            pong_deadline: Cell::new(None),
+            canceller: RefCell::new(Canceller::new()),
+        }
+    }
+
+    /// Finished: nothing more will be read from or written to this side.
+    fn finished(&self) -> bool {
+        self.abandoned.get() || (self.close_sent.get() && self.close_received.get())
+    }
+
+    /// Frames written to this side are masked (the gateway is the client towards the upstream).
+    fn masks(&self) -> bool {
+        self.id == SideId::Upstream
+    }
+
+    async fn take_writer(&self) -> W {
+        poll_fn(|cx| match self.writer.borrow_mut().take() {
+            Some(w) => Poll::Ready(w),
+            None => {
+                self.writer_waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn put_writer(&self, w: W) {
+        *self.writer.borrow_mut() = Some(w);
+        if let Some(waker) = self.writer_waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Wakes the leg reading this side (its pending read returns `ECANCELED`).
+    fn wake_reader(&self) {
+        let mut slot = self.canceller.borrow_mut();
+        let old = std::mem::take(&mut *slot);
+        *slot = old.cancel();
+    }
+
+    /// Queues a Close for this side unless one was already sent or it is gone.
+    fn queue_close(&self, code: u16, reason: &'static str) {
+        if !self.close_sent.get() && !self.abandoned.get() && self.pending_close.get().is_none() {
+            self.pending_close.set(Some((code, reason)));
+        }
+    }
+
+    /// Writes queued control frames if the writer is free and the stream is between frames. Otherwise the leg
+    /// that holds the writer flushes them when it reaches a frame boundary.
+    async fn flush_pending(&self, settings: &RelaySettings) {
+        if self.mid_frame.get() || self.abandoned.get() || self.close_sent.get() {
+            return;
+        }
+        if self.pending_close.get().is_none() && self.pending_ping.get().is_none() {
+            return;
+        }
+        let Some(mut w) = self.writer.borrow_mut().take() else { return };
+        let mut frames = Vec::with_capacity(2 * (MAX_HEADER_LEN + 125));
+        let close = self.pending_close.take();
+        if let Some(ping) = self.pending_ping.take()
+            && close.is_none()
+        {
+            push_control_frame(&mut frames, OpCode::Ping, &ping, self.masks());
+        }
+        if let Some((code, reason)) = close {
+            let mut payload = [0u8; 125];
+            let n = encode_close_payload(code, reason, &mut payload);
+            push_control_frame(&mut frames, OpCode::Close, &payload[..n], self.masks());
+            self.close_sent.set(true);
+        }
+        let written = monoio::time::timeout(settings.close_timeout, w.write_all(frames)).await;
+        self.put_writer(w);
+        if !matches!(written, Ok((Ok(_), _))) {
+            tracing::debug!(side = self.id.name(), "could not write a control frame; abandoning");
+            self.abandoned.set(true);
+        }
+    }
+}
+
+/// One direction of the relay: reads `src`, writes to `dst`.
+struct Leg<'p, 'a, S, D> {
+    pair: &'p Pair<'a>,
+    src: &'p Side<S>,
+    dst: &'p Side<D>,
+}
+
+/// What one read produced.
+enum ReadResult {
+    Data(Vec<u8>),
+    /// The peer closed its sending side (TCP FIN) or reset the connection.
+    Closed(Option<io::Error>),
+    /// No data before the deadline, or woken by the other leg.
+    Nothing,
+}
+
+impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
+    async fn run<R: CancelableAsyncReadRent>(self, mut reader: R, early: Vec<u8>) {
+        let settings = self.pair.settings;
+        let mut decoder = FrameDecoder::new(DecoderConfig {
+            peer: match self.src.id {
+                SideId::Client => Role::Client,
+                SideId::Upstream => Role::Server,
+            },
+            max_frame_size: settings.max_frame_size,
+            max_message_size: settings.max_message_size,
+            allowed_rsv: Rsv { rsv1: settings.deflate, rsv2: false, rsv3: false },
+            validate_utf8: settings.validate_utf8,
+            payload: PayloadMode::Preserve,
+        });
+        let mut in_frame = false;
+        // Unprocessed bytes carried to the next read (a partial header or control frame), or early bytes.
+        let mut hold: Option<Vec<u8>> = None;
+        if !early.is_empty() {
+            let mut buf = self.pair.pool.take();
+            buf.extend_from_slice(&early);
+            hold = self.process(buf, &mut decoder, &mut in_frame).await;
+        }
+        let mut parked = false;
+        loop {
+            self.check_done();
+            if self.pair.stop.get() || self.src.finished() {
+                break;
+            }
+            let now = Instant::now();
+            let deadline = self.deadline(now);
+            if deadline <= now {
+                self.on_deadline(now).await;
+                continue;
+            }
+            let result = if parked && hold.is_none() {
+                self.read_parked(&mut reader, deadline).await
+            } else {
+                let buf = hold.take().unwrap_or_else(|| self.pair.pool.take());
+                self.read_hot(&mut reader, buf, deadline, &mut hold).await
+            };
+            match result {
+                ReadResult::Data(buf) => {
+                    parked = false;
+                    let now = Instant::now();
+                    self.src.last_rx.set(now);
+                    self.src.pong_deadline.set(None);
+                    if self.src.close_received.get() {
+                        // Anything after the peer's Close is ignored (RFC 6455 §5.5.1).
+                        self.pair.pool.give(buf);
+                        continue;
+                    }
+                    hold = self.process(buf, &mut decoder, &mut in_frame).await;
+                }
+                ReadResult::Nothing => {
+                    // Parks if the hot read found nothing and the buffer went back to the pool.
+                    parked = hold.is_none();
+                }
+                ReadResult::Closed(err) => {
+                    self.on_source_closed(err);
+                    self.flush_both().await;
+                    break;
+                }
+            }
+            // The other leg may have queued frames while we waited.
+            self.flush_both().await;
+        }
+        if let Some(buf) = hold {
+            self.pair.pool.give(buf);
+        }
+        self.flush_both().await;
+        self.check_done();
+    }
+
+    /// A read into a pooled buffer, parked (cancelled, buffer returned) after [`PARK_AFTER`] without data.
+    async fn read_hot<R: CancelableAsyncReadRent>(
+        &self,
+        reader: &mut R,
+        buf: Vec<u8>,
+        deadline: Instant,
+        hold: &mut Option<Vec<u8>>,
+    ) -> ReadResult {
+        let start = buf.len();
+        let cap = buf.capacity();
+        let handle = self.src.canceller.borrow().handle();
+        let wait = deadline.saturating_duration_since(Instant::now()).min(PARK_AFTER);
+        let mut read = pin!(reader.cancelable_read(buf.slice_mut(start..cap), handle));
+        let (res, slice) = match monoio::time::timeout(wait, &mut read).await {
+            Ok(done) => done,
+            Err(_) => {
+                self.src.wake_reader();
+                read.await
+            }
+        };
+        let buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                self.pair.pool.give(buf);
+                ReadResult::Closed(None)
+            }
+            Ok(_) => ReadResult::Data(buf),
+            Err(e) if is_cancelled(&e) => {
+                if buf.is_empty() {
+                    self.pair.pool.give(buf);
+                } else {
+                    *hold = Some(buf);
+                }
+                ReadResult::Nothing
+            }
+            Err(e) => {
+                self.pair.pool.give(buf);
+                ReadResult::Closed(Some(e))
+            }
+        }
+    }
+
+    /// A one-byte read while idle: no pooled buffer is pinned until the peer sends something.
+    async fn read_parked<R: CancelableAsyncReadRent>(&self, reader: &mut R, deadline: Instant) -> ReadResult {
+        let handle = self.src.canceller.borrow().handle();
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let mut read = pin!(reader.cancelable_read(Box::new([0u8; 1]), handle));
+        let (res, byte) = match monoio::time::timeout(wait, &mut read).await {
+            Ok(done) => done,
+            Err(_) => {
+                self.src.wake_reader();
+                read.await
+            }
+        };
+        match res {
+            Ok(0) => ReadResult::Closed(None),
+            Ok(_) => {
+                let mut buf = self.pair.pool.take();
+                buf.push(byte[0]);
+                ReadResult::Data(buf)
+            }
+            Err(e) if is_cancelled(&e) => ReadResult::Nothing,
+            Err(e) => ReadResult::Closed(Some(e)),
+        }
+    }
+
+    /// Decodes and forwards the bytes in `buf`; returns the buffer if unprocessed bytes remain (a partial header or
+    /// control frame), else gives it back to the pool.
+    async fn process(&self, mut buf: Vec<u8>, decoder: &mut FrameDecoder, in_frame: &mut bool) -> Option<Vec<u8>> {
+        let mut pos = 0;
+        // Where the destination stream is between frames, within this batch (None: mid-frame since an earlier batch).
+        let mut boundary = if *in_frame { None } else { Some(0) };
+        let mut data_seen = false;
+        let mut failure: Option<FrameError> = None;
+        let mut saw_close = false;
+        while pos < buf.len() {
+            match decoder.decode(&mut buf[pos..]) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::DataHeader { len, .. }) => {
+                    pos += len;
+                    *in_frame = true;
+                    data_seen = true;
+                }
+                Ok(Decoded::DataPayload { len, frame_end, .. }) => {
+                    pos += len;
+                    if frame_end {
+                        *in_frame = false;
+                        boundary = Some(pos);
+                    }
+                }
+                Ok(Decoded::Control { opcode, len }) => {
+                    let payload = decoder.control_payload();
+                    if opcode == OpCode::Pong && self.is_own_pong(payload) {
+                        // The answer to the gateway's own ping: not forwarded.
+                        buf.copy_within(pos + len.., pos);
+                        buf.truncate(buf.len() - len);
+                        boundary = Some(pos);
+                        continue;
+                    }
+                    pos += len;
+                    boundary = Some(pos);
+                    if opcode == OpCode::Close {
+                        saw_close = true;
+                        buf.truncate(pos);
+                        break;
+                    }
+                    data_seen |= opcode == OpCode::Ping;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if data_seen {
+            self.pair.last_activity.set(Instant::now());
+        }
+        // On a violation only whole frames are forwarded, so the destination can still be closed cleanly.
+        let forward_end = if failure.is_some() { boundary.unwrap_or(0) } else { pos };
+        if forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
+            let mid_frame = failure.is_none() && *in_frame;
+            buf = match self.forward(buf, forward_end, mid_frame).await {
+                Some(buf) => buf,
+                None => return None,
+            };
+        }
+        if saw_close {
+            self.src.close_received.set(true);
+            self.dst.close_sent.set(true);
+            self.pair.start_closing(Instant::now());
+            tracing::debug!(from = self.src.id.name(), "close frame relayed");
+            self.wake_other();
+        }
+        if let Some(e) = failure {
+            self.on_violation(e, boundary.is_none()).await;
+            self.pair.pool.give(buf);
+            return None;
+        }
+        if pos < buf.len() {
+            buf.copy_within(pos.., 0);
+            buf.truncate(buf.len() - pos);
+            Some(buf)
+        } else {
+            self.pair.pool.give(buf);
+            None
+        }
+    }
+
+    /// Writes `buf[..end]` to the destination; returns the buffer, or None if the destination failed (the buffer is
+    /// then back in the pool and the pair is closing).
+    async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
+        let mut w = self.dst.take_writer().await;
+        let write = w.write_all(buf.slice(..end));
+        let result = monoio::time::timeout(self.pair.settings.idle_timeout, write).await;
+        self.dst.put_writer(w);
+        match result {
+            Ok((Ok(_), slice)) => {
+                let index = usize::from(self.src.id == SideId::Upstream);
+                self.pair.bytes[index].set(self.pair.bytes[index].get() + end as u64);
+                self.dst.mid_frame.set(mid_frame);
+                Some(slice.into_inner())
+            }
+            Ok((Err(e), slice)) => {
+                self.pair.pool.give(slice.into_inner());
+                self.on_destination_failed(&format!("write failed: {e}"));
+                None
+            }
+            Err(_) => {
+                self.on_destination_failed("write stalled past the idle timeout");
+                None
+            }
+        }
+    }
+
+    fn is_own_pong(&self, payload: &[u8]) -> bool {
+        match self.src.ping_payload.get() {
+            Some(own) if own.as_slice() == payload => {
+                self.src.ping_payload.set(None);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The earliest moment this leg must act without input.
+    fn deadline(&self, now: Instant) -> Instant {
+        let s = self.pair.settings;
+        let far = now + Duration::from_secs(3600);
+        let mut deadline = self.pair.last_activity.get() + s.idle_timeout;
+        if let Some(closing) = self.pair.closing_deadline.get() {
+            deadline = deadline.min(closing);
+        } else if let Some(interval) = s.ping_interval {
+            match self.src.pong_deadline.get() {
+                Some(pong) => deadline = deadline.min(pong),
+                None => deadline = deadline.min(self.src.last_rx.get() + interval),
+            }
+        }
+        deadline.min(far)
+    }
+
+    async fn on_deadline(&self, now: Instant) {
+        let s = self.pair.settings;
+        if let Some(closing) = self.pair.closing_deadline.get() {
+            if now >= closing {
+                self.pair.note(|| "close handshake timed out".to_owned());
+                self.stop_pair();
+            }
+            return;
+        }
+        if now >= self.pair.last_activity.get() + s.idle_timeout {
+            self.pair.note(|| format!("idle for {:?}", s.idle_timeout));
+            self.begin_shutdown(1001, "idle timeout", 1001, "idle timeout").await;
+            return;
+        }
+        if let Some(pong) = self.src.pong_deadline.get() {
+            if now >= pong {
+                tracing::info!(side = self.src.id.name(), "peer did not answer the gateway's ping; closing");
+                self.pair.note(|| format!("{} did not answer ping", self.src.id.name()));
+                self.src.abandoned.set(true);
+                self.close_other(self.src.id.failure_code_for_other(), "peer not responding").await;
+            }
+            return;
+        }
+        if s.ping_interval.is_some() {
+            let n = self.pair.ping_counter.get().wrapping_add(1);
+            self.pair.ping_counter.set(n);
+            let payload = n.to_be_bytes();
+            self.src.ping_payload.set(Some(payload));
+            self.src.pending_ping.set(Some(payload));
+            self.src.pong_deadline.set(Some(now + s.pong_timeout));
+            self.src.flush_pending(s).await;
+        }
+    }
+
+    /// A frame from the source broke the rules: close it with the violation's code, the other side with 1001/1011.
+    async fn on_violation(&self, e: FrameError, dst_mid_frame: bool) {
+        let code = e.close_code();
+        tracing::warn!(side = self.src.id.name(), code, error = %e, "protocol violation; closing");
+        self.pair.note(|| format!("{} violated the protocol ({code}): {e}", self.src.id.name()));
+        // Its answer to our Close is not awaited.
+        self.src.close_received.set(true);
+        self.src.queue_close(code, close_reason(code));
+        self.src.flush_pending(self.pair.settings).await;
+        if self.src.mid_frame.get() {
+            self.src.abandoned.set(true);
+        }
+        if dst_mid_frame {
+            // The destination already has part of the offending frame: it can only be cut off.
+            self.dst.abandoned.set(true);
+        }
+        self.close_other(self.src.id.failure_code_for_other(), "peer protocol error").await;
+    }
+
+    /// Writes what either side still has queued (each only if its stream is between frames).
+    async fn flush_both(&self) {
+        self.dst.flush_pending(self.pair.settings).await;
+        self.src.flush_pending(self.pair.settings).await;
+    }
+
+    /// The source closed its TCP stream or failed.
+    fn on_source_closed(&self, err: Option<io::Error>) {
+        let src = self.src;
+        if src.close_received.get() || src.close_sent.get() {
+            // A close handshake was under way; the TCP close is its normal end (or the peer's shortcut).
+            src.abandoned.set(true);
+            self.wake_other();
+            return;
+        }
+        match &err {
+            Some(e) => tracing::info!(side = src.id.name(), error = %e, "connection failed"),
+            None => tracing::info!(side = src.id.name(), "connection closed without a close frame"),
+        }
+        self.pair.note(|| format!("{} disconnected without closing", src.id.name()));
+        src.abandoned.set(true);
+        let code = src.id.failure_code_for_other();
+        self.dst.queue_close(code, "peer disconnected");
+        self.pair.start_closing(Instant::now());
+        // Our own leg ends here; the other leg flushes the close when it can and then waits for the answer.
+        self.dst.wake_reader();
+        self.src.wake_reader();
+    }
+
+    fn on_destination_failed(&self, what: &str) {
+        tracing::info!(side = self.dst.id.name(), "{what}");
+        self.pair.note(|| format!("{} {what}", self.dst.id.name()));
+        self.dst.abandoned.set(true);
+        self.src.queue_close(self.dst.id.failure_code_for_other(), "peer disconnected");
+        self.pair.start_closing(Instant::now());
+        self.dst.wake_reader();
+        self.src.wake_reader();
+    }
+
+    /// Queues a close for the other side (the destination) and writes it if possible.
+    async fn close_other(&self, code: u16, reason: &'static str) {
+        self.dst.queue_close(code, reason);
+        self.pair.start_closing(Instant::now());
+        self.dst.flush_pending(self.pair.settings).await;
+        self.wake_other();
+    }
+
+    /// Closes both sides (idle timeout or similar gateway decision).
+    async fn begin_shutdown(&self, src_code: u16, src_reason: &'static str, dst_code: u16, dst_reason: &'static str) {
+        self.src.queue_close(src_code, src_reason);
+        self.dst.queue_close(dst_code, dst_reason);
+        self.pair.start_closing(Instant::now());
+        self.src.flush_pending(self.pair.settings).await;
+        self.dst.flush_pending(self.pair.settings).await;
+        self.wake_other();
+    }
+
+    fn wake_other(&self) {
+        self.dst.wake_reader();
+    }
+
+    fn check_done(&self) {
+        if !self.pair.stop.get() && self.src.finished() && self.dst.finished() {
+            self.stop_pair();
+        }
+    }
+
+    fn stop_pair(&self) {
+        self.pair.stop.set(true);
+        self.src.wake_reader();
+        self.dst.wake_reader();
+    }
+}
+
+fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        1002 => "protocol error",
+        1007 => "invalid payload data",
+        1009 => "message too big",
+        _ => "",
+    }
+}
+
+/// Appends one control frame; masked with a fresh random key when `masked`.
+fn push_control_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], masked: bool) {
+    let mask = masked.then(random_mask_key);
+    let header = FrameHeader { fin: true, rsv: Rsv::default(), opcode, mask, payload_len: payload.len() as u64 };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    out.extend_from_slice(&head[..n]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key, 0);
+    }
+}
+
+/// A masking key from the OS's random source (RFC 6455 §5.3: unpredictable).
+pub fn random_mask_key() -> [u8; 4] {
+    let mut key = [0u8; 4];
+    if getrandom::fill(&mut key).is_err() {
+        let nanos = Instant::now().elapsed().subsec_nanos() ^ std::process::id();
+        key = nanos.to_le_bytes();
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_frames_to_upstream_are_masked_and_decode_back() {
+        let mut out = Vec::new();
+        push_control_frame(&mut out, OpCode::Ping, b"12345678", true);
+        assert_eq!(out[1] & 0x80, 0x80, "mask bit set");
+        let mut dec = FrameDecoder::new(DecoderConfig { peer: Role::Client, ..DecoderConfig::default() });
+        match dec.decode(&mut out).unwrap() {
+            Decoded::Control { opcode: OpCode::Ping, len } => assert_eq!(len, out.len()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(dec.control_payload(), b"12345678");
+    }
+
+    #[test]
+    fn control_frames_to_clients_are_unmasked() {
+        let mut out = Vec::new();
+        let mut payload = [0u8; 125];
+        let n = encode_close_payload(1001, "idle timeout", &mut payload);
+        push_control_frame(&mut out, OpCode::Close, &payload[..n], false);
+        assert_eq!(out[1] & 0x80, 0);
+        let mut dec = FrameDecoder::new(DecoderConfig { peer: Role::Server, ..DecoderConfig::default() });
+        assert!(matches!(dec.decode(&mut out).unwrap(), Decoded::Control { opcode: OpCode::Close, .. }));
+        assert_eq!(frame_simd::parse_close_payload(dec.control_payload()).unwrap(), Some((1001, "idle timeout")));
+    }
+
+    #[test]
+    fn failure_codes_follow_the_failing_side() {
+        assert_eq!(SideId::Client.failure_code_for_other(), 1001);
+        assert_eq!(SideId::Upstream.failure_code_for_other(), 1011);
+    }
+}

@@ -1,0 +1,178 @@
+//! Starting the workers: one thread per worker, each with its own monoio runtime (io_uring, or epoll when io_uring is
+//! unavailable or not wanted) and its own SO_REUSEPORT listener socket per configured listener.
+//!
+//! Owns: binding (all sockets are bound up front on the main thread so that port 0 resolves to one port shared by
+//! every worker), choosing the runtime driver, and the accept loops. Does not own: what happens on a connection.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ringway_config::{Config, Driver};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::worker::WorkerCtx;
+
+/// Errors while starting the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot listen on {addr} (listener `{name}`): {source}")]
+    Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    #[error("io_uring is not available on this kernel (driver: io_uring was requested; use `auto` or `epoll`)")]
+    NoIoUring,
+    #[error("cannot start worker {worker}: {source}")]
+    Runtime { worker: usize, source: std::io::Error },
+}
+
+/// What the gateway was started with, after overrides.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub workers: usize,
+    pub driver: Driver,
+}
+
+/// The addresses actually bound, per listener name (port 0 resolved).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// Binds every listener for every worker, starts the worker threads and blocks until they end (they end only on a
+/// fatal error). `on_ready` is called with the bound addresses once all sockets are listening.
+pub fn run(config: Config, options: StartOptions, on_ready: impl FnOnce(&[Bound])) -> Result<(), StartError> {
+    if options.driver == Driver::IoUring && !monoio::utils::detect_uring() {
+        return Err(StartError::NoIoUring);
+    }
+    let workers = options.workers.max(1);
+    let (bound, per_worker) = bind_all(&config, workers)?;
+    on_ready(&bound);
+    let config = Arc::new(config);
+    let mut threads = Vec::with_capacity(workers);
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let config = config.clone();
+        let driver = options.driver;
+        let thread = std::thread::Builder::new()
+            .name(format!("ringway-worker-{id}"))
+            .spawn(move || run_worker(id, workers, config, listeners, driver))
+            .map_err(|source| StartError::Runtime { worker: id, source })?;
+        threads.push(thread);
+    }
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => tracing::error!("a worker thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Binds `workers` SO_REUSEPORT sockets per listener. The first bind of a port-0 listener picks the port for all.
+fn bind_all(config: &Config, workers: usize) -> Result<(Vec<Bound>, Vec<Vec<std::net::TcpListener>>), StartError> {
+    let mut bound = Vec::new();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for listener in &config.listeners {
+        let mut addr = listener.bind;
+        for sockets in per_worker.iter_mut() {
+            let socket = bind_one(addr).map_err(|source| StartError::Bind {
+                name: listener.name.clone(),
+                addr,
+                source,
+            })?;
+            if addr.port() == 0 {
+                addr = socket.local_addr().map_err(|source| StartError::Bind {
+                    name: listener.name.clone(),
+                    addr,
+                    source,
+                })?;
+            }
+            sockets.push(socket);
+        }
+        bound.push(Bound { name: listener.name.clone(), addr });
+    }
+    Ok((bound, per_worker))
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn run_worker(
+    id: usize,
+    workers: usize,
+    config: Arc<Config>,
+    listeners: Vec<std::net::TcpListener>,
+    driver: Driver,
+) -> Result<(), StartError> {
+    let work = worker_main(id, workers, config, listeners);
+    let runtime_error = |source| StartError::Runtime { worker: id, source };
+    match driver {
+        Driver::Auto => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .build()
+                .map_err(runtime_error)?;
+            rt.block_on(work);
+        }
+        Driver::IoUring => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .build()
+                .map_err(runtime_error)?;
+            rt.block_on(work);
+        }
+        Driver::Epoll => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .build()
+                .map_err(runtime_error)?;
+            rt.block_on(work);
+        }
+    }
+    Ok(())
+}
+
+async fn worker_main(id: usize, workers: usize, config: Arc<Config>, listeners: Vec<std::net::TcpListener>) {
+    let ctx = Rc::new(WorkerCtx::new(id, workers, config));
+    let mut accept_loops = Vec::new();
+    for std_listener in listeners {
+        let listener = match monoio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot register listener");
+                continue;
+            }
+        };
+        accept_loops.push(monoio::spawn(accept_loop(listener, ctx.clone())));
+    }
+    for handle in accept_loops {
+        handle.await;
+    }
+}
+
+async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(crate::conn::serve(stream, peer, ctx.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep accepting.
+                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

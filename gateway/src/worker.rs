@@ -1,0 +1,46 @@
+//! Per-worker state: everything a worker thread owns and shares between its connections (never across threads).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ringway_config::Config;
+
+use crate::balancer::Balancer;
+use crate::buffer_pool::BufferPool;
+use crate::http_proxy::UpstreamPool;
+
+/// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
+pub const IO_BUFFER_SIZE: usize = 32 * 1024;
+
+/// The state one worker thread owns.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub config: Arc<Config>,
+    /// One balancer per upstream, indexed like `config.upstreams`.
+    pub balancers: Vec<Rc<Balancer>>,
+    /// Idle keep-alive connections to upstreams for plain HTTP requests.
+    pub http_pool: UpstreamPool,
+    pub buffers: BufferPool,
+    /// Open client connections on this worker.
+    pub connections: Cell<usize>,
+    /// This worker's share of `limits.max_connections`.
+    pub max_connections: usize,
+}
+
+impl WorkerCtx {
+    /// Builds the state for worker `id` of `workers`.
+    pub fn new(id: usize, workers: usize, config: Arc<Config>) -> Self {
+        let balancers = config.upstreams.iter().map(|u| Rc::new(Balancer::new(u))).collect();
+        let max_connections = config.limits.max_connections.div_ceil(workers.max(1)).max(1);
+        Self {
+            id,
+            balancers,
+            http_pool: UpstreamPool::new(),
+            buffers: BufferPool::new(IO_BUFFER_SIZE, 256),
+            connections: Cell::new(0),
+            max_connections,
+            config,
+        }
+    }
+}
