@@ -255,6 +255,11 @@ impl Verifier {
         self.pos += chunk.len();
     }
 
+    /// Payload bytes of the current message fed so far.
+    pub fn received_len(&self) -> usize {
+        self.pos
+    }
+
     /// Ends the current message: its stamp if every byte and the length matched.
     pub fn finish(&mut self) -> Result<Stamp, Mismatch> {
         if let Some(e) = self.error {
