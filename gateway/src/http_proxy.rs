@@ -1,0 +1,923 @@
+//! Plain HTTP/1.1 reverse proxying: one request/response exchange between a client connection and an upstream
+//! server, plus the per-worker pool of idle keep-alive upstream connections.
+//!
+//! Owns: rewriting heads for the next hop (hop-by-hop headers dropped, `X-Forwarded-For/-Proto/-Host` added, body
+//! framing re-stated by the gateway itself), streaming bodies both ways through bounded buffers from the worker's
+//! `BufferPool` (never a whole body in memory), upstream connection reuse and the one retry on a stale pooled
+//! connection, the persistence decision for the client connection, and the mapping of failures to a status.
+//! Does not own: reading the client's request head and routing (`crate::conn`), picking and connecting servers
+//! (`crate::balancer`, `crate::upstream`), body framing rules (`crate::http::body`).
+//!
+//! Timeouts (no config fields exist for these yet):
+//! - the upstream's response head must arrive within `limits.handshake_timeout` (default 10 s) after the request
+//!   was sent; otherwise 504 (and the server is marked failed for passive health);
+//! - every read or write of a body, on either side, must make progress within [`BODY_IDLE_TIMEOUT`] (60 s);
+//! - idle pooled upstream connections are closed after [`DEFAULT_IDLE_TIMEOUT`] (4 s, below the 5 s keep-alive of
+//!   Node.js and Apache, so the gateway rarely reuses a connection the server is closing).
+//!
+//! Not supported: request bodies and response bodies flowing at the same time (an upstream that answers before
+//! reading the whole request body waits until the gateway has sent it), `Expect: 100-continue` end to end (the
+//! gateway answers `100 Continue` itself once the upstream connection is open), trailers (validated, dropped).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use ringway_config::{Balance, Upstream, UpstreamId};
+
+use crate::balancer::{ActiveGuard, Balancer, hash_input};
+use crate::http::body::{
+    BodyError, BodyKind, ChunkedDecoder, request_body_kind, response_body_kind,
+};
+use crate::http::head::{
+    HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, parse_response,
+    write_header,
+};
+use crate::upstream::{ConnectError, connect, connect_to};
+use crate::worker::WorkerCtx;
+
+/// A body read or write on either side that makes no progress for this long fails the exchange.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream server and worker.
+pub const DEFAULT_MAX_IDLE_PER_SERVER: usize = 32;
+/// How long an idle upstream connection stays pooled.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Limits for upstream response heads (more generous than for client requests: the upstream is trusted more).
+const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
+    max_bytes: 64 * 1024,
+    max_headers: 256,
+};
+/// Room kept free in a read buffer so that re-encoding chunked data never outgrows the output buffer.
+const REENCODE_SLACK: usize = 64;
+
+/// Whether the client connection may carry another request after this exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    KeepAlive,
+    Close,
+}
+
+/// Which side an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+/// Why an exchange failed. [`ProxyError::status`] says what to answer; after any error the client connection
+/// should be closed (its request body may be half read).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The request body's framing is invalid or ambiguous (smuggling defenses): 400.
+    #[error("bad request body: {0}")]
+    BadRequest(#[from] BodyError),
+    /// The client stopped sending its body for [`BODY_IDLE_TIMEOUT`]: 408.
+    #[error("client request body timed out")]
+    ClientTimeout,
+    /// Reading from or writing to the client failed (it went away): nothing to answer.
+    #[error("client I/O: {0}")]
+    ClientIo(io::Error),
+    /// No upstream connection: 502, 503 or 504 (see [`ConnectError::status`]).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The upstream connection failed before a response arrived: 502.
+    #[error("upstream I/O: {0}")]
+    UpstreamIo(io::Error),
+    /// The upstream sent no response head in time: 504.
+    #[error("upstream response timed out")]
+    UpstreamTimeout,
+    /// The upstream's response is malformed (bad head, bad framing, unexpected `101`): 502.
+    #[error("bad upstream response: {0}")]
+    BadResponse(String),
+    /// The route names an upstream this worker does not know (a bug): 500.
+    #[error("unknown upstream #{0}")]
+    UnknownUpstream(usize),
+    /// The response had started towards the client when this failure happened: nothing more can be sent.
+    #[error("response aborted: {0}")]
+    Aborted(Box<ProxyError>),
+}
+
+impl ProxyError {
+    /// The status to send the client, or `None` when part of the response was already sent (or the client is
+    /// gone) and the connection must simply be closed.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProxyError::BadRequest(e) => Some(e.status()),
+            ProxyError::ClientTimeout => Some(408),
+            ProxyError::ClientIo(_) | ProxyError::Aborted(_) => None,
+            ProxyError::Connect(e) => Some(e.status()),
+            ProxyError::UpstreamIo(_) | ProxyError::BadResponse(_) => Some(502),
+            ProxyError::UpstreamTimeout => Some(504),
+            ProxyError::UnknownUpstream(_) => Some(500),
+        }
+    }
+
+    /// Where the failure came from (for logs and metrics).
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientTimeout | ProxyError::ClientIo(_) => {
+                Side::Client
+            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::UpstreamTimeout
+            | ProxyError::BadResponse(_) => Side::Upstream,
+            ProxyError::UnknownUpstream(_) => Side::Internal,
+            ProxyError::Aborted(inner) => inner.side(),
+        }
+    }
+}
+
+/// Idle keep-alive connections to upstream servers, per worker, keyed by (upstream, server index).
+///
+/// Bounded to `max_idle_per_server` per key (the oldest is closed when a new one arrives); connections idle
+/// longer than `idle_timeout` are closed when their key is next used. Most recently used connections are reused
+/// first, so surplus connections age out.
+pub struct UpstreamPool {
+    idle: RefCell<HashMap<(UpstreamId, usize), Vec<IdleConn>>>,
+    max_idle_per_server: usize,
+    idle_timeout: Duration,
+}
+
+struct IdleConn {
+    stream: TcpStream,
+    since: Instant,
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamPool {
+    /// A pool with [`DEFAULT_MAX_IDLE_PER_SERVER`] and [`DEFAULT_IDLE_TIMEOUT`].
+    pub fn new() -> Self {
+        Self::with_limits(DEFAULT_MAX_IDLE_PER_SERVER, DEFAULT_IDLE_TIMEOUT)
+    }
+
+    /// A pool keeping at most `max_idle_per_server` connections per server for at most `idle_timeout`.
+    pub fn with_limits(max_idle_per_server: usize, idle_timeout: Duration) -> Self {
+        Self {
+            idle: RefCell::new(HashMap::new()),
+            max_idle_per_server,
+            idle_timeout,
+        }
+    }
+
+    /// The most recently pooled live connection to `server` of `upstream`, if any.
+    pub fn take(&self, upstream: UpstreamId, server: usize, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&(upstream, server))?;
+        list.retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
+        list.pop().map(|c| c.stream)
+    }
+
+    /// Keeps `stream` for reuse (or closes it when the server's share of the pool is full).
+    pub fn put(&self, upstream: UpstreamId, server: usize, stream: TcpStream, now: Instant) {
+        if self.max_idle_per_server == 0 || self.idle_timeout.is_zero() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry((upstream, server)).or_default();
+        list.retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
+        if list.len() >= self.max_idle_per_server {
+            list.remove(0);
+        }
+        list.push(IdleConn { stream, since: now });
+    }
+
+    /// Number of pooled connections (expired ones included until their key is next used).
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+}
+
+/// Proxies one request (whose head the caller already read) to `upstream` and its response back to `client`.
+///
+/// `leftover` holds bytes the caller read after the head (body start, pipelined requests); on `Ok` it holds
+/// exactly the bytes after this request's body. The returned [`Persist`] follows HTTP/1.0 / 1.1 and `Connection`
+/// rules and the response framing (a close-delimited response closes the client connection).
+pub async fn forward<S>(
+    client: &mut S,
+    client_addr: SocketAddr,
+    head: RequestHead,
+    leftover: &mut Vec<u8>,
+    upstream: UpstreamId,
+    ctx: &WorkerCtx,
+) -> Result<Persist, ProxyError>
+where
+    S: AsyncReadRent + AsyncWriteRent,
+{
+    let (Some(pool), Some(balancer)) = (
+        ctx.config.upstreams.get(upstream.0),
+        ctx.balancers.get(upstream.0),
+    ) else {
+        return Err(ProxyError::UnknownUpstream(upstream.0));
+    };
+    let body_kind = request_body_kind(&head)?;
+    let expect_continue = !matches!(body_kind, BodyKind::None | BodyKind::Length(0))
+        && head.minor_version >= 1
+        && head.has_token("expect", "100-continue");
+    let key = match &pool.balance {
+        Balance::Hash(k) => hash_input(k, client_addr.ip(), &head),
+        _ => None,
+    };
+
+    // The request head for the upstream plus the body bytes already read; kept whole so a retry can resend it.
+    let mut initial = upstream_request_head(&head, client_addr, body_kind, expect_continue);
+    let mut body = RequestBody::new(body_kind);
+    let used = body.feed(leftover, &mut initial)?;
+    leftover.drain(..used);
+
+    let exchange = Exchange {
+        ctx,
+        upstream_id: upstream,
+        upstream: pool,
+        balancer,
+        key,
+        method: head.method.clone(),
+        client_minor: head.minor_version,
+        client_keep_alive: wants_keep_alive(head.minor_version, &head),
+        idempotent: is_idempotent(&head.method),
+        has_body: !matches!(body_kind, BodyKind::None | BodyKind::Length(0)),
+        expect_continue,
+    };
+    let mut tried = Vec::new();
+    let mut sent_continue = false;
+    let mut allow_pooled = true;
+    loop {
+        let conn = exchange.obtain(&mut tried, allow_pooled).await?;
+        let reused = conn.reused;
+        match exchange
+            .attempt(
+                client,
+                leftover,
+                conn,
+                initial,
+                &mut body,
+                &mut sent_continue,
+            )
+            .await
+        {
+            Ok(persist) => return Ok(persist),
+            Err(AttemptError::Retry {
+                error,
+                initial: again,
+            }) if reused && allow_pooled => {
+                tracing::debug!(error = %error, "pooled upstream connection failed; retrying on a fresh one");
+                initial = again;
+                allow_pooled = false;
+            }
+            Err(AttemptError::Retry { error, .. } | AttemptError::Fatal(error)) => {
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Everything one exchange needs, fixed before the first attempt.
+struct Exchange<'a> {
+    ctx: &'a WorkerCtx,
+    upstream_id: UpstreamId,
+    upstream: &'a Upstream,
+    balancer: &'a Rc<Balancer>,
+    key: Option<u64>,
+    method: String,
+    client_minor: u8,
+    client_keep_alive: bool,
+    idempotent: bool,
+    has_body: bool,
+    expect_continue: bool,
+}
+
+/// An upstream connection for one attempt.
+struct Conn {
+    stream: TcpStream,
+    server: usize,
+    _guard: ActiveGuard,
+    reused: bool,
+}
+
+enum AttemptError {
+    /// Failed on a reused connection before anything of the response arrived and before any request byte was
+    /// read from the client beyond `initial`: the request may be sent again.
+    Retry {
+        error: ProxyError,
+        initial: Vec<u8>,
+    },
+    Fatal(ProxyError),
+}
+
+/// Request body still to be read from the client.
+enum RequestBody {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl RequestBody {
+    fn new(kind: BodyKind) -> Self {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) | BodyKind::CloseDelimited => RequestBody::Done,
+            BodyKind::Length(n) => RequestBody::Length(n),
+            BodyKind::Chunked => RequestBody::Chunked(ChunkedDecoder::new(true)),
+        }
+    }
+
+    /// Consumes body bytes from `input`, appending what to send upstream to `out`; returns the bytes consumed.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, BodyError> {
+        match self {
+            RequestBody::Done => Ok(0),
+            RequestBody::Length(remaining) => {
+                let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+                out.extend_from_slice(&input[..take]);
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *self = RequestBody::Done;
+                }
+                Ok(take)
+            }
+            RequestBody::Chunked(decoder) => {
+                let progress = decoder.feed(input, out)?;
+                if progress.done {
+                    *self = RequestBody::Done;
+                }
+                Ok(progress.consumed)
+            }
+        }
+    }
+}
+
+/// Response body still to be sent to the client.
+enum ResponseBody {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+impl<'a> Exchange<'a> {
+    /// A pooled connection to the balancer's choice, or a new one (trying further servers on failure).
+    async fn obtain(
+        &self,
+        tried: &mut Vec<usize>,
+        allow_pooled: bool,
+    ) -> Result<Conn, ConnectError> {
+        let now = Instant::now();
+        let Some(server) = self.balancer.pick(self.key, tried, now) else {
+            return Err(if tried.is_empty() {
+                ConnectError::NoHealthyServer
+            } else {
+                ConnectError::Exhausted(tried.len())
+            });
+        };
+        if allow_pooled && let Some(stream) = self.ctx.http_pool.take(self.upstream_id, server, now)
+        {
+            let guard = self.balancer.acquire(server);
+            return Ok(Conn {
+                stream,
+                server,
+                _guard: guard,
+                reused: true,
+            });
+        }
+        let conn = match connect_to(self.balancer, self.upstream, server, tried).await {
+            Ok(conn) => conn,
+            Err(first) => match connect(self.balancer, self.upstream, self.key, tried).await {
+                Ok(conn) => conn,
+                Err(ConnectError::NoHealthyServer | ConnectError::Exhausted(_)) => {
+                    return Err(first);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Conn {
+            stream: conn.stream,
+            server: conn.server,
+            _guard: conn.guard,
+            reused: false,
+        })
+    }
+
+    /// One try on `conn`: send the request, relay the response, pool the connection if it stays usable.
+    async fn attempt<S>(
+        &self,
+        client: &mut S,
+        leftover: &mut Vec<u8>,
+        mut conn: Conn,
+        initial: Vec<u8>,
+        body: &mut RequestBody,
+        sent_continue: &mut bool,
+    ) -> Result<Persist, AttemptError>
+    where
+        S: AsyncReadRent + AsyncWriteRent,
+    {
+        let may_retry = conn.reused && (self.idempotent || !self.has_body);
+        // 1. Request head and the body bytes already at hand.
+        let initial = match write_all_timed(&mut conn.stream, initial, BODY_IDLE_TIMEOUT).await {
+            Ok(buf) => buf,
+            Err((e, Some(buf))) if may_retry => {
+                return Err(AttemptError::Retry {
+                    error: ProxyError::UpstreamIo(e),
+                    initial: buf,
+                });
+            }
+            Err((e, _)) => return Err(self.fatal_before_response(&conn, ProxyError::UpstreamIo(e))),
+        };
+        // 2. The rest of the body, streamed from the client. From here on a retry is impossible.
+        let streamed = !matches!(body, RequestBody::Done);
+        if streamed {
+            if self.expect_continue && !*sent_continue {
+                *sent_continue = true;
+                write_all_timed(
+                    client,
+                    b"HTTP/1.1 100 Continue\r\n\r\n".as_slice(),
+                    BODY_IDLE_TIMEOUT,
+                )
+                .await
+                .map_err(|(e, _)| AttemptError::Fatal(ProxyError::ClientIo(e)))?;
+            }
+            self.stream_request_body(client, &mut conn.stream, body, leftover)
+                .await
+                .map_err(AttemptError::Fatal)?;
+        }
+        // 3. The response head (interim 1xx responses are relayed on the way).
+        let (response, rbuf) = match self
+            .read_response_head(client, &mut conn.stream, *sent_continue)
+            .await
+        {
+            Ok(r) => r,
+            Err(HeadFailure {
+                error,
+                nothing_received: true,
+            }) if may_retry && !streamed => {
+                return Err(AttemptError::Retry { error, initial });
+            }
+            Err(HeadFailure {
+                error,
+                nothing_received,
+            }) => {
+                return Err(
+                    if nothing_received || matches!(error, ProxyError::UpstreamTimeout) {
+                        self.fatal_before_response(&conn, error)
+                    } else {
+                        AttemptError::Fatal(error)
+                    },
+                );
+            }
+        };
+        self.ctx.buffers.give(initial);
+        // 4. The response itself.
+        let persist = self
+            .relay_response(client, conn, &response, rbuf)
+            .await
+            .map_err(AttemptError::Fatal)?;
+        Ok(persist)
+    }
+
+    /// A failure on a fresh connection before any response: the server counts as failed (passive health).
+    fn fatal_before_response(&self, conn: &Conn, error: ProxyError) -> AttemptError {
+        if !conn.reused {
+            self.balancer.mark_failed(conn.server, Instant::now());
+        }
+        AttemptError::Fatal(error)
+    }
+
+    async fn stream_request_body<S>(
+        &self,
+        client: &mut S,
+        upstream: &mut TcpStream,
+        body: &mut RequestBody,
+        leftover: &mut Vec<u8>,
+    ) -> Result<(), ProxyError>
+    where
+        S: AsyncReadRent + AsyncWriteRent,
+    {
+        let mut inbuf = self.ctx.buffers.take();
+        let mut out = self.ctx.buffers.take();
+        while !matches!(body, RequestBody::Done) {
+            inbuf.clear();
+            let limit = inbuf
+                .capacity()
+                .saturating_sub(REENCODE_SLACK)
+                .max(REENCODE_SLACK);
+            let (n, buf) = match read_timed(client, inbuf, limit, BODY_IDLE_TIMEOUT).await {
+                Ok(r) => r,
+                Err(ReadFailure::TimedOut) => return Err(ProxyError::ClientTimeout),
+                Err(ReadFailure::Io(e)) => return Err(ProxyError::ClientIo(e)),
+            };
+            inbuf = buf;
+            if n == 0 {
+                return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()));
+            }
+            out.clear();
+            let used = body.feed(&inbuf, &mut out)?;
+            leftover.extend_from_slice(&inbuf[used..]);
+            out = write_all_timed(upstream, out, BODY_IDLE_TIMEOUT)
+                .await
+                .map_err(|(e, _)| ProxyError::UpstreamIo(e))?;
+        }
+        self.ctx.buffers.give(inbuf);
+        self.ctx.buffers.give(out);
+        Ok(())
+    }
+
+    /// Reads the final response head within the head timeout, relaying 1xx interim responses to the client.
+    /// Returns the head and the buffer holding it followed by the first body bytes.
+    async fn read_response_head<S>(
+        &self,
+        client: &mut S,
+        upstream: &mut TcpStream,
+        sent_continue: bool,
+    ) -> Result<(ResponseHead, Vec<u8>), HeadFailure>
+    where
+        S: AsyncWriteRent,
+    {
+        let deadline = Instant::now() + self.ctx.config.limits.handshake_timeout;
+        let mut buf = self.ctx.buffers.take();
+        let mut received = false;
+        loop {
+            if !buf.is_empty() {
+                match parse_response(&buf, RESPONSE_HEAD_LIMITS) {
+                    Ok(Some(head)) if head.status == 101 => {
+                        return Err(HeadFailure::bad(
+                            "unexpected 101 to a request without Upgrade",
+                        ));
+                    }
+                    Ok(Some(head)) if (100..200).contains(&head.status) => {
+                        buf.drain(..head.head_len);
+                        let relay =
+                            self.client_minor >= 1 && !(head.status == 100 && sent_continue);
+                        if relay {
+                            let bytes = response_head(&head, BodyKind::None, false, None);
+                            write_all_timed(client, bytes, BODY_IDLE_TIMEOUT)
+                                .await
+                                .map_err(|(e, _)| HeadFailure {
+                                    error: ProxyError::ClientIo(e),
+                                    nothing_received: false,
+                                })?;
+                        }
+                        continue;
+                    }
+                    Ok(Some(head)) => return Ok((head, buf)),
+                    Ok(None) => {}
+                    Err(e) => return Err(HeadFailure::bad_head(&e)),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(buf.capacity().max(4096));
+            }
+            let limit = buf.capacity() - buf.len();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let nothing_received = !received;
+            let (n, b) = match read_timed(upstream, buf, limit, remaining).await {
+                Ok(r) => r,
+                Err(ReadFailure::TimedOut) => {
+                    return Err(HeadFailure {
+                        error: ProxyError::UpstreamTimeout,
+                        nothing_received,
+                    });
+                }
+                Err(ReadFailure::Io(e)) => {
+                    return Err(HeadFailure {
+                        error: ProxyError::UpstreamIo(e),
+                        nothing_received,
+                    });
+                }
+            };
+            buf = b;
+            if n == 0 {
+                let error = ProxyError::UpstreamIo(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed the connection before a complete response head",
+                ));
+                return Err(HeadFailure {
+                    error,
+                    nothing_received,
+                });
+            }
+            received = true;
+        }
+    }
+
+    /// Sends the response head and streams the body; pools the upstream connection when it stays usable.
+    async fn relay_response<S>(
+        &self,
+        client: &mut S,
+        mut conn: Conn,
+        response: &ResponseHead,
+        mut rbuf: Vec<u8>,
+    ) -> Result<Persist, ProxyError>
+    where
+        S: AsyncReadRent + AsyncWriteRent,
+    {
+        let kind = response_body_kind(&self.method, response)
+            .map_err(|e| ProxyError::BadResponse(e.to_string()))?;
+        let client_chunked = kind == BodyKind::Chunked && self.client_minor >= 1;
+        let persist = if self.client_keep_alive
+            && kind != BodyKind::CloseDelimited
+            && (kind != BodyKind::Chunked || client_chunked)
+        {
+            Persist::KeepAlive
+        } else {
+            Persist::Close
+        };
+        let connection = match persist {
+            Persist::Close => Some("close"),
+            Persist::KeepAlive if self.client_minor == 0 => Some("keep-alive"),
+            Persist::KeepAlive => None,
+        };
+        let mut upstream_reusable =
+            wants_keep_alive(response.minor_version, response) && kind != BodyKind::CloseDelimited;
+        let mut body = match kind {
+            BodyKind::None | BodyKind::Length(0) => ResponseBody::Done,
+            BodyKind::Length(n) => ResponseBody::Length(n),
+            BodyKind::Chunked => ResponseBody::Chunked(ChunkedDecoder::new(client_chunked)),
+            BodyKind::CloseDelimited => ResponseBody::UntilClose,
+        };
+
+        // Head and the body bytes that came with it, in one write.
+        let mut out = response_head(response, kind, client_chunked, connection);
+        let first = &rbuf[response.head_len..];
+        let used = relay_feed(&mut body, first, &mut out)
+            .map_err(|e| ProxyError::BadResponse(e.to_string()))?;
+        if used < first.len() {
+            upstream_reusable = false; // bytes beyond the response: the upstream is confused
+        }
+        let aborted = |e: ProxyError| ProxyError::Aborted(Box::new(e));
+        let mut out = write_all_timed(client, out, BODY_IDLE_TIMEOUT)
+            .await
+            .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
+
+        while !matches!(body, ResponseBody::Done) {
+            rbuf.clear();
+            let limit = rbuf
+                .capacity()
+                .saturating_sub(REENCODE_SLACK)
+                .max(REENCODE_SLACK);
+            let (n, buf) = match read_timed(&mut conn.stream, rbuf, limit, BODY_IDLE_TIMEOUT).await
+            {
+                Ok(r) => r,
+                Err(ReadFailure::TimedOut) => return Err(aborted(ProxyError::UpstreamTimeout)),
+                Err(ReadFailure::Io(e)) => return Err(aborted(ProxyError::UpstreamIo(e))),
+            };
+            rbuf = buf;
+            if n == 0 {
+                if matches!(body, ResponseBody::UntilClose) {
+                    break;
+                }
+                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed mid-body");
+                return Err(aborted(ProxyError::UpstreamIo(eof)));
+            }
+            let to_send = match &mut body {
+                // Pass-through bodies go out of the read buffer itself; only chunked bodies are rewritten.
+                ResponseBody::Length(remaining) => {
+                    let take = usize::try_from(*remaining).map_or(n, |r| r.min(n));
+                    if take < n {
+                        upstream_reusable = false;
+                        rbuf.truncate(take);
+                    }
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        body = ResponseBody::Done;
+                    }
+                    None
+                }
+                ResponseBody::UntilClose => None,
+                ResponseBody::Chunked(_) => {
+                    out.clear();
+                    let used = relay_feed(&mut body, &rbuf, &mut out)
+                        .map_err(|e| aborted(ProxyError::BadResponse(e.to_string())))?;
+                    if used < n {
+                        upstream_reusable = false;
+                    }
+                    Some(())
+                }
+                ResponseBody::Done => None,
+            };
+            if to_send.is_some() {
+                out = write_all_timed(client, out, BODY_IDLE_TIMEOUT)
+                    .await
+                    .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
+            } else {
+                rbuf = write_all_timed(client, rbuf, BODY_IDLE_TIMEOUT)
+                    .await
+                    .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
+            }
+        }
+        self.ctx.buffers.give(rbuf);
+        self.ctx.buffers.give(out);
+        self.balancer.mark_ok(conn.server);
+        if upstream_reusable {
+            self.ctx
+                .http_pool
+                .put(self.upstream_id, conn.server, conn.stream, Instant::now());
+        }
+        Ok(persist)
+    }
+}
+
+/// Feeds response body bytes; returns how many belonged to the body.
+fn relay_feed(
+    body: &mut ResponseBody,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, BodyError> {
+    match body {
+        ResponseBody::Done => Ok(0),
+        ResponseBody::Length(remaining) => {
+            let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+            out.extend_from_slice(&input[..take]);
+            *remaining -= take as u64;
+            if *remaining == 0 {
+                *body = ResponseBody::Done;
+            }
+            Ok(take)
+        }
+        ResponseBody::Chunked(decoder) => {
+            let progress = decoder.feed(input, out)?;
+            if progress.done {
+                *body = ResponseBody::Done;
+            }
+            Ok(progress.consumed)
+        }
+        ResponseBody::UntilClose => {
+            out.extend_from_slice(input);
+            Ok(input.len())
+        }
+    }
+}
+
+struct HeadFailure {
+    error: ProxyError,
+    /// No byte of a response arrived (the request may be retried on a stale pooled connection).
+    nothing_received: bool,
+}
+
+impl HeadFailure {
+    fn bad(message: &str) -> Self {
+        Self {
+            error: ProxyError::BadResponse(message.to_owned()),
+            nothing_received: false,
+        }
+    }
+
+    fn bad_head(e: &HeadError) -> Self {
+        Self::bad(&e.to_string())
+    }
+}
+
+/// HTTP/1.1 persistence: 1.1 unless `Connection: close`, 1.0 only with `Connection: keep-alive`.
+fn wants_keep_alive(minor_version: u8, head: &impl Headers) -> bool {
+    if minor_version >= 1 {
+        !head.has_token("connection", "close")
+    } else {
+        head.has_token("connection", "keep-alive")
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
+/// The request head sent upstream: HTTP/1.1, end-to-end headers only, `X-Forwarded-*` added, and the body
+/// framing stated by the gateway (a single `Content-Length` or `Transfer-Encoding: chunked`), so a `Connection`
+/// header naming framing headers cannot desynchronise the hops.
+fn upstream_request_head(
+    head: &RequestHead,
+    client_addr: SocketAddr,
+    body: BodyKind,
+    strip_expect: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.head_len + 160);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Vec<u8> = Vec::new();
+    for h in &head.headers {
+        let name = h.name.as_str();
+        let is = |other: &str| name.eq_ignore_ascii_case(other);
+        if is("x-forwarded-for") {
+            if !forwarded_for.is_empty() {
+                forwarded_for.extend_from_slice(b", ");
+            }
+            forwarded_for.extend_from_slice(h.value.trim_ascii());
+            continue;
+        }
+        let framing = is("content-length") || is("transfer-encoding");
+        let replaced = is("x-forwarded-proto") || is("x-forwarded-host");
+        let hop = is_hop_by_hop(head, name) && !is("host");
+        if framing || replaced || hop || (strip_expect && is("expect")) {
+            continue;
+        }
+        write_header(&mut out, name, &h.value);
+    }
+    if !forwarded_for.is_empty() {
+        forwarded_for.extend_from_slice(b", ");
+    }
+    forwarded_for.extend_from_slice(client_addr.ip().to_canonical().to_string().as_bytes());
+    write_header(&mut out, "X-Forwarded-For", &forwarded_for);
+    write_header(&mut out, "X-Forwarded-Proto", b"http");
+    if let Some(host) = head.header("host") {
+        write_header(&mut out, "X-Forwarded-Host", host);
+    }
+    match body {
+        BodyKind::Length(n) => write_header(&mut out, "Content-Length", n.to_string().as_bytes()),
+        BodyKind::Chunked => write_header(&mut out, "Transfer-Encoding", b"chunked"),
+        BodyKind::None | BodyKind::CloseDelimited => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The response head sent to the client: end-to-end headers only, framing stated by the gateway, and
+/// `Connection` as decided for the client connection.
+fn response_head(
+    head: &ResponseHead,
+    kind: BodyKind,
+    chunked: bool,
+    connection: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.head_len + 64);
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", head.status, head.reason).as_bytes());
+    for h in &head.headers {
+        let name = h.name.as_str();
+        let restated =
+            name.eq_ignore_ascii_case("content-length") && matches!(kind, BodyKind::Length(_));
+        if restated || name.eq_ignore_ascii_case("transfer-encoding") || is_hop_by_hop(head, name) {
+            continue;
+        }
+        write_header(&mut out, name, &h.value);
+    }
+    if let BodyKind::Length(n) = kind {
+        write_header(&mut out, "Content-Length", n.to_string().as_bytes());
+    }
+    if chunked {
+        write_header(&mut out, "Transfer-Encoding", b"chunked");
+    }
+    if let Some(c) = connection {
+        write_header(&mut out, "Connection", c.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+enum ReadFailure {
+    TimedOut,
+    Io(io::Error),
+}
+
+/// Reads at most `limit` bytes appended after `buf`'s current contents, within `timeout`. Returns the count and
+/// the buffer (0 = end of stream). On failure the buffer is dropped.
+async fn read_timed<R: AsyncReadRent>(
+    reader: &mut R,
+    mut buf: Vec<u8>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(usize, Vec<u8>), ReadFailure> {
+    let start = buf.len();
+    let end = start + limit.min(buf.capacity() - start);
+    if end == start {
+        buf.reserve(limit.max(1));
+    }
+    let end = start + limit.min(buf.capacity() - start).max(1);
+    match monoio::time::timeout(timeout, reader.read(buf.slice_mut(start..end))).await {
+        Ok((Ok(n), slice)) => Ok((n, slice.into_inner())),
+        Ok((Err(e), _)) => Err(ReadFailure::Io(e)),
+        Err(_) => Err(ReadFailure::TimedOut),
+    }
+}
+
+/// Writes all of `buf` within `timeout` per call. On an I/O error the buffer comes back (for a retry); on a
+/// timeout it is lost.
+async fn write_all_timed<W: AsyncWriteRent, T: IoBuf + 'static>(
+    writer: &mut W,
+    buf: T,
+    timeout: Duration,
+) -> Result<T, (io::Error, Option<T>)> {
+    match monoio::time::timeout(timeout, writer.write_all(buf)).await {
+        Ok((Ok(_), buf)) => Ok(buf),
+        Ok((Err(e), buf)) => Err((e, Some(buf))),
+        Err(_) => Err((
+            io::Error::new(io::ErrorKind::TimedOut, "write timed out"),
+            None,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {}
