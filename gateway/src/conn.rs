@@ -10,12 +10,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split,
+};
 use monoio::net::TcpStream;
 use ringway_config::{Balance, Route, Target, UpstreamId};
 
 use crate::balancer::hash_input;
-use crate::http::head::{HeadLimits, Headers, RequestHead, ResponseHead, parse_request, parse_response, simple_response};
+use crate::http::head::{
+    HeadLimits, Headers, RequestHead, ResponseHead, parse_request, parse_response, simple_response,
+};
 use crate::http_proxy::{self, Persist};
 use crate::relay::{RelaySettings, relay};
 use crate::upgrade::{self, ClientUpgrade};
@@ -28,7 +32,9 @@ struct ConnectionSlot(Rc<WorkerCtx>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections.set(self.0.connections.get().saturating_sub(1));
+        self.0
+            .connections
+            .set(self.0.connections.get().saturating_sub(1));
     }
 }
 
@@ -36,7 +42,12 @@ impl Drop for ConnectionSlot {
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) {
     if ctx.connections.get() >= ctx.max_connections {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
-        let answer = simple_response(503, &[("retry-after", "1")], "connection limit reached\n", true);
+        let answer = simple_response(
+            503,
+            &[("retry-after", "1")],
+            "connection limit reached\n",
+            true,
+        );
         let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
         return;
     }
@@ -47,7 +58,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) 
 
 async fn serve_requests(mut stream: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerCtx>) {
     let limits = &ctx.config.limits;
-    let head_limits = HeadLimits { max_bytes: limits.max_header_bytes, max_headers: limits.max_headers };
+    let head_limits = HeadLimits {
+        max_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+    };
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let deadline = Instant::now() + limits.handshake_timeout;
@@ -114,12 +128,18 @@ async fn read_request_head<S: AsyncReadRent>(
             Err(e) => return HeadRead::Reject(e.status(), e.to_string()),
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve((limits.max_bytes + 1).saturating_sub(buf.len()).clamp(1024, 16 * 1024));
+            buf.reserve(
+                (limits.max_bytes + 1)
+                    .saturating_sub(buf.len())
+                    .clamp(1024, 16 * 1024),
+            );
         }
         let start = buf.len();
         let cap = buf.capacity();
         let wait = deadline.saturating_duration_since(Instant::now());
-        let read = monoio::time::timeout(wait, stream.read(std::mem::take(buf).slice_mut(start..cap))).await;
+        let read =
+            monoio::time::timeout(wait, stream.read(std::mem::take(buf).slice_mut(start..cap)))
+                .await;
         match read {
             Ok((Ok(n), slice)) => {
                 *buf = slice.into_inner();
@@ -157,14 +177,20 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
     (None, target)
 }
 
-async fn respond<S: AsyncWriteRent>(stream: &mut S, status: u16, extra: &[(&str, &str)], body: &str) {
+async fn respond<S: AsyncWriteRent>(
+    stream: &mut S,
+    status: u16,
+    extra: &[(&str, &str)],
+    body: &str,
+) {
     let answer = simple_response(status, extra, body, true);
     let _ = monoio::time::timeout(Duration::from_secs(5), stream.write_all(answer)).await;
 }
 
 /// Plain HTTP to an echo route: a small text answer, so a browser or curl sees the gateway is up.
 async fn serve_echo_http<S: AsyncWriteRent>(stream: &mut S, head: &RequestHead) -> Persist {
-    let has_body = head.header("content-length").is_some_and(|v| v != b"0") || head.header("transfer-encoding").is_some();
+    let has_body = head.header("content-length").is_some_and(|v| v != b"0")
+        || head.header("transfer-encoding").is_some();
     let keep = head.minor_version >= 1 && !head.has_token("connection", "close") && !has_body;
     let body = "ringway echo endpoint: connect with a WebSocket client\n";
     let answer = simple_response(200, &[], body, !keep);
@@ -186,7 +212,13 @@ async fn serve_websocket(
         Ok(u) => u,
         Err(rejection) => {
             tracing::info!(%peer, status = rejection.status, reason = rejection.reason, "upgrade refused");
-            respond(&mut client, rejection.status, rejection.headers(), &format!("{}\n", rejection.reason)).await;
+            respond(
+                &mut client,
+                rejection.status,
+                rejection.headers(),
+                &format!("{}\n", rejection.reason),
+            )
+            .await;
             return;
         }
     };
@@ -199,10 +231,20 @@ async fn serve_websocket(
                 return;
             }
             tracing::debug!(%peer, "websocket echo session");
-            crate::echo::serve(client, early, &route.websocket, limits.close_timeout, &ctx.buffers).await;
+            crate::echo::serve(
+                client,
+                early,
+                &route.websocket,
+                limits.close_timeout,
+                &ctx.buffers,
+            )
+            .await;
         }
         Target::Upstream(id) => {
-            let Some(opened) = open_upstream(&mut client, peer, &head, &upgrade, id, ctx).await else { return };
+            let Some(opened) = open_upstream(&mut client, peer, &head, &upgrade, id, ctx).await
+            else {
+                return;
+            };
             let answer = upgrade::switching_protocols(
                 &upgrade.key,
                 opened.negotiated.protocol.as_deref(),
@@ -225,7 +267,15 @@ async fn serve_websocket(
             let upstream_name = &ctx.config.upstreams[id.0].name;
             tracing::debug!(%peer, upstream = %upstream_name, server = opened.server, "websocket relay started");
             let started = Instant::now();
-            let outcome = relay(client, opened.stream, early, opened.early, &settings, &ctx.buffers).await;
+            let outcome = relay(
+                client,
+                opened.stream,
+                early,
+                opened.early,
+                &settings,
+                &ctx.buffers,
+            )
+            .await;
             drop(opened.guard);
             tracing::info!(
                 %peer,
@@ -267,7 +317,10 @@ async fn open_upstream(
         _ => None,
     };
     let limits = &ctx.config.limits;
-    let head_limits = HeadLimits { max_bytes: limits.max_header_bytes.max(8192), max_headers: limits.max_headers.max(64) };
+    let head_limits = HeadLimits {
+        max_bytes: limits.max_header_bytes.max(8192),
+        max_headers: limits.max_headers.max(64),
+    };
     let mut tried = Vec::new();
     let mut last_status: Option<u16> = None;
     loop {
@@ -289,7 +342,10 @@ async fn open_upstream(
             head,
             upgrade,
             &key_sent,
-            ForwardedFor { client_ip: peer.ip(), proto: "http" },
+            ForwardedFor {
+                client_ip: peer.ip(),
+                proto: "http",
+            },
         );
         let deadline = Instant::now() + limits.handshake_timeout.max(upstream.connect_timeout);
         let exchange = async {
@@ -297,7 +353,9 @@ async fn open_upstream(
             res?;
             read_response_head(&mut conn.stream, head_limits).await
         };
-        let answer = monoio::time::timeout(deadline.saturating_duration_since(Instant::now()), exchange).await;
+        let answer =
+            monoio::time::timeout(deadline.saturating_duration_since(Instant::now()), exchange)
+                .await;
         let server_addr = balancer.address(conn.server);
         let (res_head, mut buf) = match answer {
             Ok(Ok(ok)) => ok,
@@ -325,7 +383,14 @@ async fn open_upstream(
         if res_head.status != 101 {
             tracing::info!(%peer, %server_addr, status = res_head.status, "upstream refused the upgrade; relaying its answer");
             balancer.mark_ok(conn.server);
-            relay_refusal(client, &mut conn.stream, &res_head, buf, limits.handshake_timeout).await;
+            relay_refusal(
+                client,
+                &mut conn.stream,
+                &res_head,
+                buf,
+                limits.handshake_timeout,
+            )
+            .await;
             return None;
         }
         match ws_upstream::verify_switching(&res_head, &key_sent, upgrade) {
@@ -354,7 +419,10 @@ async fn open_upstream(
 }
 
 /// Reads an upstream response head; returns it with the buffer holding the head and whatever followed it.
-async fn read_response_head<S: AsyncReadRent>(stream: &mut S, limits: HeadLimits) -> std::io::Result<(ResponseHead, Vec<u8>)> {
+async fn read_response_head<S: AsyncReadRent>(
+    stream: &mut S,
+    limits: HeadLimits,
+) -> std::io::Result<(ResponseHead, Vec<u8>)> {
     let mut buf = Vec::with_capacity(4096);
     loop {
         match parse_response(&buf, limits) {
@@ -377,11 +445,18 @@ async fn read_response_head<S: AsyncReadRent>(stream: &mut S, limits: HeadLimits
 
 /// Relays an upstream's non-101 answer (e.g. 401) to the client as is: the head, then a Content-Length body, or
 /// whatever arrives until the upstream closes (bounded by `timeout`). The client connection is closed after it.
-async fn relay_refusal<S>(client: &mut TcpStream, upstream: &mut S, head: &ResponseHead, buf: Vec<u8>, timeout: Duration)
-where
+async fn relay_refusal<S>(
+    client: &mut TcpStream,
+    upstream: &mut S,
+    head: &ResponseHead,
+    buf: Vec<u8>,
+    timeout: Duration,
+) where
     S: AsyncReadRent + CancelableAsyncReadRent + Split,
 {
-    let body_len: Option<usize> = head.header_str("content-length").and_then(|v| v.parse().ok());
+    let body_len: Option<usize> = head
+        .header_str("content-length")
+        .and_then(|v| v.parse().ok());
     let total = body_len.map(|n| head.head_len + n);
     let work = async {
         let mut sent = buf.len();
@@ -415,7 +490,10 @@ mod tests {
     #[test]
     fn absolute_form_targets_are_split() {
         assert_eq!(split_target("/chat?x"), (None, "/chat?x"));
-        assert_eq!(split_target("http://a.example:8080/ws"), (Some("a.example:8080"), "/ws"));
+        assert_eq!(
+            split_target("http://a.example:8080/ws"),
+            (Some("a.example:8080"), "/ws")
+        );
         assert_eq!(split_target("http://a.example"), (Some("a.example"), "/"));
     }
 }

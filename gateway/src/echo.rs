@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use frame_simd::{
-    Decoded, DecoderConfig, FrameDecoder, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role, Rsv,
-    encode_close_payload, parse_close_payload,
+    Decoded, DecoderConfig, FrameDecoder, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role,
+    Rsv, encode_close_payload, parse_close_payload,
 };
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -43,7 +43,13 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
             match decoder.decode(&mut input[pos..]) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::DataHeader { header, len }) => {
-                    push_header(&mut output, FrameHeader { mask: None, ..header });
+                    push_header(
+                        &mut output,
+                        FrameHeader {
+                            mask: None,
+                            ..header
+                        },
+                    );
                     pos += len;
                 }
                 Ok(Decoded::DataPayload { len, .. }) => {
@@ -53,9 +59,13 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                 Ok(Decoded::Control { opcode, len }) => {
                     pos += len;
                     match opcode {
-                        OpCode::Ping => push_control(&mut output, OpCode::Pong, decoder.control_payload()),
+                        OpCode::Ping => {
+                            push_control(&mut output, OpCode::Pong, decoder.control_payload())
+                        }
                         OpCode::Close => {
-                            let code = parse_close_payload(decoder.control_payload()).ok().flatten();
+                            let code = parse_close_payload(decoder.control_payload())
+                                .ok()
+                                .flatten();
                             push_close(&mut output, code.map_or(1000, |(c, _)| c));
                             done = true;
                         }
@@ -87,7 +97,8 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         }
         let start = input.len();
         let cap = input.capacity();
-        let read = monoio::time::timeout(ws.idle_timeout, stream.read(input.slice_mut(start..cap))).await;
+        let read =
+            monoio::time::timeout(ws.idle_timeout, stream.read(input.slice_mut(start..cap))).await;
         match read {
             Ok((Ok(n), slice)) if n > 0 => input = slice.into_inner(),
             Ok((_, slice)) => {
@@ -119,7 +130,13 @@ fn push_header(out: &mut Vec<u8>, header: FrameHeader) {
 fn push_control(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     push_header(
         out,
-        FrameHeader { fin: true, rsv: Rsv::default(), opcode, mask: None, payload_len: payload.len() as u64 },
+        FrameHeader {
+            fin: true,
+            rsv: Rsv::default(),
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        },
     );
     out.extend_from_slice(payload);
 }

@@ -11,7 +11,11 @@ use ringway_config::Driver;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "ringway", version, about = "Frame-aware WebSocket gateway and HTTP/1.1 reverse proxy")]
+#[command(
+    name = "ringway",
+    version,
+    about = "Frame-aware WebSocket gateway and HTTP/1.1 reverse proxy"
+)]
 struct Cli {
     /// Route file (YAML).
     #[arg(short, long, value_name = "FILE")]
@@ -35,6 +39,7 @@ enum Command {
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum DriverArg {
     Auto,
+    #[value(name = "io_uring", alias = "io-uring")]
     IoUring,
     Epoll,
 }
@@ -45,7 +50,9 @@ fn main() -> ExitCode {
         Some(Command::Check { file }) => check(&file),
         None => {
             let Some(path) = cli.config else {
-                eprintln!("ringway: --config FILE is required (try config/examples/quickstart.yaml)");
+                eprintln!(
+                    "ringway: --config FILE is required (try config/examples/quickstart.yaml)"
+                );
                 return ExitCode::from(2);
             };
             run(&path, cli.workers, cli.driver)

@@ -22,12 +22,13 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use frame_simd::{
-    Decoded, DecoderConfig, FrameDecoder, FrameError, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role,
-    Rsv, apply_mask, encode_close_payload,
+    Decoded, DecoderConfig, FrameDecoder, FrameError, FrameHeader, MAX_HEADER_LEN, OpCode,
+    PayloadMode, Role, Rsv, apply_mask, encode_close_payload,
 };
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Split, Splitable,
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Split,
+    Splitable,
 };
 
 use crate::buffer_pool::BufferPool;
@@ -112,10 +113,24 @@ where
     };
     let client_side = Side::new(SideId::Client, client_write, now);
     let upstream_side = Side::new(SideId::Upstream, upstream_write, now);
-    let c2u = Leg { pair: &pair, src: &client_side, dst: &upstream_side }.run(client_read, client_early);
-    let u2c = Leg { pair: &pair, src: &upstream_side, dst: &client_side }.run(upstream_read, upstream_early);
+    let c2u = Leg {
+        pair: &pair,
+        src: &client_side,
+        dst: &upstream_side,
+    }
+    .run(client_read, client_early);
+    let u2c = Leg {
+        pair: &pair,
+        src: &upstream_side,
+        dst: &client_side,
+    }
+    .run(upstream_read, upstream_early);
     monoio::join!(c2u, u2c);
-    let reason = pair.reason.borrow_mut().take().unwrap_or_else(|| "closed".to_owned());
+    let reason = pair
+        .reason
+        .borrow_mut()
+        .take()
+        .unwrap_or_else(|| "closed".to_owned());
     RelayOutcome {
         reason,
         bytes_client_to_upstream: pair.bytes[0].get(),
@@ -148,7 +163,8 @@ impl Pair<'_> {
 
     fn start_closing(&self, now: Instant) {
         if self.closing_deadline.get().is_none() {
-            self.closing_deadline.set(Some(now + self.settings.close_timeout));
+            self.closing_deadline
+                .set(Some(now + self.settings.close_timeout));
         }
     }
 }
@@ -247,7 +263,9 @@ impl<W: AsyncWriteRent> Side<W> {
         if self.pending_close.get().is_none() && self.pending_ping.get().is_none() {
             return;
         }
-        let Some(mut w) = self.writer.borrow_mut().take() else { return };
+        let Some(mut w) = self.writer.borrow_mut().take() else {
+            return;
+        };
         let mut frames = Vec::with_capacity(2 * (MAX_HEADER_LEN + 125));
         let close = self.pending_close.take();
         if let Some(ping) = self.pending_ping.take()
@@ -264,7 +282,10 @@ impl<W: AsyncWriteRent> Side<W> {
         let written = monoio::time::timeout(settings.close_timeout, w.write_all(frames)).await;
         self.put_writer(w);
         if !matches!(written, Ok((Ok(_), _))) {
-            tracing::debug!(side = self.id.name(), "could not write a control frame; abandoning");
+            tracing::debug!(
+                side = self.id.name(),
+                "could not write a control frame; abandoning"
+            );
             self.abandoned.set(true);
         }
     }
@@ -296,7 +317,11 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             },
             max_frame_size: settings.max_frame_size,
             max_message_size: settings.max_message_size,
-            allowed_rsv: Rsv { rsv1: settings.deflate, rsv2: false, rsv3: false },
+            allowed_rsv: Rsv {
+                rsv1: settings.deflate,
+                rsv2: false,
+                rsv3: false,
+            },
             validate_utf8: settings.validate_utf8,
             payload: PayloadMode::Preserve,
         });
@@ -370,7 +395,9 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         let start = buf.len();
         let cap = buf.capacity();
         let handle = self.src.canceller.borrow().handle();
-        let wait = deadline.saturating_duration_since(Instant::now()).min(PARK_AFTER);
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(PARK_AFTER);
         let mut read = pin!(reader.cancelable_read(buf.slice_mut(start..cap), handle));
         let (res, slice) = match monoio::time::timeout(wait, &mut read).await {
             Ok(done) => done,
@@ -402,7 +429,11 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     }
 
     /// A one-byte read while idle: no pooled buffer is pinned until the peer sends something.
-    async fn read_parked<R: CancelableAsyncReadRent>(&self, reader: &mut R, deadline: Instant) -> ReadResult {
+    async fn read_parked<R: CancelableAsyncReadRent>(
+        &self,
+        reader: &mut R,
+        deadline: Instant,
+    ) -> ReadResult {
         let handle = self.src.canceller.borrow().handle();
         let wait = deadline.saturating_duration_since(Instant::now());
         let mut read = pin!(reader.cancelable_read(Box::new([0u8; 1]), handle));
@@ -427,7 +458,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
 
     /// Decodes and forwards the bytes in `buf`; returns the buffer if unprocessed bytes remain (a partial header or
     /// control frame), else gives it back to the pool.
-    async fn process(&self, mut buf: Vec<u8>, decoder: &mut FrameDecoder, in_frame: &mut bool) -> Option<Vec<u8>> {
+    async fn process(
+        &self,
+        mut buf: Vec<u8>,
+        decoder: &mut FrameDecoder,
+        in_frame: &mut bool,
+    ) -> Option<Vec<u8>> {
         let mut pos = 0;
         // Where the destination stream is between frames, within this batch (None: mid-frame since an earlier batch).
         let mut boundary = if *in_frame { None } else { Some(0) };
@@ -477,7 +513,11 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             self.pair.last_activity.set(Instant::now());
         }
         // On a violation only whole frames are forwarded, so the destination can still be closed cleanly.
-        let forward_end = if failure.is_some() { boundary.unwrap_or(0) } else { pos };
+        let forward_end = if failure.is_some() {
+            boundary.unwrap_or(0)
+        } else {
+            pos
+        };
         if forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
             let mid_frame = failure.is_none() && *in_frame;
             buf = match self.forward(buf, forward_end, mid_frame).await {
@@ -570,15 +610,21 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         }
         if now >= self.pair.last_activity.get() + s.idle_timeout {
             self.pair.note(|| format!("idle for {:?}", s.idle_timeout));
-            self.begin_shutdown(1001, "idle timeout", 1001, "idle timeout").await;
+            self.begin_shutdown(1001, "idle timeout", 1001, "idle timeout")
+                .await;
             return;
         }
         if let Some(pong) = self.src.pong_deadline.get() {
             if now >= pong {
-                tracing::info!(side = self.src.id.name(), "peer did not answer the gateway's ping; closing");
-                self.pair.note(|| format!("{} did not answer ping", self.src.id.name()));
+                tracing::info!(
+                    side = self.src.id.name(),
+                    "peer did not answer the gateway's ping; closing"
+                );
+                self.pair
+                    .note(|| format!("{} did not answer ping", self.src.id.name()));
                 self.src.abandoned.set(true);
-                self.close_other(self.src.id.failure_code_for_other(), "peer not responding").await;
+                self.close_other(self.src.id.failure_code_for_other(), "peer not responding")
+                    .await;
             }
             return;
         }
@@ -597,7 +643,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     async fn on_violation(&self, e: FrameError, dst_mid_frame: bool) {
         let code = e.close_code();
         tracing::warn!(side = self.src.id.name(), code, error = %e, "protocol violation; closing");
-        self.pair.note(|| format!("{} violated the protocol ({code}): {e}", self.src.id.name()));
+        self.pair
+            .note(|| format!("{} violated the protocol ({code}): {e}", self.src.id.name()));
         // Its answer to our Close is not awaited.
         self.src.close_received.set(true);
         self.src.queue_close(code, close_reason(code));
@@ -609,7 +656,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             // The destination already has part of the offending frame: it can only be cut off.
             self.dst.abandoned.set(true);
         }
-        self.close_other(self.src.id.failure_code_for_other(), "peer protocol error").await;
+        self.close_other(self.src.id.failure_code_for_other(), "peer protocol error")
+            .await;
     }
 
     /// Writes what either side still has queued (each only if its stream is between frames).
@@ -629,9 +677,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         }
         match &err {
             Some(e) => tracing::info!(side = src.id.name(), error = %e, "connection failed"),
-            None => tracing::info!(side = src.id.name(), "connection closed without a close frame"),
+            None => tracing::info!(
+                side = src.id.name(),
+                "connection closed without a close frame"
+            ),
         }
-        self.pair.note(|| format!("{} disconnected without closing", src.id.name()));
+        self.pair
+            .note(|| format!("{} disconnected without closing", src.id.name()));
         src.abandoned.set(true);
         let code = src.id.failure_code_for_other();
         self.dst.queue_close(code, "peer disconnected");
@@ -645,7 +697,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         tracing::info!(side = self.dst.id.name(), "{what}");
         self.pair.note(|| format!("{} {what}", self.dst.id.name()));
         self.dst.abandoned.set(true);
-        self.src.queue_close(self.dst.id.failure_code_for_other(), "peer disconnected");
+        self.src
+            .queue_close(self.dst.id.failure_code_for_other(), "peer disconnected");
         self.pair.start_closing(Instant::now());
         self.dst.wake_reader();
         self.src.wake_reader();
@@ -660,7 +713,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     }
 
     /// Closes both sides (idle timeout or similar gateway decision).
-    async fn begin_shutdown(&self, src_code: u16, src_reason: &'static str, dst_code: u16, dst_reason: &'static str) {
+    async fn begin_shutdown(
+        &self,
+        src_code: u16,
+        src_reason: &'static str,
+        dst_code: u16,
+        dst_reason: &'static str,
+    ) {
         self.src.queue_close(src_code, src_reason);
         self.dst.queue_close(dst_code, dst_reason);
         self.pair.start_closing(Instant::now());
@@ -702,7 +761,13 @@ fn close_reason(code: u16) -> &'static str {
 /// Appends one control frame; masked with a fresh random key when `masked`.
 fn push_control_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], masked: bool) {
     let mask = masked.then(random_mask_key);
-    let header = FrameHeader { fin: true, rsv: Rsv::default(), opcode, mask, payload_len: payload.len() as u64 };
+    let header = FrameHeader {
+        fin: true,
+        rsv: Rsv::default(),
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut head);
     out.extend_from_slice(&head[..n]);
@@ -732,9 +797,15 @@ mod tests {
         let mut out = Vec::new();
         push_control_frame(&mut out, OpCode::Ping, b"12345678", true);
         assert_eq!(out[1] & 0x80, 0x80, "mask bit set");
-        let mut dec = FrameDecoder::new(DecoderConfig { peer: Role::Client, ..DecoderConfig::default() });
+        let mut dec = FrameDecoder::new(DecoderConfig {
+            peer: Role::Client,
+            ..DecoderConfig::default()
+        });
         match dec.decode(&mut out).unwrap() {
-            Decoded::Control { opcode: OpCode::Ping, len } => assert_eq!(len, out.len()),
+            Decoded::Control {
+                opcode: OpCode::Ping,
+                len,
+            } => assert_eq!(len, out.len()),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(dec.control_payload(), b"12345678");
@@ -747,9 +818,21 @@ mod tests {
         let n = encode_close_payload(1001, "idle timeout", &mut payload);
         push_control_frame(&mut out, OpCode::Close, &payload[..n], false);
         assert_eq!(out[1] & 0x80, 0);
-        let mut dec = FrameDecoder::new(DecoderConfig { peer: Role::Server, ..DecoderConfig::default() });
-        assert!(matches!(dec.decode(&mut out).unwrap(), Decoded::Control { opcode: OpCode::Close, .. }));
-        assert_eq!(frame_simd::parse_close_payload(dec.control_payload()).unwrap(), Some((1001, "idle timeout")));
+        let mut dec = FrameDecoder::new(DecoderConfig {
+            peer: Role::Server,
+            ..DecoderConfig::default()
+        });
+        assert!(matches!(
+            dec.decode(&mut out).unwrap(),
+            Decoded::Control {
+                opcode: OpCode::Close,
+                ..
+            }
+        ));
+        assert_eq!(
+            frame_simd::parse_close_payload(dec.control_payload()).unwrap(),
+            Some((1001, "idle timeout"))
+        );
     }
 
     #[test]

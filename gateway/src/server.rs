@@ -18,11 +18,20 @@ use crate::worker::WorkerCtx;
 #[non_exhaustive]
 pub enum StartError {
     #[error("cannot listen on {addr} (listener `{name}`): {source}")]
-    Bind { name: String, addr: SocketAddr, source: std::io::Error },
-    #[error("io_uring is not available on this kernel (driver: io_uring was requested; use `auto` or `epoll`)")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "io_uring is not available on this kernel (driver: io_uring was requested; use `auto` or `epoll`)"
+    )]
     NoIoUring,
     #[error("cannot start worker {worker}: {source}")]
-    Runtime { worker: usize, source: std::io::Error },
+    Runtime {
+        worker: usize,
+        source: std::io::Error,
+    },
 }
 
 /// What the gateway was started with, after overrides.
@@ -41,7 +50,11 @@ pub struct Bound {
 
 /// Binds every listener for every worker, starts the worker threads and blocks until they end (they end only on a
 /// fatal error). `on_ready` is called with the bound addresses once all sockets are listening.
-pub fn run(config: Config, options: StartOptions, on_ready: impl FnOnce(&[Bound])) -> Result<(), StartError> {
+pub fn run(
+    config: Config,
+    options: StartOptions,
+    on_ready: impl FnOnce(&[Bound]),
+) -> Result<(), StartError> {
     if options.driver == Driver::IoUring && !monoio::utils::detect_uring() {
         return Err(StartError::NoIoUring);
     }
@@ -70,9 +83,13 @@ pub fn run(config: Config, options: StartOptions, on_ready: impl FnOnce(&[Bound]
 }
 
 /// Binds `workers` SO_REUSEPORT sockets per listener. The first bind of a port-0 listener picks the port for all.
-fn bind_all(config: &Config, workers: usize) -> Result<(Vec<Bound>, Vec<Vec<std::net::TcpListener>>), StartError> {
+fn bind_all(
+    config: &Config,
+    workers: usize,
+) -> Result<(Vec<Bound>, Vec<Vec<std::net::TcpListener>>), StartError> {
     let mut bound = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
     for listener in &config.listeners {
         let mut addr = listener.bind;
         for sockets in per_worker.iter_mut() {
@@ -90,7 +107,10 @@ fn bind_all(config: &Config, workers: usize) -> Result<(Vec<Bound>, Vec<Vec<std:
             }
             sockets.push(socket);
         }
-        bound.push(Bound { name: listener.name.clone(), addr });
+        bound.push(Bound {
+            name: listener.name.clone(),
+            addr,
+        });
     }
     Ok((bound, per_worker))
 }
@@ -102,6 +122,8 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
+    // Required by the epoll driver, harmless under io_uring (it arms a poll on EAGAIN).
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
@@ -143,7 +165,12 @@ fn run_worker(
     Ok(())
 }
 
-async fn worker_main(id: usize, workers: usize, config: Arc<Config>, listeners: Vec<std::net::TcpListener>) {
+async fn worker_main(
+    id: usize,
+    workers: usize,
+    config: Arc<Config>,
+    listeners: Vec<std::net::TcpListener>,
+) {
     let ctx = Rc::new(WorkerCtx::new(id, workers, config));
     let mut accept_loops = Vec::new();
     for std_listener in listeners {

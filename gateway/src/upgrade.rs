@@ -35,7 +35,11 @@ impl UpgradeRejection {
 
     /// Extra headers the refusal carries (`Sec-WebSocket-Version: 13` on 426, as §4.4 asks).
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
-        if self.status == 426 { &[("sec-websocket-version", "13")] } else { &[] }
+        if self.status == 426 {
+            &[("sec-websocket-version", "13")]
+        } else {
+            &[]
+        }
     }
 }
 
@@ -50,29 +54,51 @@ pub fn is_websocket_request(head: &RequestHead) -> bool {
 /// Statuses: 405 for a method other than GET, 400 for a malformed handshake (HTTP/1.0, no Host, no `Connection:
 /// upgrade`, bad key), 426 with `Sec-WebSocket-Version: 13` for a missing or other version, 403 for a refused
 /// origin or when none of the offered subprotocols is allowed.
-pub fn check(head: &RequestHead, ws: &WebSocketSettings) -> Result<ClientUpgrade, UpgradeRejection> {
+pub fn check(
+    head: &RequestHead,
+    ws: &WebSocketSettings,
+) -> Result<ClientUpgrade, UpgradeRejection> {
     if head.method != "GET" {
         return Err(UpgradeRejection::new(405, "WebSocket upgrade requires GET"));
     }
     if head.minor_version < 1 {
-        return Err(UpgradeRejection::new(400, "WebSocket upgrade requires HTTP/1.1"));
+        return Err(UpgradeRejection::new(
+            400,
+            "WebSocket upgrade requires HTTP/1.1",
+        ));
     }
-    if head.header("host").is_none_or(|h| h.trim_ascii().is_empty()) {
+    if head
+        .header("host")
+        .is_none_or(|h| h.trim_ascii().is_empty())
+    {
         return Err(UpgradeRejection::new(400, "missing Host header"));
     }
     if !head.has_token("connection", "upgrade") {
-        return Err(UpgradeRejection::new(400, "Connection header must contain `upgrade`"));
+        return Err(UpgradeRejection::new(
+            400,
+            "Connection header must contain `upgrade`",
+        ));
     }
     match head.header_str("sec-websocket-version") {
         Some("13") => {}
-        _ => return Err(UpgradeRejection::new(426, "unsupported Sec-WebSocket-Version (want 13)")),
+        _ => {
+            return Err(UpgradeRejection::new(
+                426,
+                "unsupported Sec-WebSocket-Version (want 13)",
+            ));
+        }
     }
     let key = head.header_str("sec-websocket-key").unwrap_or("");
     if !is_valid_key(key) {
-        return Err(UpgradeRejection::new(400, "Sec-WebSocket-Key must be 16 bytes in base64"));
+        return Err(UpgradeRejection::new(
+            400,
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ));
     }
     if let (Some(allowed), Some(origin)) = (&ws.allowed_origins, head.header_str("origin")) {
-        let ok = allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
+        let ok = allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
         if !ok {
             return Err(UpgradeRejection::new(403, "origin not allowed"));
         }
@@ -87,10 +113,16 @@ pub fn check(head: &RequestHead, ws: &WebSocketSettings) -> Result<ClientUpgrade
     let subprotocols = match &ws.allowed_subprotocols {
         None => offered,
         Some(allowed) => {
-            let kept: Vec<String> =
-                offered.iter().filter(|p| allowed.iter().any(|a| a == *p)).cloned().collect();
+            let kept: Vec<String> = offered
+                .iter()
+                .filter(|p| allowed.iter().any(|a| a == *p))
+                .cloned()
+                .collect();
             if kept.is_empty() && !offered.is_empty() {
-                return Err(UpgradeRejection::new(403, "none of the offered subprotocols is allowed"));
+                return Err(UpgradeRejection::new(
+                    403,
+                    "none of the offered subprotocols is allowed",
+                ));
             }
             kept
         }
@@ -101,18 +133,28 @@ pub fn check(head: &RequestHead, ws: &WebSocketSettings) -> Result<ClientUpgrade
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
         .collect();
-    Ok(ClientUpgrade { key: key.to_owned(), subprotocols, extensions })
+    Ok(ClientUpgrade {
+        key: key.to_owned(),
+        subprotocols,
+        extensions,
+    })
 }
 
 /// Whether `key` is base64 of exactly 16 bytes.
 pub fn is_valid_key(key: &str) -> bool {
     key.len() == 24
-        && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|raw| raw.len() == 16)
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|raw| raw.len() == 16)
 }
 
 /// The gateway's `101 Switching Protocols` answer to the client: its own accept key, and the subprotocol and
 /// extensions the upstream chose.
-pub fn switching_protocols(client_key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
+pub fn switching_protocols(
+    client_key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(192);
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
     write_header(&mut out, "Upgrade", b"websocket");
@@ -143,7 +185,15 @@ mod tests {
             "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
              Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
         );
-        parse_request(raw.as_bytes(), HeadLimits { max_bytes: 4096, max_headers: 32 }).unwrap().unwrap()
+        parse_request(
+            raw.as_bytes(),
+            HeadLimits {
+                max_bytes: 4096,
+                max_headers: 32,
+            },
+        )
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -151,7 +201,10 @@ mod tests {
         let up = check(&head("Sec-WebSocket-Version: 13\r\n"), &settings()).unwrap();
         assert_eq!(up.key, "dGhlIHNhbXBsZSBub25jZQ==");
         let answer = String::from_utf8(switching_protocols(&up.key, None, None)).unwrap();
-        assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{answer}");
+        assert!(
+            answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{answer}"
+        );
     }
 
     #[test]
@@ -165,15 +218,30 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_400() {
-        for key in ["", "short", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ=="] {
+        for key in [
+            "",
+            "short",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+        ] {
             let raw = format!(
                 "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}x\r\n\r\n"
             );
-            let h = parse_request(raw.as_bytes(), HeadLimits { max_bytes: 4096, max_headers: 32 })
-                .unwrap()
-                .unwrap();
-            assert_eq!(check(&h, &settings()).unwrap_err().status, 400, "key {key}x");
+            let h = parse_request(
+                raw.as_bytes(),
+                HeadLimits {
+                    max_bytes: 4096,
+                    max_headers: 32,
+                },
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                check(&h, &settings()).unwrap_err().status,
+                400,
+                "key {key}x"
+            );
         }
     }
 
@@ -186,7 +254,8 @@ mod tests {
         h.headers.retain(|x| !x.name.eq_ignore_ascii_case("host"));
         assert_eq!(check(&h, &settings()).unwrap_err().status, 400);
         let mut h = head("Sec-WebSocket-Version: 13\r\n");
-        h.headers.retain(|x| !x.name.eq_ignore_ascii_case("connection"));
+        h.headers
+            .retain(|x| !x.name.eq_ignore_ascii_case("connection"));
         assert_eq!(check(&h, &settings()).unwrap_err().status, 400);
         let mut h = head("Sec-WebSocket-Version: 13\r\n");
         h.minor_version = 0;
@@ -206,7 +275,9 @@ mod tests {
     #[test]
     fn subprotocols_are_filtered_by_the_allowlist() {
         let mut ws = settings();
-        let h = head("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Protocol: c\r\n");
+        let h = head(
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Protocol: c\r\n",
+        );
         assert_eq!(check(&h, &ws).unwrap().subprotocols, ["a", "b", "c"]);
         ws.allowed_subprotocols = Some(vec!["c".into(), "b".into()]);
         assert_eq!(check(&h, &ws).unwrap().subprotocols, ["b", "c"]);
@@ -216,15 +287,26 @@ mod tests {
 
     #[test]
     fn extensions_are_forwarded_verbatim() {
-        let h = head("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
-        assert_eq!(check(&h, &settings()).unwrap().extensions, ["permessage-deflate; client_max_window_bits"]);
+        let h = head(
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        );
+        assert_eq!(
+            check(&h, &settings()).unwrap().extensions,
+            ["permessage-deflate; client_max_window_bits"]
+        );
     }
 
     #[test]
     fn plain_requests_are_not_upgrades() {
-        let h = parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", HeadLimits { max_bytes: 512, max_headers: 8 })
-            .unwrap()
-            .unwrap();
+        let h = parse_request(
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            HeadLimits {
+                max_bytes: 512,
+                max_headers: 8,
+            },
+        )
+        .unwrap()
+        .unwrap();
         assert!(!is_websocket_request(&h));
         assert!(is_websocket_request(&head("")));
     }

@@ -31,8 +31,16 @@ pub struct WorkerCtx {
 impl WorkerCtx {
     /// Builds the state for worker `id` of `workers`.
     pub fn new(id: usize, workers: usize, config: Arc<Config>) -> Self {
-        let balancers = config.upstreams.iter().map(|u| Rc::new(Balancer::new(u))).collect();
-        let max_connections = config.limits.max_connections.div_ceil(workers.max(1)).max(1);
+        let balancers = config
+            .upstreams
+            .iter()
+            .map(|u| Rc::new(Balancer::new(u)))
+            .collect();
+        let max_connections = config
+            .limits
+            .max_connections
+            .div_ceil(workers.max(1))
+            .max(1);
         Self {
             id,
             balancers,

@@ -64,7 +64,12 @@ pub struct ForwardedFor<'a> {
 }
 
 /// The upgrade request sent upstream for `head`, with `key` as its `Sec-WebSocket-Key`.
-pub fn upstream_request(head: &RequestHead, upgrade: &ClientUpgrade, key: &str, fwd: ForwardedFor<'_>) -> Vec<u8> {
+pub fn upstream_request(
+    head: &RequestHead,
+    upgrade: &ClientUpgrade,
+    key: &str,
+    fwd: ForwardedFor<'_>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -95,7 +100,11 @@ pub fn upstream_request(head: &RequestHead, upgrade: &ClientUpgrade, key: &str, 
     write_header(&mut out, "Sec-WebSocket-Key", key.as_bytes());
     write_header(&mut out, "Sec-WebSocket-Version", b"13");
     if !upgrade.subprotocols.is_empty() {
-        write_header(&mut out, "Sec-WebSocket-Protocol", upgrade.subprotocols.join(", ").as_bytes());
+        write_header(
+            &mut out,
+            "Sec-WebSocket-Protocol",
+            upgrade.subprotocols.join(", ").as_bytes(),
+        );
     }
     for ext in &upgrade.extensions {
         write_header(&mut out, "Sec-WebSocket-Extensions", ext.as_bytes());
@@ -134,7 +143,10 @@ pub fn verify_switching(
     if res.header_str("sec-websocket-accept") != Some(expected.as_str()) {
         return Err(UpstreamHandshakeError::BadAccept);
     }
-    let protocol = res.header_str("sec-websocket-protocol").filter(|p| !p.is_empty()).map(str::to_owned);
+    let protocol = res
+        .header_str("sec-websocket-protocol")
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
     if let Some(p) = &protocol
         && !upgrade.subprotocols.iter().any(|o| o == p)
     {
@@ -156,12 +168,18 @@ pub fn verify_switching(
             if name.eq_ignore_ascii_case("permessage-deflate") {
                 deflate = true;
             } else {
-                return Err(UpstreamHandshakeError::UnsupportedExtension(name.to_owned()));
+                return Err(UpstreamHandshakeError::UnsupportedExtension(
+                    name.to_owned(),
+                ));
             }
         }
     }
     let extensions = (!ext_values.is_empty()).then(|| ext_values.join(", "));
-    Ok(Negotiated { protocol, extensions, deflate })
+    Ok(Negotiated {
+        protocol,
+        extensions,
+        deflate,
+    })
 }
 
 #[cfg(test)]
@@ -169,7 +187,10 @@ mod tests {
     use super::*;
     use crate::http::head::{HeadLimits, parse_request, parse_response};
 
-    const LIMITS: HeadLimits = HeadLimits { max_bytes: 8192, max_headers: 64 };
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 8192,
+        max_headers: 64,
+    };
 
     fn client_head() -> RequestHead {
         let raw = "GET /chat?room=1 HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\n\
@@ -189,19 +210,36 @@ mod tests {
 
     #[test]
     fn request_forwards_end_to_end_headers_and_drops_hop_by_hop() {
-        let fwd = ForwardedFor { client_ip: "192.0.2.7".parse().unwrap(), proto: "http" };
+        let fwd = ForwardedFor {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            proto: "http",
+        };
         let key = fresh_key();
-        let raw = upstream_request(&client_head(), &offer(&["chat"], &["permessage-deflate"]), &key, fwd);
+        let raw = upstream_request(
+            &client_head(),
+            &offer(&["chat"], &["permessage-deflate"]),
+            &key,
+            fwd,
+        );
         let req = parse_request(&raw, LIMITS).unwrap().unwrap();
         assert_eq!(req.target, "/chat?room=1");
         assert_eq!(req.header_str("host"), Some("chat.example"));
         assert_eq!(req.header_str("cookie"), Some("sid=abc"));
         assert_eq!(req.header_str("authorization"), Some("Bearer t"));
         assert_eq!(req.header_str("sec-websocket-key"), Some(key.as_str()));
-        assert_ne!(key, "dGhlIHNhbXBsZSBub25jZQ==", "a fresh key, not the client's");
+        assert_ne!(
+            key, "dGhlIHNhbXBsZSBub25jZQ==",
+            "a fresh key, not the client's"
+        );
         assert_eq!(req.header_str("sec-websocket-protocol"), Some("chat"));
-        assert_eq!(req.header_str("sec-websocket-extensions"), Some("permessage-deflate"));
-        assert_eq!(req.header_str("x-forwarded-for"), Some("10.0.0.1, 192.0.2.7"));
+        assert_eq!(
+            req.header_str("sec-websocket-extensions"),
+            Some("permessage-deflate")
+        );
+        assert_eq!(
+            req.header_str("x-forwarded-for"),
+            Some("10.0.0.1, 192.0.2.7")
+        );
         assert_eq!(req.header_str("x-forwarded-proto"), Some("http"));
         assert_eq!(req.header_str("x-forwarded-host"), Some("chat.example"));
         assert!(req.header("x-drop").is_none());
@@ -222,7 +260,10 @@ mod tests {
     fn verifies_accept_protocol_and_deflate() {
         let key = fresh_key();
         let n = verify_switching(
-            &answer(&key, "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"),
+            &answer(
+                &key,
+                "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+            ),
             &key,
             &offer(&["chat"], &["permessage-deflate"]),
         )
@@ -241,15 +282,27 @@ mod tests {
             Err(UpstreamHandshakeError::BadAccept)
         );
         assert!(matches!(
-            verify_switching(&answer(&key, "Sec-WebSocket-Protocol: x\r\n"), &key, &offer(&["chat"], &[])),
+            verify_switching(
+                &answer(&key, "Sec-WebSocket-Protocol: x\r\n"),
+                &key,
+                &offer(&["chat"], &[])
+            ),
             Err(UpstreamHandshakeError::UnofferedSubprotocol(_))
         ));
         assert_eq!(
-            verify_switching(&answer(&key, "Sec-WebSocket-Extensions: permessage-deflate\r\n"), &key, &offer(&[], &[])),
+            verify_switching(
+                &answer(&key, "Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                &key,
+                &offer(&[], &[])
+            ),
             Err(UpstreamHandshakeError::UnofferedExtension)
         );
         assert!(matches!(
-            verify_switching(&answer(&key, "Sec-WebSocket-Extensions: x-foo\r\n"), &key, &offer(&[], &["x-foo"])),
+            verify_switching(
+                &answer(&key, "Sec-WebSocket-Extensions: x-foo\r\n"),
+                &key,
+                &offer(&[], &["x-foo"])
+            ),
             Err(UpstreamHandshakeError::UnsupportedExtension(_))
         ));
     }

@@ -84,8 +84,14 @@ pub fn parse_request(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHea
         Ok(httparse::Status::Complete(head_len)) => {
             let minor_version = req.version.ok_or(HeadError::Malformed("missing version"))?;
             Ok(Some(RequestHead {
-                method: req.method.ok_or(HeadError::Malformed("missing method"))?.to_owned(),
-                target: req.path.ok_or(HeadError::Malformed("missing target"))?.to_owned(),
+                method: req
+                    .method
+                    .ok_or(HeadError::Malformed("missing method"))?
+                    .to_owned(),
+                target: req
+                    .path
+                    .ok_or(HeadError::Malformed("missing target"))?
+                    .to_owned(),
                 minor_version,
                 headers: own_headers(req.headers),
                 head_len,
@@ -123,7 +129,10 @@ pub fn parse_response(buf: &[u8], limits: HeadLimits) -> Result<Option<ResponseH
 fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<Header> {
     headers
         .iter()
-        .map(|h| Header { name: h.name.to_owned(), value: h.value.to_vec() })
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: h.value.to_vec(),
+        })
         .collect()
 }
 
@@ -153,7 +162,9 @@ pub trait Headers {
 
     /// The first value of `name` as trimmed UTF-8 text, if it is text.
     fn header_str(&self, name: &str) -> Option<&str> {
-        self.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
+        self.header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
     }
 
     /// All values of `name`, in order.
@@ -166,7 +177,8 @@ pub trait Headers {
 
     /// Whether the comma-separated token list in any `name` header contains `token` (case-insensitive).
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers_named(name).any(|v| token_list_contains(v, token))
+        self.headers_named(name)
+            .any(|v| token_list_contains(v, token))
     }
 }
 
@@ -250,7 +262,11 @@ pub fn simple_response(status: u16, extra: &[(&str, &str)], body: &str, close: b
         write_header(&mut out, name, value.as_bytes());
     }
     write_header(&mut out, "content-type", b"text/plain; charset=utf-8");
-    write_header(&mut out, "content-length", body.len().to_string().as_bytes());
+    write_header(
+        &mut out,
+        "content-length",
+        body.len().to_string().as_bytes(),
+    );
     if close {
         write_header(&mut out, "connection", b"close");
     }
@@ -263,7 +279,10 @@ pub fn simple_response(status: u16, extra: &[(&str, &str)], body: &str, close: b
 mod tests {
     use super::*;
 
-    const LIMITS: HeadLimits = HeadLimits { max_bytes: 1024, max_headers: 8 };
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 1024,
+        max_headers: 8,
+    };
 
     #[test]
     fn parses_a_complete_request_and_reports_its_length() {
@@ -280,7 +299,10 @@ mod tests {
 
     #[test]
     fn partial_head_needs_more() {
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: a", LIMITS), Ok(None));
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a", LIMITS),
+            Ok(None)
+        );
     }
 
     #[test]
