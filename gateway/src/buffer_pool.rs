@@ -17,7 +17,11 @@ pub struct BufferPool {
 impl BufferPool {
     /// A pool handing out buffers of `buffer_size` bytes, caching up to `max_cached` free ones.
     pub fn new(buffer_size: usize, max_cached: usize) -> Self {
-        Self { free: RefCell::new(Vec::new()), buffer_size, max_cached }
+        Self {
+            free: RefCell::new(Vec::new()),
+            buffer_size,
+            max_cached,
+        }
     }
 
     /// Takes an empty buffer with capacity `buffer_size`.
