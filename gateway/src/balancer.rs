@@ -158,7 +158,7 @@ impl Balancer {
     /// wins and pays back the total. Over any window of `sum(weights)` picks each server is chosen `weight` times,
     /// interleaved rather than in bursts.
     fn pick_round_robin(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        self.smooth_wrr(|i| eligible(i))
+        self.smooth_wrr(eligible)
     }
 
     /// Fewest active connections relative to weight; ties go through smooth weighted round robin so equal loads
