@@ -1,0 +1,587 @@
+//! The frame-aware relay through the real `ringway` binary: forwarding, protocol violations, close paths and the
+//! gateway's keepalive. Tests marked "both drivers" run once on epoll and once on io_uring.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EPOLL: &str = "epoll";
+const URING: &str = "io_uring";
+
+/// Generates `<name>_epoll` and `<name>_io_uring` tests that call `fn <name>(driver: &str)`.
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $name() { super::$name(super::EPOLL) })*
+        }
+        mod io_uring {
+            $(#[test] fn $name() { super::$name(super::URING) })*
+        }
+    };
+}
+
+both_drivers!(
+    fragmented_messages_keep_their_fragmentation,
+    client_pings_reach_the_upstream_and_pongs_come_back,
+    client_frames_arrive_masked_and_server_frames_unmasked,
+    unmasked_client_frame_is_1002_and_upstream_gets_1001,
+    client_close_handshake_is_bridged,
+    upstream_death_gives_the_client_1011,
+    gateway_pings_a_silent_client_and_swallows_its_pong,
+);
+
+/// A handoff upstream and a gateway in front of it (one worker, the given driver, `ws` as the route's
+/// `websocket:` block, `limits` added to `limits:`), plus a connected client and its upstream leg.
+struct Setup {
+    client: WsClient,
+    up: UpstreamConn,
+    /// Keeps the gateway and the upstream alive: bind it (`_keep`), never `..`, or they stop at once.
+    _keep: (Gateway, Receiver<UpstreamConn>, ScriptedUpstream),
+}
+
+fn setup(driver: Option<&str>, ws: &str, limits: &[&str]) -> Setup {
+    let (upstream, rx) = ScriptedUpstream::handoff("");
+    let yaml = with_limits(&config_for(&[upstream.addr], ws), limits);
+    let mut args = vec!["--workers", "1"];
+    if let Some(d) = driver {
+        args.extend(["--driver", d]);
+    }
+    let gw = Gateway::start_with(&yaml, &args);
+    let client = WsClient::connect(gw.addr, "/ws");
+    let up = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("upstream leg");
+    Setup {
+        client,
+        up,
+        _keep: (gw, rx, upstream),
+    }
+}
+
+/// Reads frames until a close arrives; pings are answered; returns the close frame.
+fn client_close(c: &mut WsClient, within: Duration) -> Option<Frame> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let f = c.recv_within(left)?;
+        match f.opcode {
+            CLOSE => return Some(f),
+            PING => c.send(true, PONG, &f.payload),
+            _ => {}
+        }
+    }
+}
+
+fn upstream_close(u: &mut UpstreamConn, within: Duration) -> Option<Frame> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let f = u.recv_within(left)?;
+        match f.opcode {
+            CLOSE => return Some(f),
+            PING => u.send(true, PONG, &f.payload),
+            _ => {}
+        }
+    }
+}
+
+const SECS2: Duration = Duration::from_secs(2);
+
+// ---- Relay ----
+
+fn fragmented_messages_keep_their_fragmentation(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    client.send(false, TEXT, b"hel");
+    client.send(false, 0, b"lo ");
+    client.send(true, PING, b"mid"); // control frames may sit between fragments
+    client.send(true, 0, b"world");
+    let got: Vec<Frame> = (0..4).map(|_| up.recv().expect("frame upstream")).collect();
+    let want = [
+        (false, TEXT, &b"hel"[..]),
+        (false, 0, b"lo "),
+        (true, PING, b"mid"),
+        (true, 0, b"world"),
+    ];
+    for (f, (fin, op, payload)) in got.iter().zip(want) {
+        assert_eq!(
+            (f.fin, f.opcode, f.payload.as_slice()),
+            (fin, op, payload),
+            "{driver}: {got:?}"
+        );
+    }
+    up.send(false, BINARY, &[1, 2, 3]);
+    up.send(false, 0, &[]);
+    up.send(true, 0, &[4, 5]);
+    let got: Vec<Frame> = (0..3)
+        .map(|_| client.recv().expect("frame to client"))
+        .collect();
+    let shape: Vec<(bool, u8, Vec<u8>)> = got
+        .into_iter()
+        .map(|f| (f.fin, f.opcode, f.payload))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (false, BINARY, vec![1, 2, 3]),
+            (false, 0, vec![]),
+            (true, 0, vec![4, 5])
+        ],
+        "{driver}"
+    );
+}
+
+fn client_pings_reach_the_upstream_and_pongs_come_back(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    client.send(true, PING, b"are you there");
+    let f = up.recv().expect("ping upstream");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (PING, &b"are you there"[..]),
+        "{driver}"
+    );
+    up.send(true, PONG, b"yes");
+    let f = client.recv().expect("pong to the client");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (PONG, &b"yes"[..]),
+        "{driver}"
+    );
+    up.send(true, PING, b"server ping");
+    let f = client.recv().expect("upstream ping to the client");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (PING, &b"server ping"[..]),
+        "{driver}"
+    );
+    client.send(true, PONG, b"server ping");
+    let f = up.recv().expect("client pong upstream");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (PONG, &b"server ping"[..]),
+        "{driver}"
+    );
+}
+
+fn client_frames_arrive_masked_and_server_frames_unmasked(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    let payload: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    client.send(true, BINARY, &payload);
+    client.send_text("short one");
+    let w = up.recv_wire().expect("binary upstream");
+    assert!(
+        w.mask.is_some(),
+        "{driver}: frames to the upstream must be masked"
+    );
+    assert_eq!(
+        (w.frame.opcode, w.frame.payload.len()),
+        (BINARY, payload.len())
+    );
+    assert!(
+        w.frame.payload == payload,
+        "{driver}: payload changed on the way"
+    );
+    let w = up.recv_wire().expect("text upstream");
+    assert!(w.mask.is_some());
+    assert_eq!(w.frame.payload, b"short one");
+    up.send(true, TEXT, "réponse".as_bytes());
+    let w = client.recv_wire().expect("text to the client");
+    assert_eq!(
+        w.mask, None,
+        "{driver}: frames to the client must not be masked"
+    );
+    assert_eq!(w.frame.payload, "réponse".as_bytes());
+}
+
+fn unmasked_client_frame_is_1002_and_upstream_gets_1001(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    client.send_text("fine");
+    assert_eq!(up.recv().unwrap().payload, b"fine");
+    client.send_raw(&encode(true, false, TEXT, b"naked", None));
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1002), "{driver}: {f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(
+        f.close_code(),
+        Some(1001),
+        "{driver}: the unmasked frame must not be forwarded: {f:?}"
+    );
+    up.send(true, CLOSE, &f.payload);
+    assert!(
+        client.eof_within(SECS2),
+        "{driver}: client connection closed"
+    );
+    assert!(up.eof_within(SECS2), "{driver}: upstream connection closed");
+}
+
+#[test]
+fn masked_frame_from_upstream_is_1002_there_and_1011_to_the_client() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    up.send_raw(&encode(
+        true,
+        false,
+        TEXT,
+        b"masked by server",
+        Some([1, 2, 3, 4]),
+    ));
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1002), "{f:?}");
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1011), "{f:?}");
+    client.send(true, CLOSE, &close_payload(1011, ""));
+    assert!(client.eof_within(SECS2));
+}
+
+#[test]
+fn invalid_utf8_text_is_1007() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    client.send(true, TEXT, &[b'o', b'k', 0xff, 0xfe]);
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1007), "{f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+}
+
+#[test]
+fn invalid_utf8_split_across_fragments_is_1007() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    // "é" is C3 A9: a lone C3 at the end of the message is truncated UTF-8.
+    client.send(false, TEXT, b"caf");
+    client.send(true, 0, &[0xC3]);
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1007), "{f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+}
+
+#[test]
+fn frame_over_max_frame_size_is_1009() {
+    let ws = "max_frame_size: 1KiB\nmax_message_size: 4KiB";
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, ws, &[]);
+    client.send(true, TEXT, &[b'a'; 1024]);
+    assert_eq!(
+        up.recv().unwrap().payload.len(),
+        1024,
+        "a frame at the limit passes"
+    );
+    client.send(true, TEXT, &[b'a'; 1025]);
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1009), "{f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+}
+
+#[test]
+fn message_over_max_message_size_across_fragments_is_1009() {
+    let ws = "max_frame_size: 1KiB\nmax_message_size: 4KiB";
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, ws, &[]);
+    client.send(false, BINARY, &[1; 1024]);
+    for _ in 0..3 {
+        client.send(false, 0, &[2; 1024]);
+    }
+    let mut forwarded = 0;
+    for _ in 0..4 {
+        forwarded += up.recv().expect("fragment within the limit").payload.len();
+    }
+    assert_eq!(forwarded, 4096);
+    client.send(true, 0, &[3; 1]);
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1009), "{f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+}
+
+#[test]
+fn control_frame_over_125_bytes_is_1002() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    client.send(true, PING, &[b'p'; 126]);
+    let f = client_close(&mut client, SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1002), "{f:?}");
+    let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+}
+
+#[test]
+fn reserved_opcodes_are_1002() {
+    for opcode in [3u8, 0xB] {
+        let Setup {
+            mut client,
+            mut up,
+            _keep,
+        } = setup(None, "", &[]);
+        client.send(true, opcode, b"x");
+        let f = client_close(&mut client, SECS2).expect("close to the client");
+        assert_eq!(f.close_code(), Some(1002), "opcode {opcode}: {f:?}");
+        let f = upstream_close(&mut up, SECS2).expect("close to the upstream");
+        assert_eq!(f.close_code(), Some(1001), "opcode {opcode}: {f:?}");
+    }
+}
+
+// ---- Close paths ----
+
+fn client_close_handshake_is_bridged(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    client.send(true, CLOSE, &close_payload(1000, "bye"));
+    let f = up.recv().expect("close upstream");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (CLOSE, close_payload(1000, "bye").as_slice()),
+        "{driver}"
+    );
+    up.send(true, CLOSE, &close_payload(1000, "see you"));
+    let f = client.recv().expect("the upstream's answer");
+    assert_eq!(f.payload, close_payload(1000, "see you"), "{driver}");
+    assert!(client.eof_within(SECS2), "{driver}: client TCP closed");
+    assert!(up.eof_within(SECS2), "{driver}: upstream TCP closed");
+}
+
+#[test]
+fn upstream_close_handshake_is_bridged() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    up.send(true, CLOSE, &close_payload(4000, "server leaving"));
+    let f = client.recv().expect("close to the client");
+    assert_eq!(f.payload, close_payload(4000, "server leaving"));
+    client.send(true, CLOSE, &close_payload(4000, "ok"));
+    let f = up.recv().expect("the client's answer upstream");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (CLOSE, close_payload(4000, "ok").as_slice())
+    );
+    assert!(client.eof_within(SECS2), "client TCP closed");
+    assert!(up.eof_within(SECS2), "upstream TCP closed");
+}
+
+fn upstream_death_gives_the_client_1011(driver: &str) {
+    let Setup {
+        mut client,
+        up,
+        _keep,
+    } = setup(Some(driver), "", &[]);
+    drop(up);
+    let f = client.recv_within(SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1011), "{driver}: {f:?}");
+    client.send(true, CLOSE, &f.payload);
+    assert!(client.eof_within(SECS2), "{driver}: client TCP closed");
+}
+
+#[test]
+fn client_death_gives_the_upstream_1001() {
+    let Setup {
+        client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    drop(client);
+    let f = up.recv_within(SECS2).expect("close upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+    up.send(true, CLOSE, &f.payload);
+    assert!(up.eof_within(SECS2), "upstream TCP closed");
+}
+
+#[test]
+fn close_handshake_times_out_when_the_upstream_never_answers() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &["close_timeout: 500ms"]);
+    client.send(true, CLOSE, &close_payload(1000, "bye"));
+    let started = Instant::now();
+    assert_eq!(up.recv().expect("close upstream").close_code(), Some(1000));
+    // The upstream keeps its socket open and never answers.
+    assert!(
+        client.eof_within(Duration::from_secs(3)),
+        "client not closed"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed before close_timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2000),
+        "closed {elapsed:?} after the close, close_timeout is 500ms"
+    );
+    assert!(up.eof_within(SECS2), "upstream TCP closed too");
+}
+
+// ---- Keepalive and idle ----
+
+const KEEPALIVE: &str = "ping_interval: 300ms\npong_timeout: 300ms\nidle_timeout: 1m";
+
+fn gateway_pings_a_silent_client_and_swallows_its_pong(driver: &str) {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(Some(driver), KEEPALIVE, &[]);
+    let started = Instant::now();
+    let ping = client.recv_within(SECS2).expect("a ping from the gateway");
+    assert_eq!(ping.opcode, PING, "{driver}: {ping:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{driver}: pinged after {:?}",
+        started.elapsed()
+    );
+    client.send(true, PONG, &ping.payload);
+    client.send_text("after the pong");
+    let f = up.recv_skipping_pings().expect("data upstream");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (TEXT, &b"after the pong"[..]),
+        "{driver}: the pong leaked"
+    );
+    // The upstream is pinged too (masked); a thread answers its pings so both legs stay alive.
+    let (tx, data) = std::sync::mpsc::channel();
+    let upstream_side = std::thread::spawn(move || {
+        let mut pings = 0;
+        while let Some(w) = up.recv_wire() {
+            if w.frame.opcode == PING {
+                assert!(w.mask.is_some(), "gateway pings to the upstream are masked");
+                pings += 1;
+                up.send(true, PONG, &w.frame.payload);
+            } else if tx.send(w.frame).is_err() {
+                break;
+            }
+        }
+        pings
+    });
+    let until = Instant::now() + Duration::from_millis(1000);
+    let mut pings = 0;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if let Some(f) = client.recv_within(left) {
+            assert_eq!(f.opcode, PING, "{driver}: only pings expected: {f:?}");
+            pings += 1;
+            client.send(true, PONG, &f.payload);
+        }
+    }
+    assert!(
+        pings >= 2,
+        "{driver}: {pings} pings in 1s at a 300ms interval"
+    );
+    client.send_text("still here");
+    let f = data.recv_timeout(SECS2).expect("still relaying");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (TEXT, &b"still here"[..]),
+        "{driver}: a pong leaked: {f:?}"
+    );
+    client.send(true, CLOSE, &close_payload(1000, ""));
+    let f = data.recv_timeout(SECS2).expect("close upstream");
+    assert_eq!(f.opcode, CLOSE, "{driver}: {f:?}");
+    drop(data);
+    let upstream_pings = upstream_side.join().expect("upstream thread");
+    assert!(
+        upstream_pings >= 2,
+        "{driver}: upstream got {upstream_pings} pings"
+    );
+}
+
+#[test]
+fn client_that_never_answers_pings_is_dropped() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, KEEPALIVE, &[]);
+    let started = Instant::now();
+    let f = upstream_close(&mut up, Duration::from_secs(3)).expect("close upstream");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "closed after {elapsed:?}, before interval + timeout"
+    );
+    up.send(true, CLOSE, &f.payload);
+    // The client only ever saw pings, then its connection went away.
+    assert!(
+        client.eof_within(SECS2),
+        "the silent client is disconnected"
+    );
+}
+
+#[test]
+fn idle_timeout_closes_both_sides_with_1001() {
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "ping_interval: off\nidle_timeout: 500ms", &[]);
+    client.send_text("one message");
+    assert_eq!(up.recv().unwrap().payload, b"one message");
+    let started = Instant::now();
+    let f = client.recv_within(SECS2).expect("close to the client");
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "idle close after {elapsed:?}"
+    );
+    let g = up.recv_within(SECS2).expect("close to the upstream");
+    assert_eq!(g.close_code(), Some(1001), "{g:?}");
+    client.send(true, CLOSE, &f.payload);
+    up.send(true, CLOSE, &g.payload);
+    assert!(client.eof_within(SECS2));
+    assert!(up.eof_within(SECS2));
+}
