@@ -920,4 +920,189 @@ async fn write_all_timed<W: AsyncWriteRent, T: IoBuf + 'static>(
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_request, parse_response};
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 8192,
+        max_headers: 32,
+    };
+
+    fn request(raw: &str) -> RequestHead {
+        parse_request(raw.as_bytes(), LIMITS).unwrap().unwrap()
+    }
+
+    fn rewritten(raw: &str, body: BodyKind, strip_expect: bool) -> RequestHead {
+        let head = request(raw);
+        let addr: SocketAddr = "[::ffff:192.0.2.9]:4000".parse().unwrap();
+        let out = upstream_request_head(&head, addr, body, strip_expect);
+        let parsed = request(std::str::from_utf8(&out).unwrap());
+        assert_eq!(parsed.head_len, out.len(), "exactly one head");
+        parsed
+    }
+
+    #[test]
+    fn request_head_drops_hop_by_hop_and_adds_forwarding_headers() {
+        let head = rewritten(
+            "GET /p?q=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, X-Hop, Host\r\nX-Hop: 1\r\n\
+             Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\
+             X-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+            BodyKind::None,
+            false,
+        );
+        assert_eq!(
+            (
+                head.method.as_str(),
+                head.target.as_str(),
+                head.minor_version
+            ),
+            ("GET", "/p?q=1", 1)
+        );
+        for name in [
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "te",
+            "content-length",
+            "transfer-encoding",
+        ] {
+            assert_eq!(head.header(name), None, "{name}");
+        }
+        assert_eq!(
+            head.header_str("host"),
+            Some("a.example"),
+            "Host survives even when named in Connection"
+        );
+        assert_eq!(head.header_str("accept"), Some("*/*"));
+        assert_eq!(head.headers_named("x-forwarded-for").count(), 1);
+        assert_eq!(
+            head.header_str("x-forwarded-for"),
+            Some("10.0.0.1, 10.0.0.2, 192.0.2.9")
+        );
+        assert_eq!(head.header_str("x-forwarded-proto"), Some("http"));
+        assert_eq!(head.header_str("x-forwarded-host"), Some("a.example"));
+    }
+
+    #[test]
+    fn request_head_restates_framing_itself() {
+        // `Connection: content-length` must not strip the framing the gateway relies on.
+        let head = rewritten(
+            "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+            BodyKind::Length(5),
+            false,
+        );
+        assert_eq!(head.header_str("content-length"), Some("5"));
+        let head = rewritten(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+            BodyKind::Chunked,
+            true,
+        );
+        assert_eq!(head.header_str("transfer-encoding"), Some("chunked"));
+        assert_eq!(head.headers_named("transfer-encoding").count(), 1);
+        assert_eq!(head.header("expect"), None);
+        assert_eq!(request_body_kind(&head), Ok(BodyKind::Chunked));
+    }
+
+    #[test]
+    fn response_head_strips_hop_by_hop_and_states_framing_and_connection() {
+        let raw = "HTTP/1.1 200 Fine\r\nConnection: X-Up\r\nX-Up: 1\r\nKeep-Alive: 1\r\nTransfer-Encoding: chunked\r\n\
+                   Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let head = parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap();
+        let out = response_head(&head, BodyKind::Chunked, true, Some("close"));
+        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        assert_eq!((back.status, back.reason.as_str()), (200, "Fine"));
+        assert_eq!(back.header("x-up"), None);
+        assert_eq!(back.header("keep-alive"), None);
+        assert_eq!(back.header_str("transfer-encoding"), Some("chunked"));
+        assert_eq!(back.header_str("connection"), Some("close"));
+        assert_eq!(back.headers_named("set-cookie").count(), 2);
+
+        // De-chunked for an HTTP/1.0 client: no Transfer-Encoding at all.
+        let out = response_head(&head, BodyKind::Chunked, false, Some("close"));
+        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        assert_eq!(back.header("transfer-encoding"), None);
+
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n";
+        let head = parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap();
+        let out = response_head(&head, BodyKind::Length(3), false, Some("keep-alive"));
+        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        assert_eq!(
+            back.headers_named("content-length").collect::<Vec<_>>(),
+            vec![b"3".as_slice()]
+        );
+        assert_eq!(back.header_str("connection"), Some("keep-alive"));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(wants_keep_alive(1, &request("GET / HTTP/1.1\r\n\r\n")));
+        assert!(!wants_keep_alive(
+            1,
+            &request("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+        ));
+        assert!(!wants_keep_alive(0, &request("GET / HTTP/1.0\r\n\r\n")));
+        assert!(wants_keep_alive(
+            0,
+            &request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        ));
+        assert!(is_idempotent("PUT") && !is_idempotent("POST") && !is_idempotent("PATCH"));
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(
+            ProxyError::BadRequest(BodyError::ConflictingLength).status(),
+            Some(400)
+        );
+        assert_eq!(
+            ProxyError::Connect(ConnectError::NoHealthyServer).status(),
+            Some(503)
+        );
+        assert_eq!(
+            ProxyError::Connect(ConnectError::TimedOut).status(),
+            Some(504)
+        );
+        assert_eq!(ProxyError::UpstreamTimeout.status(), Some(504));
+        assert_eq!(ProxyError::BadResponse("x".into()).status(), Some(502));
+        let aborted = ProxyError::Aborted(Box::new(ProxyError::UpstreamTimeout));
+        assert_eq!((aborted.status(), aborted.side()), (None, Side::Upstream));
+        assert_eq!(
+            ProxyError::ClientIo(io::ErrorKind::BrokenPipe.into()).status(),
+            None
+        );
+    }
+
+    #[test]
+    fn pool_is_bounded_lifo_and_expires() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = UpstreamPool::with_limits(2, Duration::from_secs(4));
+            let id = UpstreamId(0);
+            let t0 = Instant::now();
+            let mut ports = Vec::new();
+            for i in 0..3u64 {
+                let s = TcpStream::connect_addr(addr).await.unwrap();
+                ports.push(s.local_addr().unwrap().port());
+                pool.put(id, 0, s, t0 + Duration::from_secs(i));
+            }
+            assert_eq!(pool.idle_count(), 2, "the oldest was closed");
+            assert!(pool.take(id, 1, t0).is_none(), "other server");
+            assert!(pool.take(UpstreamId(1), 0, t0).is_none(), "other upstream");
+            let newest = pool.take(id, 0, t0 + Duration::from_secs(3)).unwrap();
+            assert_eq!(
+                newest.local_addr().unwrap().port(),
+                ports[2],
+                "most recent first"
+            );
+            // The remaining one was pooled at t0+1s and expires at t0+5s.
+            assert!(pool.take(id, 0, t0 + Duration::from_secs(5)).is_none());
+            assert_eq!(pool.idle_count(), 0);
+        });
+    }
+}

@@ -361,3 +361,32 @@ fn stale_pooled_connection_is_retried_for_get() {
         "requests 2 and 3 found the pooled connection stale and were retried on fresh ones"
     );
 }
+
+#[test]
+fn both_drivers_relay_bodies_and_reuse_connections() {
+    for driver in ["io_uring", "epoll"] {
+        let up = HttpUpstream::start(Arc::new(|r: &Request| {
+            Reply::Raw(chunked_response(&r.body, 3000))
+        }));
+        let yaml = config(&one(&up), "", "1s");
+        let gw = Gateway::start_with(&yaml, &["--workers", "1", "--driver", driver]);
+        let mut c = Client::connect(gw.addr);
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 199) as u8).collect();
+        for _ in 0..2 {
+            let mut req = format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(&body);
+            let res = c.request(&req);
+            assert_eq!(res.status, 200, "driver {driver}");
+            assert!(res.body == body, "driver {driver}: body differs");
+        }
+        assert_eq!(
+            up.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "driver {driver}"
+        );
+    }
+}
