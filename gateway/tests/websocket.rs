@@ -493,3 +493,126 @@ fn rsv1_without_negotiation_is_1002() {
     let f = conn.recv().expect("close to the upstream");
     assert_eq!(f.close_code(), Some(1001), "{f:?}");
 }
+
+#[test]
+fn http10_and_missing_host_upgrades_are_400() {
+    let (upstream, gw) = echo_gateway("");
+    let req = upgrade_request("/", "h.example", "").replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let head = http_request(gw.addr, &req);
+    assert_eq!(status_of(&head), 400, "{head}");
+    let req = upgrade_request("/", "h.example", "").replace("Host: h.example\r\n", "");
+    let head = http_request(gw.addr, &req);
+    assert_eq!(status_of(&head), 400, "{head}");
+    assert!(upstream.received().is_empty());
+}
+
+#[test]
+fn a_connection_that_never_sends_a_request_is_closed_after_handshake_timeout() {
+    let upstream = ScriptedUpstream::echo();
+    let yaml = with_limits(
+        &config_for(&[upstream.addr], ""),
+        &["handshake_timeout: 400ms"],
+    );
+    let gw = gateway(&yaml);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let started = Instant::now();
+    assert!(
+        stream_eof_within(&mut s, Duration::from_secs(3)),
+        "idle connection kept open"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn bad_upstream_101_answers_are_502() {
+    let cases: [(&str, &str, fn(&str) -> String); 4] = [
+        ("no Upgrade header", "", |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(key)
+            )
+        }),
+        ("unoffered subprotocol", "", |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: never-offered\r\n\r\n",
+                accept_key(key)
+            )
+        }),
+        ("extension without an offer", "", |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                accept_key(key)
+            )
+        }),
+        ("unknown extension", "x-webkit-deflate-frame", |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n",
+                accept_key(key)
+            )
+        }),
+    ];
+    for (what, offer, answer) in cases {
+        let upstream = ScriptedUpstream::start(
+            Arc::new(move |req: &str| {
+                let key = header_of(req, "sec-websocket-key").unwrap_or("");
+                UpstreamAnswer::Raw(answer(key).into_bytes())
+            }),
+            Arc::new(|_| {}),
+        );
+        let gw = gateway(&config_for(&[upstream.addr], ""));
+        let headers: &[(&str, &str)] = if offer.is_empty() {
+            &[]
+        } else {
+            &[("Sec-WebSocket-Extensions", offer)]
+        };
+        let head = WsClient::connect_with(gw.addr, "/", headers)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(status_of(&head), 502, "{what}: {head}");
+        assert_eq!(upstream.received().len(), 1, "{what}");
+    }
+}
+
+#[test]
+fn a_refusal_without_content_length_is_relayed_until_the_upstream_closes() {
+    let raw = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nnot for you";
+    let upstream = ScriptedUpstream::refusing(raw);
+    let gw = gateway(&config_for(&[upstream.addr], ""));
+    let (head, body) = http_exchange(gw.addr, &upgrade_request("/", "h.example", ""));
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), "not for you");
+}
+
+#[test]
+fn a_dead_or_broken_server_is_skipped_for_the_next_one() {
+    let good = ScriptedUpstream::echo();
+    // A dead first server: the connect fails and the second one is tried.
+    let gw = gateway(&config_for(&[closed_port(), good.addr], ""));
+    let mut c = WsClient::connect(gw.addr, "/");
+    c.send_text("via the second server");
+    assert_eq!(c.recv().unwrap().payload, b"via the second server");
+    drop(gw);
+    // A first server whose 101 is wrong: the handshake is retried on the second one.
+    let bad = ScriptedUpstream::refusing(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {CLIENT_ACCEPT}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let good2 = ScriptedUpstream::echo();
+    let yaml = config_for(&[bad.addr, good2.addr], "");
+    let gw = gateway(&yaml);
+    let mut c = WsClient::connect(gw.addr, "/");
+    c.send_text("retried");
+    assert_eq!(c.recv().unwrap().payload, b"retried");
+    assert_eq!(bad.received().len(), 1, "the broken server was tried first");
+    assert_eq!(good2.received().len(), 1);
+}
