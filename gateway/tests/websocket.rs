@@ -527,9 +527,12 @@ fn a_connection_that_never_sends_a_request_is_closed_after_handshake_timeout() {
     );
 }
 
+/// (what is wrong, extension the client offers, the upstream's answer for a given key).
+type BadAnswer = (&'static str, &'static str, fn(&str) -> String);
+
 #[test]
 fn bad_upstream_101_answers_are_502() {
-    let cases: [(&str, &str, fn(&str) -> String); 4] = [
+    let cases: [BadAnswer; 4] = [
         ("no Upgrade header", "", |key| {
             format!(
                 "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
