@@ -94,6 +94,7 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         hist: merged.hist,
         counters: merged.counters,
         connected: merged.up_at_end,
+        first_error: shared.first_error(),
     };
     report::emit(&ctx.cfg, &summary)?;
     Ok(summary.is_clean())
@@ -254,7 +255,16 @@ async fn connection(conn: u32, ctx: Arc<RunCtx>, local: Rc<Local>) {
     let source = ctx.sources[conn as usize % ctx.sources.len()];
     let tcp = match timeout_at(hard, net::connect(ctx.cfg.addr, source)).await {
         Ok(Ok(tcp)) => tcp,
-        _ => return local.count(|c| c.connect_failures += 1),
+        Ok(Err(e)) => {
+            ctx.shared
+                .note_error(|| format!("connect to {}: {e}", ctx.cfg.addr));
+            return local.count(|c| c.connect_failures += 1);
+        }
+        Err(_) => {
+            ctx.shared
+                .note_error(|| format!("connect to {}: timed out", ctx.cfg.addr));
+            return local.count(|c| c.connect_failures += 1);
+        }
     };
     match &ctx.tls {
         None => drive(tcp, conn, &ctx, &local).await,
@@ -262,7 +272,15 @@ async fn connection(conn: u32, ctx: Arc<RunCtx>, local: Rc<Local>) {
             let connector = monoio_rustls::TlsConnector::from(config.clone());
             match timeout_at(hard, connector.connect(name.clone(), tcp)).await {
                 Ok(Ok(tls)) => drive(tls, conn, &ctx, &local).await,
-                _ => local.count(|c| c.connect_failures += 1),
+                Ok(Err(e)) => {
+                    ctx.shared.note_error(|| format!("TLS handshake: {e}"));
+                    local.count(|c| c.connect_failures += 1);
+                }
+                Err(_) => {
+                    ctx.shared
+                        .note_error(|| "TLS handshake: timed out".to_owned());
+                    local.count(|c| c.connect_failures += 1);
+                }
             }
         }
     }
@@ -272,8 +290,12 @@ async fn drive<S>(mut io: S, conn: u32, ctx: &RunCtx, local: &Local)
 where
     S: AsyncReadRent + AsyncWriteRent + Split + 'static,
 {
-    let Ok(input) = upgrade(&mut io, ctx).await else {
-        return local.count(|c| c.connect_failures += 1);
+    let input = match upgrade(&mut io, ctx).await {
+        Ok(input) => input,
+        Err(why) => {
+            ctx.shared.note_error(|| format!("upgrade: {why}"));
+            return local.count(|c| c.connect_failures += 1);
+        }
     };
     local.up.set(local.up.get() + 1);
     let _ = match ctx.cfg.mode {
@@ -293,7 +315,7 @@ where
 async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
     io: &mut S,
     ctx: &RunCtx,
-) -> Result<Vec<u8>, Ended> {
+) -> Result<Vec<u8>, String> {
     let hard = ctx.clock.instant(ctx.plan.hard_end);
     let key = handshake::random_key();
     let mut req = Vec::with_capacity(256);
@@ -306,14 +328,18 @@ async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
     );
     match timeout_at(hard, io.write_all(req)).await {
         Ok((Ok(_), _)) => {}
-        _ => return Err(Ended),
+        Ok((Err(e), _)) => return Err(format!("sending the request: {e}")),
+        Err(_) => return Err("timed out".to_owned()),
     }
     let mut buf = Vec::with_capacity(READ_BUF);
     loop {
-        let (res, b) = timeout_at(hard, io.read(buf)).await.map_err(|_| Ended)?;
+        let (res, b) = timeout_at(hard, io.read(buf))
+            .await
+            .map_err(|_| "timed out".to_owned())?;
         buf = b;
         match res {
-            Ok(0) | Err(_) => return Err(Ended),
+            Ok(0) => return Err("connection closed before the response".to_owned()),
+            Err(e) => return Err(format!("reading the response: {e}")),
             Ok(_) => {}
         }
         match handshake::check_server_response(&buf, &key) {
@@ -323,7 +349,7 @@ async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
             }
             Ok(None) if buf.len() == buf.capacity() => buf.reserve(READ_BUF),
             Ok(None) => {}
-            Err(_) => return Err(Ended),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -408,7 +434,7 @@ impl Receiver {
         &mut self,
         input: &mut [u8],
         now: u64,
-        plan: &Plan,
+        ctx: &RunCtx,
         local: &Local,
     ) -> Result<(usize, Incoming), Ended> {
         let mut at = 0;
@@ -437,11 +463,25 @@ impl Receiver {
                         let bytes = self.verifier.received_len();
                         match self.verifier.finish() {
                             Ok(stamp) if stamp.seq == self.next => {
-                                if plan.in_window(now) {
+                                if ctx.plan.in_window(now) {
                                     local.record(now.saturating_sub(stamp.intended_ns), bytes);
                                 }
                             }
-                            _ => local.count(|c| c.mismatches += 1),
+                            Ok(stamp) => {
+                                let (got, next) = (stamp.seq, self.next);
+                                ctx.shared.note_error(|| {
+                                    format!(
+                                        "mismatch: echo of message {got} where {next} was expected"
+                                    )
+                                });
+                                local.count(|c| c.mismatches += 1);
+                            }
+                            Err(why) => {
+                                let next = self.next;
+                                ctx.shared
+                                    .note_error(|| format!("mismatch in echo {next}: {why}"));
+                                local.count(|c| c.mismatches += 1);
+                            }
                         }
                         self.next += 1;
                     }
@@ -457,7 +497,9 @@ impl Receiver {
                         _ => {}
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    ctx.shared
+                        .note_error(|| format!("protocol error from the server: {e}"));
                     local.count(|c| c.errors += 1);
                     return Err(Ended);
                 }
@@ -561,7 +603,7 @@ where
         }
         let now = clock.now_ns();
         let (used, incoming) = rx
-            .process(&mut input, now, plan, local)
+            .process(&mut input, now, ctx, local)
             .inspect_err(|_| count_lost(local, sent - rx.next))?;
         input.drain(..used);
         if incoming == Incoming::Close {
@@ -606,7 +648,7 @@ async fn close_handshake<S>(
         if !matches!(res, Ok(n) if n > 0) {
             return;
         }
-        match rx.process(&mut input, ctx.clock.now_ns(), &ctx.plan, local) {
+        match rx.process(&mut input, ctx.clock.now_ns(), ctx, local) {
             Ok((_, Incoming::Close)) | Err(_) => return,
             Ok((used, Incoming::More)) => {
                 input.drain(..used);
@@ -720,7 +762,7 @@ where
                 }
                 Ok(_) => {}
             }
-            match rx.process(&mut input, clock.now_ns(), plan, local) {
+            match rx.process(&mut input, clock.now_ns(), ctx, local) {
                 Ok((used, Incoming::More)) => {
                     input.drain(..used);
                     if !rx.pongs.is_empty() {
@@ -769,7 +811,7 @@ where
             }
             Ok(_) => {}
         }
-        let (used, incoming) = rx.process(&mut input, ctx.clock.now_ns(), &ctx.plan, local)?;
+        let (used, incoming) = rx.process(&mut input, ctx.clock.now_ns(), ctx, local)?;
         input.drain(..used);
         if incoming == Incoming::Close {
             local.count(|c| c.unexpected_closes += 1);

@@ -130,6 +130,9 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         "  errors        {}  (lost {})  mismatches {}  unexpected closes {}  connect failures {}",
         c.errors, c.lost, c.mismatches, c.unexpected_closes, c.connect_failures
     );
+    if let Some(first) = &s.first_error {
+        let _ = writeln!(out, "  first error   {first}");
+    }
     let _ = writeln!(
         out,
         "  result        {}",
@@ -395,6 +398,7 @@ mod tests {
                 ..Counters::default()
             },
             connected: 10,
+            first_error: None,
         }
     }
 

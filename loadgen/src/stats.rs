@@ -149,11 +149,12 @@ impl Default for Published {
     }
 }
 
-/// One [`Published`] slot per worker thread.
+/// One [`Published`] slot per worker thread, and the first error seen (for the report).
 #[derive(Debug)]
 pub struct Shared {
     /// Per-thread slots.
     pub threads: Vec<Mutex<Published>>,
+    first_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -161,7 +162,23 @@ impl Shared {
     pub fn new(n: usize) -> Self {
         Self {
             threads: (0..n).map(|_| Mutex::new(Published::default())).collect(),
+            first_error: Mutex::new(None),
         }
+    }
+
+    /// Remembers `what` if it is the first error of the run (errors are counted elsewhere; this
+    /// only keeps one description so the report can say what went wrong).
+    pub fn note_error(&self, what: impl FnOnce() -> String) {
+        if let Ok(mut first) = self.first_error.lock()
+            && first.is_none()
+        {
+            *first = Some(what());
+        }
+    }
+
+    /// The first error noted, if any.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|f| f.clone())
     }
 
     /// Moves thread-local state into slot `idx`.
@@ -260,6 +277,8 @@ pub struct Summary {
     pub counters: Counters,
     /// Connections up at the end of the window.
     pub connected: u64,
+    /// Description of the first error, if any.
+    pub first_error: Option<String>,
 }
 
 impl Summary {
@@ -341,6 +360,7 @@ mod tests {
             hist: m.hist,
             counters: m.counters,
             connected: m.up_at_end,
+            first_error: None,
         };
         assert_eq!(s.msgs_per_sec(), 2.0);
         assert!(!s.is_clean());

@@ -31,8 +31,15 @@ impl EchoProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .parse()
+            .unwrap();
         Self { child, addr }
     }
 
@@ -95,7 +102,10 @@ struct Json(String);
 impl Json {
     fn num(&self, field: &str) -> f64 {
         let key = format!("\"{field}\":");
-        let at = self.0.find(&key).unwrap_or_else(|| panic!("{field} missing in `{}`", self.0));
+        let at = self
+            .0
+            .find(&key)
+            .unwrap_or_else(|| panic!("{field} missing in `{}`", self.0));
         let rest = &self.0[at + key.len()..];
         let end = rest.find([',', '}']).unwrap();
         rest[..end].parse().unwrap()
@@ -115,7 +125,10 @@ fn describe(output: &Output) -> String {
 fn exact_counts_against_the_echo_upstream() {
     let echo = EchoProcess::start();
     let url = echo.url();
-    for mode in [&["--size", "20..2000"][..], &["--text", "--size", "40..300"][..]] {
+    for mode in [
+        &["--size", "20..2000"][..],
+        &["--text", "--size", "40..300"][..],
+    ] {
         let mut args = vec![url.as_str(), "--conns", "8", "--inflight", "4"];
         args.extend_from_slice(&["--messages-per-conn", "500"]);
         args.extend_from_slice(mode);
@@ -124,7 +137,12 @@ fn exact_counts_against_the_echo_upstream() {
         assert_eq!(json.num("messages"), 4000.0, "{}", describe(&output));
         assert_eq!(json.num("connected"), 8.0);
         assert_eq!(json.num("conns"), 8.0);
-        for zero in ["errors", "mismatches", "unexpected_closes", "connect_failures"] {
+        for zero in [
+            "errors",
+            "mismatches",
+            "unexpected_closes",
+            "connect_failures",
+        ] {
             assert_eq!(json.num(zero), 0.0, "{zero}: {}", describe(&output));
         }
         assert!(json.num("p50_us") > 0.0 && json.num("max_us") >= json.num("p99_us"));
@@ -157,7 +175,9 @@ fn timed_closed_loop_reports_throughput_and_writes_files() {
     assert!((json.num("msgs_per_sec") - messages / 0.5).abs() < 1.0);
     assert!((json.num("bytes_per_sec") - 64.0 * messages / 0.5).abs() < 64.0);
     let hgrm = std::fs::read_to_string(hgrm).unwrap();
-    assert!(hgrm.contains("Percentile") && hgrm.contains(&format!("Total count    = {messages:>12}")));
+    assert!(
+        hgrm.contains("Percentile") && hgrm.contains(&format!("Total count    = {messages:>12}"))
+    );
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<path d=\"M"));
     // The human report goes to stderr when --json is given.
@@ -193,6 +213,11 @@ fn refused_connections_are_counted_and_fail_the_run() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(json.num("connect_failures"), 3.0);
     assert_eq!(json.num("connected"), 0.0);
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        report.contains("first error   connect to 127.0.0.1"),
+        "{report}"
+    );
 }
 
 /// What a test upstream does wrong.
@@ -227,7 +252,11 @@ impl FaultyUpstream {
                 }
             }
         });
-        Self { addr, stop, accept: Some(accept) }
+        Self {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
     }
 }
 
@@ -243,7 +272,9 @@ impl Drop for FaultyUpstream {
 
 fn serve_faulty(mut stream: TcpStream, fault: Fault) {
     stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     let mut input = Vec::new();
     let head_len = loop {
@@ -279,7 +310,9 @@ fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                     stalled = true;
                     std::thread::sleep(stall);
                 }
-                Fault::FlipByte { nth } if writes == nth && !session.is_done() => out[n - 1] ^= 0x20,
+                Fault::FlipByte { nth } if writes == nth && !session.is_done() => {
+                    out[n - 1] ^= 0x20
+                }
                 _ => {}
             }
             if stream.write_all(&out[..n]).is_err() {
@@ -300,8 +333,10 @@ fn serve_faulty(mut stream: TcpStream, fault: Fault) {
 #[test]
 fn open_loop_latency_includes_an_upstream_stall() {
     let stall = Duration::from_millis(500);
-    let upstream =
-        FaultyUpstream::start(Fault::StallOnce { after: Duration::from_millis(300), stall });
+    let upstream = FaultyUpstream::start(Fault::StallOnce {
+        after: Duration::from_millis(300),
+        stall,
+    });
     let url = format!("ws://{}/", upstream.addr);
     let (output, json) = load(&[
         &url,
@@ -317,10 +352,18 @@ fn open_loop_latency_includes_an_upstream_stall() {
     assert!(output.status.success(), "{}", describe(&output));
     let stall_us = stall.as_micros() as f64;
     // The message scheduled when the stall began waited for all of it (minus the send delay).
-    assert!(json.num("max_us") >= 0.9 * stall_us, "{}", describe(&output));
+    assert!(
+        json.num("max_us") >= 0.9 * stall_us,
+        "{}",
+        describe(&output)
+    );
     // Coordinated omission corrected: every message scheduled during the stall is late, not just
     // the one in flight when it began, so far more than 1% of messages are slow…
-    assert!(json.num("p99_us") >= 0.5 * stall_us, "{}", describe(&output));
+    assert!(
+        json.num("p99_us") >= 0.5 * stall_us,
+        "{}",
+        describe(&output)
+    );
     // …while the typical message is fast.
     assert!(json.num("p50_us") < 0.2 * stall_us, "{}", describe(&output));
     // 200 msg/s for 1.5 s, less the connection setup time; none lost.
@@ -338,6 +381,11 @@ fn corrupted_echo_is_detected_and_fails_the_run() {
     assert_eq!(json.num("mismatches"), 2.0, "{}", describe(&output));
     assert_eq!(json.num("messages"), 98.0);
     assert_eq!(json.num("errors"), 0.0);
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        report.contains("first error   mismatch in echo"),
+        "{report}"
+    );
 }
 
 /// Frames a test client sends: masked, key 0 would be legal but a real key exercises unmasking.
@@ -386,10 +434,14 @@ fn echo_binary_speaks_the_protocol() {
     msg.extend(client_frame(0x80, b"lo"));
     msg.extend(client_frame(0x88, &[0x0f, 0xa0]));
     s.write_all(&msg).unwrap();
-    assert_eq!(read_all_until_eof(&mut s), b"\x01\x03hel\x8a\x01p\x80\x02lo\x88\x02\x0f\xa0");
+    assert_eq!(
+        read_all_until_eof(&mut s),
+        b"\x01\x03hel\x8a\x01p\x80\x02lo\x88\x02\x0f\xa0"
+    );
     // Invalid UTF-8 -> 1007.
     let mut s = upgraded_client(echo.addr);
-    s.write_all(&client_frame(0x81, &[0xed, 0xa0, 0x80])).unwrap();
+    s.write_all(&client_frame(0x81, &[0xed, 0xa0, 0x80]))
+        .unwrap();
     assert_eq!(read_all_until_eof(&mut s), b"\x88\x02\x03\xef");
     // Reserved bits without an extension -> 1002.
     let mut s = upgraded_client(echo.addr);
@@ -397,7 +449,8 @@ fn echo_binary_speaks_the_protocol() {
     assert_eq!(read_all_until_eof(&mut s), b"\x88\x02\x03\xea");
     // A plain request (health check) gets 200.
     let mut s = TcpStream::connect(echo.addr).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let reply = String::from_utf8(read_all_until_eof(&mut s)).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
 }
