@@ -53,22 +53,31 @@ impl Level {
     }
 
     /// The level the dispatcher uses: the best available, or [`Level::Word`] when scalar is forced.
+    /// Cached: after the first call this is one relaxed atomic load.
+    #[inline]
     pub fn dispatched() -> Level {
+        match DISPATCHED.load(Ordering::Relaxed) {
+            0 => {
+                let level = Self::pick();
+                DISPATCHED.store(level as u8 + 1, Ordering::Relaxed);
+                level
+            }
+            code => Self::ALL
+                .get(usize::from(code - 1))
+                .copied()
+                .unwrap_or(Level::Word),
+        }
+    }
+
+    #[cold]
+    fn pick() -> Level {
         if FORCE_SCALAR {
             return Level::Word;
         }
-        let f = features();
-        if f & AVX512 != 0 {
-            Level::Avx512
-        } else if f & AVX2 != 0 {
-            Level::Avx2
-        } else if f & SSE2 != 0 {
-            Level::Sse2
-        } else if f & NEON != 0 {
-            Level::Neon
-        } else {
-            Level::Word
-        }
+        [Level::Avx512, Level::Avx2, Level::Sse2, Level::Neon]
+            .into_iter()
+            .find(|level| level.available())
+            .unwrap_or(Level::Word)
     }
 
     /// A short lowercase name, for benchmark ids and reports.
@@ -94,6 +103,8 @@ const NEON: u8 = 1 << 3;
 const DETECTED: u8 = 1 << 7;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
+/// `Level as u8 + 1` of the dispatched level, 0 until first use.
+static DISPATCHED: AtomicU8 = AtomicU8::new(0);
 
 /// The cached feature bits; detects on first use. Racing first calls store the same value.
 #[inline]
@@ -147,6 +158,14 @@ mod tests {
         if FORCE_SCALAR {
             assert_eq!(Level::dispatched(), Level::Word);
         }
+    }
+
+    #[test]
+    fn level_codes_round_trip_through_all() {
+        for (i, level) in Level::ALL.into_iter().enumerate() {
+            assert_eq!(level as usize, i);
+        }
+        assert_eq!(Level::dispatched(), Level::pick());
     }
 
     #[test]
