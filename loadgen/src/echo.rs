@@ -30,6 +30,9 @@ const READ_BUF: usize = 64 * 1024;
 /// until their UTF-8 is known valid, so a Close can still follow cleanly).
 const FLUSH_PARTIAL: usize = 1 << 20;
 
+/// How long a closing connection waits for the client's side of the close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Echo server settings.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
@@ -177,7 +180,7 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
             }
         }
         if session.is_done() {
-            let _ = stream.shutdown().await;
+            linger_close(stream, input).await;
             return;
         }
         let (res, buf) = stream.read(input).await;
@@ -185,6 +188,21 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Ends a connection after our Close went out: half-close, then read and discard until the client
+/// closes too (bounded by [`LINGER`]). Dropping a socket with unread input makes the kernel send a
+/// RST, which can destroy the Close frame before the client reads it.
+async fn linger_close(mut stream: TcpStream, mut buf: Vec<u8>) {
+    let _ = stream.shutdown().await;
+    let deadline = monoio::time::Instant::now() + LINGER;
+    loop {
+        buf.clear();
+        match monoio::time::timeout_at(deadline, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            _ => return,
         }
     }
 }
