@@ -290,13 +290,25 @@ async fn drive<S>(mut io: S, conn: u32, ctx: &RunCtx, local: &Local)
 where
     S: AsyncReadRent + AsyncWriteRent + Split + 'static,
 {
-    let input = match upgrade(&mut io, ctx).await {
+    let mut input = match upgrade(&mut io, ctx).await {
         Ok(input) => input,
         Err(why) => {
             ctx.shared.note_error(|| format!("upgrade: {why}"));
             return local.count(|c| c.connect_failures += 1);
         }
     };
+    if ctx.clock.now_ns() >= ctx.plan.send_end {
+        // Up only after the run (or hold) ended: it never took part, count it as failed.
+        ctx.shared.note_error(|| {
+            "a connection came up only after the run ended (server too slow to accept, or --ramp \
+             too fast)"
+                .to_owned()
+        });
+        return local.count(|c| c.connect_failures += 1);
+    }
+    if ctx.cfg.mode != Mode::ConnectOnly {
+        input.reserve(READ_BUF.saturating_sub(input.len()));
+    }
     local.up.set(local.up.get() + 1);
     let _ = match ctx.cfg.mode {
         Mode::Closed { inflight } => {
@@ -331,7 +343,7 @@ async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
         Ok((Err(e), _)) => return Err(format!("sending the request: {e}")),
         Err(_) => return Err("timed out".to_owned()),
     }
-    let mut buf = Vec::with_capacity(READ_BUF);
+    let mut buf = Vec::with_capacity(1024);
     loop {
         let (res, b) = timeout_at(hard, io.read(buf))
             .await
@@ -347,7 +359,7 @@ async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
                 buf.drain(..n);
                 return Ok(buf);
             }
-            Ok(None) if buf.len() == buf.capacity() => buf.reserve(READ_BUF),
+            Ok(None) if buf.len() == buf.capacity() => buf.reserve(buf.capacity()),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
@@ -793,8 +805,10 @@ where
 {
     let end = ctx.clock.instant(ctx.plan.send_end);
     let mut rx = Receiver::new(ctx.cfg.kind, ctx.cfg.size, u32::MAX);
-    input.shrink_to(512);
     loop {
+        if input.len() == input.capacity() {
+            input.reserve(512);
+        }
         let (res, b) = match timeout_at(end, io.read(input)).await {
             Ok(r) => r,
             Err(_) => break,

@@ -24,8 +24,10 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::handshake::{self, ServerDecision};
 use crate::net;
 
-/// Read buffer capacity per connection.
+/// Read buffer capacity of a busy connection (a read filled the small buffer).
 const READ_BUF: usize = 64 * 1024;
+/// Read buffer capacity of a new or idle connection.
+const SMALL_BUF: usize = 4 * 1024;
 /// Uncommitted echo bytes of a binary frame flushed before the frame ends (text frames are held
 /// until their UTF-8 is known valid, so a Close can still follow cleanly).
 const FLUSH_PARTIAL: usize = 1 << 20;
@@ -122,8 +124,8 @@ async fn accept_loop(listener: std::net::TcpListener, cfg: EchoConfig) -> io::Re
 
 /// Serves one connection: upgrade, then echo until either side closes.
 async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
-    let mut input: Vec<u8> = Vec::with_capacity(READ_BUF);
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut input: Vec<u8> = Vec::with_capacity(SMALL_BUF);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
     // 1. The HTTP upgrade.
     let (head_len, accept, protocol) = loop {
         let (res, buf) = stream.read(input).await;
@@ -163,9 +165,6 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
     };
     handshake::write_switching_protocols(&mut out, &accept, protocol.as_deref());
     input.drain(..head_len);
-    if input.capacity() < READ_BUF {
-        input.reserve(READ_BUF - input.len());
-    }
     let mut session = EchoSession::new(&cfg, out);
     // 2. Echo. Frames that arrived with the upgrade request are processed before the first read.
     loop {
@@ -183,10 +182,15 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
             linger_close(stream, input).await;
             return;
         }
+        let spare = input.capacity() - input.len();
         let (res, buf) = stream.read(input).await;
         input = buf;
         match res {
             Ok(0) | Err(_) => return,
+            // A read that filled the buffer: this is a busy connection, give it the large one.
+            Ok(n) if n == spare && input.capacity() < READ_BUF => {
+                input.reserve(READ_BUF - input.len());
+            }
             Ok(_) => {}
         }
     }
