@@ -96,9 +96,10 @@ pub struct LoadArgs {
     /// Connection opening rate in connections per second (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     pub ramp: f64,
-    /// Loopback source addresses to spread connections over (127.0.0.1..127.0.0.K).
-    #[arg(long, default_value_t = 16)]
-    pub source_addrs: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1..127.0.0.K), each with its
+    /// own ephemeral port range. Default: 16 with --connect-only, else 1 (all from 127.0.0.1).
+    #[arg(long)]
+    pub source_addrs: Option<usize>,
     /// Print one JSON line with the results on stdout.
     #[arg(long)]
     pub json: bool,
@@ -250,7 +251,10 @@ impl LoadArgs {
                 .unwrap_or_else(crate::net::default_threads)
                 .max(1),
             ramp: self.ramp.max(0.0),
-            source_addrs: self.source_addrs.max(1),
+            source_addrs: self
+                .source_addrs
+                .unwrap_or(if mode == Mode::ConnectOnly { 16 } else { 1 })
+                .max(1),
             json: self.json,
             hgrm: self.hgrm,
             plot: self.plot,
@@ -293,5 +297,59 @@ pub fn main() -> ExitCode {
             eprintln!("ringway-load: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<LoadConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("ringway-load").chain(args.iter().copied()))?;
+        cli.load.into_config()
+    }
+
+    #[test]
+    fn flags_select_the_mode() {
+        let c = config(&["ws://127.0.0.1:1/"]).unwrap();
+        assert_eq!(c.mode, Mode::Closed { inflight: 1 });
+        assert_eq!((c.conns, c.source_addrs, c.kind), (100, 1, Kind::Binary));
+        let c = config(&["--rate", "1000", "--text", "ws://127.0.0.1:1/"]).unwrap();
+        assert_eq!(c.mode, Mode::Open { rate: 1000.0 });
+        assert_eq!(c.kind, Kind::Text);
+        let c = config(&["--messages-per-conn", "5", "-k", "3", "ws://127.0.0.1:1/"]).unwrap();
+        assert_eq!(
+            c.mode,
+            Mode::Exact {
+                inflight: 3,
+                per_conn: 5
+            }
+        );
+        assert_eq!(c.warmup, Duration::ZERO);
+        let c = config(&["--connect-only", "ws://127.0.0.1:1/"]).unwrap();
+        assert_eq!((c.mode, c.source_addrs), (Mode::ConnectOnly, 16));
+    }
+
+    #[test]
+    fn bad_combinations_are_rejected_with_the_flag_name() {
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        assert!(err(&["--rate", "5", "--connect-only", "ws://127.0.0.1:1/"]).contains("exclusive"));
+        assert!(err(&["--size", "10", "ws://127.0.0.1:1/"]).contains("--size 10"));
+        assert!(err(&["--text", "--size", "20", "ws://127.0.0.1:1/"]).contains("at least 40"));
+        assert!(err(&["--rate", "0", "ws://127.0.0.1:1/"]).contains("--rate"));
+        assert!(err(&["--conns", "0", "ws://127.0.0.1:1/"]).contains("--conns"));
+        assert!(err(&[]).contains("missing URL"));
+        assert!(err(&["http://127.0.0.1:1/"]).contains("ws://"));
+    }
+
+    #[test]
+    fn echo_subcommand_parses() {
+        let cli = Cli::try_parse_from(["ringway-load", "echo", "--listen", "127.0.0.1:0"]).unwrap();
+        let Some(Command::Echo(args)) = cli.command else {
+            panic!("not echo")
+        };
+        let cfg = args.into_config();
+        assert_eq!(cfg.listen.port(), 0);
+        assert_eq!(cfg.max_frame_size, 16 << 20);
     }
 }
