@@ -80,6 +80,7 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let config = match ringway_config::load(path) {
         Ok(c) => c,

@@ -189,6 +189,8 @@ struct Side<W> {
     /// Payload of the gateway's last ping to this side; the pong carrying it is not forwarded.
     ping_payload: Cell<Option<[u8; 8]>>,
     pong_deadline: Cell<Option<Instant>>,
+    /// A frame from this side is partly received: it cannot answer a ping before the frame ends.
+    rx_mid_frame: Cell<bool>,
     /// Cancels this side's pending read (to park it, or to wake its leg when the other leg changes state).
     canceller: RefCell<Canceller>,
 }
@@ -208,6 +210,7 @@ impl<W: AsyncWriteRent> Side<W> {
             last_rx: Cell::new(now),
             ping_payload: Cell::new(None),
             pong_deadline: Cell::new(None),
+            rx_mid_frame: Cell::new(false),
             canceller: RefCell::new(Canceller::new()),
         }
     }
@@ -279,6 +282,7 @@ impl<W: AsyncWriteRent> Side<W> {
             push_control_frame(&mut frames, OpCode::Close, &payload[..n], self.masks());
             self.close_sent.set(true);
         }
+        let sent_ping = close.is_none();
         let written = monoio::time::timeout(settings.close_timeout, w.write_all(frames)).await;
         self.put_writer(w);
         if !matches!(written, Ok((Ok(_), _))) {
@@ -287,6 +291,11 @@ impl<W: AsyncWriteRent> Side<W> {
                 "could not write a control frame; abandoning"
             );
             self.abandoned.set(true);
+        } else if sent_ping {
+            // The pong clock starts when the ping is on the wire, not when it was queued behind a long frame.
+            self.pong_deadline
+                .set(Some(Instant::now() + settings.pong_timeout));
+            self.wake_reader();
         }
     }
 }
@@ -480,6 +489,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
                 }
                 Ok(Decoded::DataPayload { len, frame_end, .. }) => {
                     pos += len;
+                    data_seen = true;
                     if frame_end {
                         *in_frame = false;
                         boundary = Some(pos);
@@ -512,6 +522,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         if data_seen {
             self.pair.last_activity.set(Instant::now());
         }
+        self.src.rx_mid_frame.set(*in_frame);
         // On a violation only whole frames are forwarded, so the destination can still be closed cleanly.
         let forward_end = if failure.is_some() {
             boundary.unwrap_or(0)
@@ -590,8 +601,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         let mut deadline = self.pair.last_activity.get() + s.idle_timeout;
         if let Some(closing) = self.pair.closing_deadline.get() {
             deadline = deadline.min(closing);
-        } else if let Some(interval) = s.ping_interval {
+        } else if let Some(interval) = s.ping_interval
+            && self.src.pending_ping.get().is_none()
+        {
             match self.src.pong_deadline.get() {
+                // A peer in the middle of sending a frame cannot answer before the frame ends; the idle
+                // timeout still bounds a peer that stalls mid-frame.
+                Some(_) if self.src.rx_mid_frame.get() => {}
                 Some(pong) => deadline = deadline.min(pong),
                 None => deadline = deadline.min(self.src.last_rx.get() + interval),
             }
@@ -615,7 +631,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             return;
         }
         if let Some(pong) = self.src.pong_deadline.get() {
-            if now >= pong {
+            if now >= pong && !self.src.rx_mid_frame.get() {
                 tracing::info!(
                     side = self.src.id.name(),
                     "peer did not answer the gateway's ping; closing"
@@ -628,13 +644,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             }
             return;
         }
-        if s.ping_interval.is_some() {
+        if s.ping_interval.is_some() && self.src.pending_ping.get().is_none() {
             let n = self.pair.ping_counter.get().wrapping_add(1);
             self.pair.ping_counter.set(n);
             let payload = n.to_be_bytes();
             self.src.ping_payload.set(Some(payload));
             self.src.pending_ping.set(Some(payload));
-            self.src.pong_deadline.set(Some(now + s.pong_timeout));
             self.src.flush_pending(s).await;
         }
     }
