@@ -95,6 +95,8 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         counters: merged.counters,
         connected: merged.up_at_end,
         first_error: shared.first_error(),
+        upgrades: merged.upgrades.0,
+        connect_time_s: merged.upgrades.1 as f64 / 1e9,
     };
     report::emit(&ctx.cfg, &summary)?;
     Ok(summary.is_clean())
@@ -297,7 +299,10 @@ where
             return local.count(|c| c.connect_failures += 1);
         }
     };
-    if ctx.clock.now_ns() >= ctx.plan.send_end {
+    let now = ctx.clock.now_ns();
+    let (count, _) = local.upgrades.get();
+    local.upgrades.set((count + 1, now));
+    if now >= ctx.plan.send_end {
         // Up only after the run (or hold) ended: it never took part, count it as failed.
         ctx.shared.note_error(|| {
             "a connection came up only after the run ended (server too slow to accept, or --ramp \

@@ -100,7 +100,15 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         mode_text(cfg),
         cfg.threads
     );
-    let _ = writeln!(out, "  connected     {}/{}", s.connected, s.conns);
+    let _ = writeln!(
+        out,
+        "  connected     {}/{}  ({} upgrades in {:.3}s = {}/s)",
+        s.connected,
+        s.conns,
+        s.upgrades,
+        s.connect_time_s,
+        fmt_count(s.upgrades_per_sec())
+    );
     if cfg.mode != Mode::ConnectOnly {
         let _ = writeln!(
             out,
@@ -149,7 +157,8 @@ pub fn json_line(s: &Summary) -> String {
             "{{\"conns\":{},\"duration_s\":{:.3},\"messages\":{},\"msgs_per_sec\":{:.1},",
             "\"bytes_per_sec\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},",
             "\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"mismatches\":{},",
-            "\"unexpected_closes\":{},\"connect_failures\":{},\"connected\":{},\"lost\":{}}}"
+            "\"unexpected_closes\":{},\"connect_failures\":{},\"connected\":{},\"lost\":{},",
+            "\"upgrades_per_sec\":{:.1}}}"
         ),
         s.conns,
         s.duration_s,
@@ -167,6 +176,7 @@ pub fn json_line(s: &Summary) -> String {
         c.connect_failures,
         s.connected,
         c.lost,
+        s.upgrades_per_sec(),
     )
 }
 
@@ -399,6 +409,8 @@ mod tests {
             },
             connected: 10,
             first_error: None,
+            upgrades: 10,
+            connect_time_s: 0.01,
         }
     }
 
@@ -421,6 +433,7 @@ mod tests {
             "unexpected_closes",
             "connect_failures",
             "connected",
+            "upgrades_per_sec",
         ] {
             assert!(
                 line.contains(&format!("\"{field}\":")),

@@ -86,6 +86,8 @@ pub struct Local {
     pub up: Cell<u64>,
     /// Connections that were still up when their sending (or holding) ended.
     pub up_at_end: Cell<u64>,
+    /// Connections upgraded so far, and when the last upgrade completed (ns since epoch).
+    pub upgrades: Cell<(u64, u64)>,
 }
 
 impl Default for Local {
@@ -95,6 +97,7 @@ impl Default for Local {
             counters: Cell::default(),
             up: Cell::new(0),
             up_at_end: Cell::new(0),
+            upgrades: Cell::new((0, 0)),
         }
     }
 }
@@ -130,6 +133,8 @@ pub struct Published {
     pub up: u64,
     /// Connections that were still up when their sending (or holding) ended.
     pub up_at_end: u64,
+    /// Upgrades completed and when the last one did (ns since epoch).
+    pub upgrades: (u64, u64),
     /// The thread has finished.
     pub done: bool,
     /// When the thread's last connection finished (ns since epoch).
@@ -143,6 +148,7 @@ impl Default for Published {
             counters: Counters::default(),
             up: 0,
             up_at_end: 0,
+            upgrades: (0, 0),
             done: false,
             finished_ns: 0,
         }
@@ -197,6 +203,7 @@ impl Shared {
         p.counters = local.counters.get();
         p.up = local.up.get();
         p.up_at_end = local.up_at_end.get();
+        p.upgrades = local.upgrades.get();
     }
 
     /// Sums every slot: histogram, counters, connections up, and whether all threads are done.
@@ -204,6 +211,7 @@ impl Shared {
         let mut hist = new_histogram();
         let mut counters = Counters::default();
         let (mut up, mut up_at_end, mut done) = (0, 0, true);
+        let mut upgrades = (0, 0);
         for slot in &self.threads {
             let p = match slot.lock() {
                 Ok(p) => p,
@@ -213,6 +221,7 @@ impl Shared {
             counters += p.counters;
             up += p.up;
             up_at_end += p.up_at_end;
+            upgrades = (upgrades.0 + p.upgrades.0, upgrades.1.max(p.upgrades.1));
             done &= p.done;
         }
         Merged {
@@ -220,6 +229,7 @@ impl Shared {
             counters,
             up,
             up_at_end,
+            upgrades,
             done,
         }
     }
@@ -260,6 +270,8 @@ pub struct Merged {
     pub up: u64,
     /// Connections up when their sending or holding ended.
     pub up_at_end: u64,
+    /// Upgrades completed and when the last one did (ns since epoch).
+    pub upgrades: (u64, u64),
     /// Every thread has finished.
     pub done: bool,
 }
@@ -279,6 +291,10 @@ pub struct Summary {
     pub connected: u64,
     /// Description of the first error, if any.
     pub first_error: Option<String>,
+    /// Upgrades completed.
+    pub upgrades: u64,
+    /// Seconds from the start until the last upgrade completed.
+    pub connect_time_s: f64,
 }
 
 impl Summary {
@@ -314,6 +330,15 @@ impl Summary {
             0.0
         } else {
             self.hist.max() as f64 / 1000.0
+        }
+    }
+
+    /// Upgrades per second while connecting (start to last upgrade).
+    pub fn upgrades_per_sec(&self) -> f64 {
+        if self.connect_time_s > 0.0 {
+            self.upgrades as f64 / self.connect_time_s
+        } else {
+            0.0
         }
     }
 
@@ -361,7 +386,10 @@ mod tests {
             counters: m.counters,
             connected: m.up_at_end,
             first_error: None,
+            upgrades: 2,
+            connect_time_s: 0.5,
         };
+        assert_eq!(s.upgrades_per_sec(), 4.0);
         assert_eq!(s.msgs_per_sec(), 2.0);
         assert!(!s.is_clean());
         assert!((s.max_us() - 5.0).abs() < 0.01);
