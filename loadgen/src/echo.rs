@@ -439,4 +439,71 @@ mod tests {
             .collect::<Vec<_>>());
         assert_eq!(out, b"\x88\x02\x03\xea");
     }
+
+    #[test]
+    fn control_frame_violations_close_1002() {
+        let long_ping = masked(OpCode::Ping, true, &[0u8; 126]);
+        let fragmented_ping = masked(OpCode::Ping, false, b"x");
+        let lone_continuation = masked(OpCode::Continuation, true, b"x");
+        let one_byte_close = masked(OpCode::Close, true, &[3]);
+        let bad_code_close = masked(OpCode::Close, true, &[0x03, 0xed]); // 1005
+        for input in [
+            long_ping,
+            fragmented_ping,
+            lone_continuation,
+            one_byte_close,
+            bad_code_close,
+        ] {
+            let (out, done) = run(&input);
+            assert!(done);
+            assert_eq!(out, b"\x88\x02\x03\xea");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_later_fragment_keeps_earlier_frames() {
+        let mut input = masked(OpCode::Text, false, b"ok ");
+        input.extend(masked(OpCode::Continuation, true, &[0xc0, 0xaf]));
+        let (out, done) = run(&input);
+        assert!(done);
+        assert_eq!(out, b"\x01\x03ok \x88\x02\x03\xef");
+    }
+
+    #[test]
+    fn nothing_is_echoed_after_close() {
+        let mut input = masked(OpCode::Close, true, &[]);
+        input.extend(masked(OpCode::Text, true, b"late"));
+        let (out, done) = run(&input);
+        assert!(done);
+        assert_eq!(out, b"\x88\x00");
+    }
+
+    #[test]
+    fn oversized_frames_close_1009() {
+        let cfg = EchoConfig {
+            max_frame_size: 10,
+            ..EchoConfig::default()
+        };
+        let mut s = EchoSession::new(&cfg, Vec::new());
+        let mut input = masked(OpCode::Binary, true, &[1u8; 11]);
+        s.process(&mut input);
+        let n = s.ready_len();
+        assert!(s.is_done());
+        assert_eq!(&s.take_out()[..n], b"\x88\x02\x03\xf1");
+    }
+
+    #[test]
+    fn large_binary_frames_stream_out_before_they_end() {
+        let payload = vec![9u8; FLUSH_PARTIAL + 100];
+        let frame = masked(OpCode::Binary, true, &payload);
+        let mut s = EchoSession::new(&EchoConfig::default(), Vec::new());
+        // Everything but the last 50 bytes: more than FLUSH_PARTIAL is ready before the frame ends.
+        let mut head = frame[..frame.len() - 50].to_vec();
+        let used = s.process(&mut head);
+        assert_eq!(used, head.len());
+        assert!(s.ready_len() >= FLUSH_PARTIAL);
+        let mut tail = frame[frame.len() - 50..].to_vec();
+        s.process(&mut tail);
+        assert_eq!(s.ready_len(), payload.len() + 10);
+    }
 }
