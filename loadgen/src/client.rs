@@ -53,6 +53,7 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         )),
         false => None,
     };
+    let cpu_before = net::process_cpu_time();
     let clock = Clock::start();
     let plan = Plan::new(&cfg);
     let shared = Arc::new(Shared::new(cfg.threads));
@@ -83,6 +84,10 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         }
     }
 
+    let client_cpu_s = match (cpu_before, net::process_cpu_time()) {
+        (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64(),
+        _ => 0.0,
+    };
     let merged = shared.merge();
     let duration_s = match ctx.cfg.mode {
         Mode::Exact { .. } => shared.finished_ns() as f64 / 1e9,
@@ -95,6 +100,7 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         counters: merged.counters,
         connected: merged.up_at_end,
         first_error: shared.first_error(),
+        client_cpu_s,
         upgrades: merged.upgrades.0,
         connect_time_s: merged.upgrades.1 as f64 / 1e9,
     };

@@ -19,6 +19,25 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(limit.current.unwrap_or(u64::MAX))
 }
 
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
+pub fn process_cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| {
+        std::time::Duration::from_secs_f64(
+            ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
+        )
+    })
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line; the command name may hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// The number of worker threads to use when `--threads` is not given: one per available core.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -112,6 +131,13 @@ mod tests {
         assert_eq!(addrs[3], Some("127.0.0.4".parse().unwrap()));
         let remote: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert_eq!(source_addresses(remote, 4), vec![None]);
+    }
+
+    #[test]
+    fn cpu_ticks_parse_past_odd_command_names() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 1 1 1";
+        assert_eq!(parse_cpu_ticks(stat), Some(12));
+        assert!(process_cpu_time().is_some());
     }
 
     #[test]

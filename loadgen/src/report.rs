@@ -135,6 +135,11 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
     }
     let _ = writeln!(
         out,
+        "  client cpu    {:.2}s (all threads, whole run incl. connect and drain)",
+        s.client_cpu_s
+    );
+    let _ = writeln!(
+        out,
         "  errors        {}  (lost {})  mismatches {}  unexpected closes {}  connect failures {}",
         c.errors, c.lost, c.mismatches, c.unexpected_closes, c.connect_failures
     );
@@ -158,7 +163,7 @@ pub fn json_line(s: &Summary) -> String {
             "\"bytes_per_sec\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},",
             "\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"mismatches\":{},",
             "\"unexpected_closes\":{},\"connect_failures\":{},\"connected\":{},\"lost\":{},",
-            "\"upgrades_per_sec\":{:.1}}}"
+            "\"upgrades_per_sec\":{:.1},\"client_cpu_s\":{:.3}}}"
         ),
         s.conns,
         s.duration_s,
@@ -177,6 +182,7 @@ pub fn json_line(s: &Summary) -> String {
         s.connected,
         c.lost,
         s.upgrades_per_sec(),
+        s.client_cpu_s,
     )
 }
 
@@ -409,6 +415,7 @@ mod tests {
             },
             connected: 10,
             first_error: None,
+            client_cpu_s: 0.25,
             upgrades: 10,
             connect_time_s: 0.01,
         }

@@ -291,6 +291,8 @@ pub struct Summary {
     pub connected: u64,
     /// Description of the first error, if any.
     pub first_error: Option<String>,
+    /// CPU seconds the load generator itself used during the run (all threads).
+    pub client_cpu_s: f64,
     /// Upgrades completed.
     pub upgrades: u64,
     /// Seconds from the start until the last upgrade completed.
@@ -386,6 +388,7 @@ mod tests {
             counters: m.counters,
             connected: m.up_at_end,
             first_error: None,
+            client_cpu_s: 0.5,
             upgrades: 2,
             connect_time_s: 0.5,
         };
