@@ -5,7 +5,8 @@
 //! kernel handles any length, any alignment and any key phase (`offset`), so a payload split across
 //! reads is masked chunk by chunk with the running payload position as `offset`.
 //!
-//! Buffers shorter than 8 bytes always take the scalar path: a vector setup costs more than it saves.
+//! Buffers shorter than 8 bytes take the byte-wise path and buffers shorter than [`SIMD_FROM`] the
+//! word loop: below that a vector setup and the dispatch cost more than they save.
 
 pub mod scalar;
 pub mod word;
@@ -23,15 +24,25 @@ pub use crate::simd::Level;
 /// Below this many bytes every entry point uses the byte-wise loop.
 pub const SCALAR_BELOW: usize = 8;
 
+/// From this many bytes on, [`apply_mask`] dispatches to a SIMD kernel; below, it runs the word
+/// loop inline. The word loop is itself auto-vectorized to 128-bit SSE2/NEON by the compiler and,
+/// inlined, keeps the key in a register, while a SIMD kernel is an out-of-line `#[target_feature]`
+/// call (it cannot be inlined into generic code) with a few nanoseconds of fixed cost. Measured on
+/// the development machine (AMD EPYC, AVX2): the AVX2 kernel overtakes the word loop between
+/// 512 B and 1 KiB and is ~2x faster from 4 KiB.
+pub const SIMD_FROM: usize = 1024;
+
 /// Masks (or unmasks: XOR is its own inverse) `buf` in place with `key`, starting at payload position
 /// `offset` (only `offset % 4` matters). Uses the best kernel this CPU has ([`Level::dispatched`]).
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     if buf.len() < SCALAR_BELOW {
         scalar::apply_mask(buf, key, offset);
-        return;
+    } else if buf.len() < SIMD_FROM {
+        word::apply_mask(buf, key, offset);
+    } else {
+        dispatch(buf, key, offset);
     }
-    dispatch(buf, key, offset);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -75,8 +86,10 @@ pub fn apply_mask_with(level: Level, buf: &mut [u8], key: [u8; 4], offset: usize
 /// The key as seen from payload position `offset`: `rotate_key(k, o)[i] == k[(o + i) % 4]`.
 #[inline(always)]
 pub fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let r = offset & 3;
-    [key[r], key[(r + 1) & 3], key[(r + 2) & 3], key[(r + 3) & 3]]
+    // Little-endian view: byte i of the rotated word is key[(offset + i) % 4]. One `ror`, no
+    // variable-index byte loads.
+    let shift = 8 * (offset as u32 & 3);
+    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }
 
 #[cfg(test)]
@@ -150,10 +163,10 @@ mod tests {
     #[test]
     fn split_masking_equals_whole_masking() {
         let key = [0xde, 0xad, 0xbe, 0xef];
-        let mut whole = pattern(777);
+        let mut whole = pattern(3001);
         apply_mask(&mut whole, key, 0);
-        for cut in [1, 3, 8, 63, 100, 401, 776] {
-            let mut split = pattern(777);
+        for cut in [1, 3, 8, 63, 100, 401, 1023, 1024, 1977, 2977, 3000] {
+            let mut split = pattern(3001);
             let (a, b) = split.split_at_mut(cut);
             apply_mask(a, key, 0);
             apply_mask(b, key, cut);

@@ -1,18 +1,33 @@
 //! Portable masking 8 bytes at a time with a u64 key, in safe code: the fallback on targets without
-//! a SIMD kernel and the baseline the SIMD kernels are benchmarked against.
+//! a SIMD kernel, the path for buffers under [`super::SIMD_FROM`] bytes, the head/tail helper of the
+//! SIMD kernels, and the baseline they are benchmarked against.
 
 use super::rotate_key;
 
-/// `buf[i] ^= key[(offset + i) % 4]`, one u64 word per step, byte-wise tail.
+/// `buf[i] ^= key[(offset + i) % 4]`, one u64 word per step, then one u32, then bytes.
+#[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let k = rotate_key(key, offset);
+    mask_rotated(buf, rotate_key(key, offset));
+}
+
+/// Masks `buf` with `k`, the key already rotated to `buf`'s first byte.
+#[inline(always)]
+pub(crate) fn mask_rotated(buf: &mut [u8], k: [u8; 4]) {
+    let k32 = u32::from_ne_bytes(k);
     let k64 = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
     let (words, tail) = buf.as_chunks_mut::<8>();
     for word in words {
         *word = (u64::from_ne_bytes(*word) ^ k64).to_ne_bytes();
     }
     // Whole words keep the key phase, so the tail starts at phase 0 of `k`.
-    for (i, byte) in tail.iter_mut().enumerate() {
-        *byte ^= k[i & 3];
+    let tail = match tail.split_first_chunk_mut::<4>() {
+        Some((half, rest)) => {
+            *half = (u32::from_ne_bytes(*half) ^ k32).to_ne_bytes();
+            rest
+        }
+        None => tail,
+    };
+    for (byte, k) in tail.iter_mut().zip(k) {
+        *byte ^= k;
     }
 }

@@ -6,21 +6,21 @@
 //!
 //! Design notes:
 //! - All loads and stores stay inside `buf`; nothing over-reads into hidden padding.
-//! - Heads and tails use overlapping vectors instead of byte loops: the first and last vector of
-//!   the buffer are loaded *before* any store and masked from those original bytes, so a byte that
-//!   the main loop already masked is stored again with the same value (XOR is not idempotent, so
-//!   the order matters and is documented at each kernel). AVX-512 uses masked loads/stores instead,
-//!   which do not touch masked-out bytes.
-//! - The AVX2 and AVX-512 main loops run on addresses aligned to the vector width (no split
-//!   cache-line accesses); the key is rotated by the distance to the first aligned address.
+//! - Heads and tails use the safe word loop (u64, u32, bytes), never overlapping vector stores:
+//!   re-storing bytes through a second, overlapping vector defeats store-to-load forwarding when
+//!   the same buffer is touched again soon (measured: slower than the word loop at 64 B). AVX-512
+//!   uses masked loads/stores instead, which do not touch masked-out bytes.
+//! - AVX2 (from 256 bytes) and AVX-512 (from 128 bytes) first reach the vector width's alignment,
+//!   so the main loop never splits a cache line; the key is rotated by the head's length.
 //! - Every kernel is one `#[target_feature]` function, so all its instructions are VEX/EVEX
 //!   encoded and the compiler emits `vzeroupper` on exit: no AVX<->SSE transition penalty for the
 //!   SSE code that runs after it.
-//! - 8..16 bytes: two overlapping u64 words; under 8 bytes: byte-wise.
+//! - [`super::apply_mask`] only dispatches from [`super::SIMD_FROM`] bytes; the kernels themselves
+//!   accept any length (tests call them directly with 0..=256 bytes).
 
 use core::arch::x86_64::*;
 
-use super::{Level, rotate_key, scalar, word};
+use super::{Level, rotate_key, word};
 
 /// Masks with the level chosen by [`Level::dispatched`].
 #[inline]
@@ -56,12 +56,12 @@ pub fn apply_mask_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) -> Option<()
     Some(())
 }
 
-/// AVX-512 (F + BW) kernel; `None` if the CPU lacks either.
+/// AVX-512 (F + BW) kernel; `None` if the CPU lacks either (or AVX2, used below 128 bytes).
 pub fn apply_mask_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) -> Option<()> {
     if !Level::Avx512.available() {
         return None;
     }
-    // SAFETY: the CPU supports AVX-512 F and BW (checked just above).
+    // SAFETY: the CPU supports AVX-512 F and BW and AVX2 (checked just above).
     unsafe { mask_avx512(buf, key, offset) };
     Some(())
 }
@@ -72,27 +72,18 @@ fn key_lane(key: [u8; 4], offset: usize) -> i32 {
     i32::from_ne_bytes(rotate_key(key, offset))
 }
 
-/// SSE2: unaligned 16-byte vectors, 64 bytes per iteration; the last partial vector is done by
-/// one overlapping store of the *original* last 16 bytes (loaded before any store), so bytes
-/// already masked are written again with the same value. Safe to call from the AVX kernels (which
-/// imply SSE2); other callers need `unsafe`, justified by SSE2 being part of the x86-64 baseline.
+/// SSE2: unaligned 16-byte vectors, 64 bytes per iteration, word-loop tail. Safe to call from the
+/// AVX kernels (which imply SSE2); other callers need `unsafe`, justified by SSE2 being part of the
+/// x86-64 baseline.
 #[inline]
 #[target_feature(enable = "sse2")]
 fn mask_sse2(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let len = buf.len();
-    if len < 16 {
-        mask_small(buf, key, offset);
-        return;
-    }
-    let p = buf.as_mut_ptr();
     let k = _mm_set1_epi32(key_lane(key, offset));
-    // SAFETY: len >= 16, so the last 16 bytes are inside `buf`; nothing has been stored yet.
-    let last = unsafe { _mm_loadu_si128(p.add(len - 16).cast()) };
-    let mut i = 0;
-    while i + 64 <= len {
-        // SAFETY: [i, i + 64) is inside `buf`; unaligned loads/stores.
+    let (blocks, rest) = buf.as_chunks_mut::<64>();
+    for block in blocks {
+        let q = block.as_mut_ptr().cast::<__m128i>();
+        // SAFETY: `q` points to 64 writable bytes (one `[u8; 64]`); unaligned loads/stores.
         unsafe {
-            let q = p.add(i).cast::<__m128i>();
             let a = _mm_loadu_si128(q);
             let b = _mm_loadu_si128(q.add(1));
             let c = _mm_loadu_si128(q.add(2));
@@ -102,86 +93,76 @@ fn mask_sse2(buf: &mut [u8], key: [u8; 4], offset: usize) {
             _mm_storeu_si128(q.add(2), _mm_xor_si128(c, k));
             _mm_storeu_si128(q.add(3), _mm_xor_si128(d, k));
         }
-        i += 64;
     }
-    while i + 16 <= len {
-        // SAFETY: [i, i + 16) is inside `buf`.
-        unsafe {
-            let q = p.add(i).cast::<__m128i>();
-            _mm_storeu_si128(q, _mm_xor_si128(_mm_loadu_si128(q), k));
-        }
-        i += 16;
+    // Whole vectors keep the key phase: the rest starts at the same phase as `buf`.
+    let (vectors, tail) = rest.as_chunks_mut::<16>();
+    for v in vectors {
+        let q = v.as_mut_ptr().cast::<__m128i>();
+        // SAFETY: `q` points to 16 writable bytes; unaligned load/store.
+        unsafe { _mm_storeu_si128(q, _mm_xor_si128(_mm_loadu_si128(q), k)) };
     }
-    if i < len {
-        let k_last = _mm_set1_epi32(key_lane(key, offset + len - 16));
-        // SAFETY: the last 16 bytes are inside `buf`; `last` holds their original values.
-        unsafe { _mm_storeu_si128(p.add(len - 16).cast(), _mm_xor_si128(last, k_last)) };
-    }
+    word::mask_rotated(tail, rotate_key(key, offset));
 }
 
-/// AVX2: the first and last 32 bytes are loaded up front; the main loop runs on 32-byte aligned
-/// addresses (128 bytes per iteration) from the first alignment boundary; then the original first
-/// and last vectors are masked and stored, covering the unaligned head and the partial tail (bytes
-/// they overlap receive the same value twice).
+/// AVX2: buffers of 256 bytes or more first reach 32-byte alignment with the word loop (the head
+/// is under 32 bytes), so the main loop (128 bytes per iteration) never splits a cache line; the
+/// tail (under 32 bytes) is one 16-byte vector at most plus the word loop.
 #[target_feature(enable = "avx2")]
-unsafe fn mask_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let len = buf.len();
-    if len < 32 {
-        mask_sse2(buf, key, offset);
-        return;
-    }
-    let p = buf.as_mut_ptr();
-    // SAFETY: len >= 32, so the first and last 32 bytes are inside `buf`; nothing stored yet.
-    let (first, last) = unsafe {
-        (
-            _mm256_loadu_si256(p.cast()),
-            _mm256_loadu_si256(p.add(len - 32).cast()),
-        )
+fn mask_avx2(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    let head_len = if buf.len() >= 256 {
+        buf.as_ptr().align_offset(32).min(32)
+    } else {
+        0
     };
-    let head = p.align_offset(32).min(32);
-    let k = _mm256_set1_epi32(key_lane(key, offset + head));
-    let mut i = head;
-    while i + 128 <= len {
-        // SAFETY: [i, i + 128) is inside `buf` and `p + i` is 32-byte aligned (head aligns it and
-        // steps are multiples of 32), as the aligned load/store require.
+    let (head, body) = buf.split_at_mut(head_len);
+    word::mask_rotated(head, rotate_key(key, offset));
+    let offset = offset + head_len;
+    let k = _mm256_set1_epi32(key_lane(key, offset));
+    let (blocks, rest) = body.as_chunks_mut::<128>();
+    for block in blocks {
+        let q = block.as_mut_ptr().cast::<__m256i>();
+        // SAFETY: `q` points to 128 writable bytes (one `[u8; 128]`); unaligned loads/stores
+        // (which run at full speed on the aligned addresses the head produced).
         unsafe {
-            let q = p.add(i).cast::<__m256i>();
-            let a = _mm256_load_si256(q);
-            let b = _mm256_load_si256(q.add(1));
-            let c = _mm256_load_si256(q.add(2));
-            let d = _mm256_load_si256(q.add(3));
-            _mm256_store_si256(q, _mm256_xor_si256(a, k));
-            _mm256_store_si256(q.add(1), _mm256_xor_si256(b, k));
-            _mm256_store_si256(q.add(2), _mm256_xor_si256(c, k));
-            _mm256_store_si256(q.add(3), _mm256_xor_si256(d, k));
+            let a = _mm256_loadu_si256(q);
+            let b = _mm256_loadu_si256(q.add(1));
+            let c = _mm256_loadu_si256(q.add(2));
+            let d = _mm256_loadu_si256(q.add(3));
+            _mm256_storeu_si256(q, _mm256_xor_si256(a, k));
+            _mm256_storeu_si256(q.add(1), _mm256_xor_si256(b, k));
+            _mm256_storeu_si256(q.add(2), _mm256_xor_si256(c, k));
+            _mm256_storeu_si256(q.add(3), _mm256_xor_si256(d, k));
         }
-        i += 128;
     }
-    while i + 32 <= len {
-        // SAFETY: [i, i + 32) is inside `buf`, `p + i` is 32-byte aligned (see above).
-        unsafe {
-            let q = p.add(i).cast::<__m256i>();
-            _mm256_store_si256(q, _mm256_xor_si256(_mm256_load_si256(q), k));
+    let (vectors, tail) = rest.as_chunks_mut::<32>();
+    for v in vectors {
+        let q = v.as_mut_ptr().cast::<__m256i>();
+        // SAFETY: `q` points to 32 writable bytes; unaligned load/store.
+        unsafe { _mm256_storeu_si256(q, _mm256_xor_si256(_mm256_loadu_si256(q), k)) };
+    }
+    let tail = match tail.split_first_chunk_mut::<16>() {
+        Some((half, rest)) => {
+            let q = half.as_mut_ptr().cast::<__m128i>();
+            // SAFETY: `q` points to 16 writable bytes; the low 128 bits of `k` hold the same
+            // key pattern (the phase is unchanged after whole vectors).
+            unsafe {
+                _mm_storeu_si128(
+                    q,
+                    _mm_xor_si128(_mm_loadu_si128(q), _mm256_castsi256_si128(k)),
+                )
+            };
+            rest
         }
-        i += 32;
-    }
-    let k_first = _mm256_set1_epi32(key_lane(key, offset));
-    let k_last = _mm256_set1_epi32(key_lane(key, offset + len - 32));
-    // SAFETY: both ranges are inside `buf` (len >= 32); `first`/`last` hold original bytes, so every
-    // byte they cover ends up as original ^ key, whether or not the loop already masked it.
-    unsafe {
-        _mm256_storeu_si256(p.add(len - 32).cast(), _mm256_xor_si256(last, k_last));
-        _mm256_storeu_si256(p.cast(), _mm256_xor_si256(first, k_first));
-    }
+        None => tail,
+    };
+    word::mask_rotated(tail, rotate_key(key, offset));
 }
 
 /// AVX-512: a masked head up to 64-byte alignment, aligned 256-byte iterations, a masked tail.
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
 unsafe fn mask_avx512(buf: &mut [u8], key: [u8; 4], offset: usize) {
     if buf.len() < 128 {
-        // SAFETY: AVX-512 implies AVX2 on every CPU that has it, and `mask_avx512` is only called
-        // after detection; AVX2 kernels are a subset.
-        unsafe { mask_avx2(buf, key, offset) };
+        mask_avx2(buf, key, offset);
         return;
     }
     let head_len = buf.as_ptr().align_offset(64).min(buf.len());
@@ -234,24 +215,5 @@ unsafe fn mask_partial_avx512(part: &mut [u8], k: __m512i) {
     unsafe {
         let v = _mm512_maskz_loadu_epi8(m, p);
         _mm512_mask_storeu_epi8(p, m, _mm512_xor_si512(v, k));
-    }
-}
-
-/// Below 16 bytes: two overlapping u64 words from 8 bytes, byte-wise below.
-#[inline(always)]
-fn mask_small(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let len = buf.len();
-    let (Some(&first), Some(&last)) = (buf.first_chunk::<8>(), buf.last_chunk::<8>()) else {
-        scalar::apply_mask(buf, key, offset);
-        return;
-    };
-    let word = |k: [u8; 4]| u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
-    let last = u64::from_ne_bytes(last) ^ word(rotate_key(key, offset + len - 8));
-    let first = u64::from_ne_bytes(first) ^ word(rotate_key(key, offset));
-    if let Some(chunk) = buf.last_chunk_mut::<8>() {
-        *chunk = last.to_ne_bytes();
-    }
-    if let Some(chunk) = buf.first_chunk_mut::<8>() {
-        *chunk = first.to_ne_bytes();
     }
 }

@@ -18,7 +18,7 @@ pub enum Level {
     Sse2,
     /// x86-64 AVX2 (256-bit).
     Avx2,
-    /// x86-64 AVX-512 F + BW (512-bit, masked head and tail).
+    /// x86-64 AVX-512 F + BW, with AVX2 (512-bit, masked head and tail).
     Avx512,
     /// aarch64 NEON (128-bit).
     Neon,
@@ -129,7 +129,11 @@ fn detect() -> u8 {
         if std::is_x86_feature_detected!("avx2") {
             bits |= AVX2;
         }
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        // The AVX-512 kernel hands buffers under 128 bytes to the AVX2 one.
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx2")
+        {
             bits |= AVX512;
         }
     }
