@@ -457,3 +457,173 @@ fn echo_binary_speaks_the_protocol() {
     let reply = String::from_utf8(read_all_until_eof(&mut s)).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
 }
+
+/// A blocking TLS echo upstream (rustls server, the crate's echo session) using the test-only
+/// certificate in `tests/fixtures` (CA `ca.pem`, leaf for `localhost` / 127.0.0.1, valid to 2126).
+struct TlsEchoUpstream {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl TlsEchoUpstream {
+    fn start() -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let certs = CertificateDer::pem_file_iter(format!("{dir}/cert.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let accept = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    serve_blocking(&mut tls);
+                });
+            }
+        });
+        Self {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for TlsEchoUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Upgrade + echo over any blocking stream (used for TLS).
+fn serve_blocking(stream: &mut (impl Read + Write)) {
+    let mut buf = vec![0u8; 65536];
+    let mut input = Vec::new();
+    let head_len = loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        input.extend_from_slice(&buf[..n]);
+        match parse_client_request(&input, None) {
+            Ok(None) => continue,
+            Ok(Some((len, ServerDecision::Upgrade { accept, .. }))) => {
+                let mut out = Vec::new();
+                write_switching_protocols(&mut out, &accept, None);
+                if stream
+                    .write_all(&out)
+                    .and_then(|()| stream.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                break len;
+            }
+            _ => return,
+        }
+    };
+    input.drain(..head_len);
+    let mut session = EchoSession::new(&EchoConfig::default(), Vec::new());
+    loop {
+        let used = session.process(&mut input);
+        input.drain(..used);
+        let n = session.ready_len();
+        if n > 0 {
+            let out = session.take_out();
+            if stream
+                .write_all(&out[..n])
+                .and_then(|()| stream.flush())
+                .is_err()
+            {
+                return;
+            }
+            session.put_back(out, n);
+        }
+        if session.is_done() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn wss_with_a_ca_file_or_insecure() {
+    let upstream = TlsEchoUpstream::start();
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ca.pem");
+    let port = upstream.addr.port();
+    // Verified against the CA, by name and by IP address.
+    for url in [
+        format!("wss://localhost:{port}/"),
+        format!("wss://127.0.0.1:{port}/"),
+    ] {
+        let (output, json) = load(&[
+            &url,
+            "--ca",
+            ca,
+            "--conns",
+            "3",
+            "--messages-per-conn",
+            "100",
+        ]);
+        assert!(output.status.success(), "{}", describe(&output));
+        assert_eq!(json.num("messages"), 300.0);
+        assert_eq!(json.num("mismatches"), 0.0);
+    }
+    // --insecure accepts the certificate without the CA.
+    let url = format!("wss://127.0.0.1:{port}/");
+    let (output, json) = load(&[
+        &url,
+        "--insecure",
+        "--conns",
+        "2",
+        "--messages-per-conn",
+        "10",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(json.num("messages"), 20.0);
+    // Trusting only the leaf (not its issuer) fails verification: a connect failure, run fails.
+    let wrong_ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cert.pem");
+    let (output, json) = load(&[
+        &url,
+        "--ca",
+        wrong_ca,
+        "--conns",
+        "1",
+        "--messages-per-conn",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(json.num("connect_failures"), 1.0);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TLS handshake"));
+}
