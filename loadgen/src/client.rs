@@ -356,7 +356,7 @@ async fn upgrade<S: AsyncReadRent + AsyncWriteRent>(
     }
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let (res, b) = timeout_at(hard, io.read(buf))
+        let (res, b) = timeout_at(hard, net::read_more(io, buf))
             .await
             .map_err(|_| "timed out".to_owned())?;
         buf = b;
@@ -603,7 +603,7 @@ where
         if rx.next == sent {
             break;
         }
-        let (res, b) = match timeout_at(hard, io.read(input)).await {
+        let (res, b) = match timeout_at(hard, net::read_more(&mut io, input)).await {
             Ok(r) => r,
             Err(_) => {
                 count_lost(local, sent - rx.next);
@@ -664,7 +664,7 @@ async fn close_handshake<S>(
         return;
     }
     loop {
-        let Ok((res, b)) = timeout_at(deadline, io.read(input)).await else {
+        let Ok((res, b)) = timeout_at(deadline, net::read_more(io, input)).await else {
             return;
         };
         input = b;
@@ -767,7 +767,7 @@ where
         let mut input = input;
         let mut rx = Receiver::new(cfg.kind, cfg.size, conn);
         loop {
-            let (res, b) = match timeout_at(hard, rd.read(input)).await {
+            let (res, b) = match timeout_at(hard, net::read_more(&mut rd, input)).await {
                 Ok(r) => r,
                 Err(_) => break,
             };
@@ -820,7 +820,7 @@ where
         if input.len() == input.capacity() {
             input.reserve(512);
         }
-        let (res, b) = match timeout_at(end, io.read(input)).await {
+        let (res, b) = match timeout_at(end, net::read_more(&mut io, input)).await {
             Ok(r) => r,
             Err(_) => break,
         };

@@ -18,7 +18,7 @@ use frame_simd::{
     Rsv, encode_close_payload, parse_close_payload,
 };
 use monoio::buf::IoBuf;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::handshake::{self, ServerDecision};
@@ -128,7 +128,7 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
     let mut out: Vec<u8> = Vec::with_capacity(512);
     // 1. The HTTP upgrade.
     let (head_len, accept, protocol) = loop {
-        let (res, buf) = stream.read(input).await;
+        let (res, buf) = net::read_more(&mut stream, input).await;
         input = buf;
         match res {
             Ok(0) | Err(_) => return,
@@ -183,7 +183,7 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
             return;
         }
         let spare = input.capacity() - input.len();
-        let (res, buf) = stream.read(input).await;
+        let (res, buf) = net::read_more(&mut stream, input).await;
         input = buf;
         match res {
             Ok(0) | Err(_) => return,
@@ -204,7 +204,7 @@ async fn linger_close(mut stream: TcpStream, mut buf: Vec<u8>) {
     let deadline = monoio::time::Instant::now() + LINGER;
     loop {
         buf.clear();
-        match monoio::time::timeout_at(deadline, stream.read(buf)).await {
+        match monoio::time::timeout_at(deadline, net::read_more(&mut stream, buf)).await {
             Ok((Ok(n), b)) if n > 0 => buf = b,
             _ => return,
         }

@@ -8,6 +8,23 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Reads into the spare capacity of `buf`, after the bytes it already holds, and returns the
+/// buffer with its length grown by the bytes read. (monoio's `read(Vec)` writes from index 0 and
+/// would overwrite unconsumed input, so every read goes through here.) Reserves a little space
+/// first when `buf` is full, so a zero-byte read always means end of stream.
+pub async fn read_more<S: monoio::io::AsyncReadRent>(
+    io: &mut S,
+    mut buf: Vec<u8>,
+) -> (io::Result<usize>, Vec<u8>) {
+    use monoio::buf::IoBufMut;
+    if buf.len() == buf.capacity() {
+        buf.reserve(buf.capacity().max(512));
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (res, slice) = io.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};

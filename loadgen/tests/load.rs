@@ -230,6 +230,9 @@ enum Fault {
     StallOnce { after: Duration, stall: Duration },
     /// Flip the last byte of the `nth` write (a payload byte of the last echoed frame).
     FlipByte { nth: usize },
+    /// Write every echo in `chunk`-byte pieces with a pause between them, so frames (headers
+    /// included) arrive split across reads.
+    Trickle { chunk: usize },
 }
 
 /// A small blocking upstream built from the crate's own handshake and echo session, with a fault.
@@ -318,7 +321,14 @@ fn serve_faulty(mut stream: TcpStream, fault: Fault) {
                 }
                 _ => {}
             }
-            if stream.write_all(&out[..n]).is_err() {
+            if let Fault::Trickle { chunk } = fault {
+                for piece in out[..n].chunks(chunk) {
+                    if stream.write_all(piece).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            } else if stream.write_all(&out[..n]).is_err() {
                 return;
             }
             session.put_back(out, n);
@@ -391,6 +401,24 @@ fn corrupted_echo_is_detected_and_fails_the_run() {
     );
 }
 
+#[test]
+fn echoes_split_across_reads_are_reassembled() {
+    let upstream = FaultyUpstream::start(Fault::Trickle { chunk: 3 });
+    let url = format!("ws://{}/", upstream.addr);
+    for kind in [
+        &["--size", "20..300"][..],
+        &["--text", "--size", "40..200"][..],
+    ] {
+        let mut args = vec![url.as_str(), "--conns", "2", "--messages-per-conn", "40"];
+        args.extend_from_slice(&["--inflight", "3"]);
+        args.extend_from_slice(kind);
+        let (output, json) = load(&args);
+        assert!(output.status.success(), "{}", describe(&output));
+        assert_eq!(json.num("messages"), 80.0);
+        assert_eq!(json.num("mismatches"), 0.0);
+    }
+}
+
 /// Frames a test client sends: masked, key 0 would be legal but a real key exercises unmasking.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
@@ -450,6 +478,21 @@ fn echo_binary_speaks_the_protocol() {
     let mut s = upgraded_client(echo.addr);
     s.write_all(&client_frame(0xc2, b"x")).unwrap();
     assert_eq!(read_all_until_eof(&mut s), b"\x88\x02\x03\xea");
+    // Frames sent one byte at a time (Autobahn 2.6 / 5.5): a ping, then a fragmented text message.
+    let mut s = upgraded_client(echo.addr);
+    s.set_nodelay(true).unwrap();
+    let mut msg = client_frame(0x89, &[0xfe; 125]);
+    msg.extend(client_frame(0x01, b"fragment1"));
+    msg.extend(client_frame(0x80, b"fragment2"));
+    msg.extend(client_frame(0x88, &[0x03, 0xe8]));
+    for byte in &msg {
+        s.write_all(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let mut expect = vec![0x8a, 125];
+    expect.extend_from_slice(&[0xfe; 125]);
+    expect.extend_from_slice(b"\x01\x09fragment1\x80\x09fragment2\x88\x02\x03\xe8");
+    assert_eq!(read_all_until_eof(&mut s), expect);
     // A plain request (health check) gets 200.
     let mut s = TcpStream::connect(echo.addr).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
