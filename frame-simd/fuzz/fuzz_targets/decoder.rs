@@ -44,7 +44,11 @@ fn run(cfg: DecoderConfig, stream: &[u8], cuts: &[usize]) -> (Vec<Event>, Option
                     events.push(Event::Header(header));
                     buf.drain(..len);
                 }
-                Ok(Decoded::DataPayload { len, frame_end, message_end }) => {
+                Ok(Decoded::DataPayload {
+                    len,
+                    frame_end,
+                    message_end,
+                }) => {
                     assert!(len <= buf.len() && (!message_end || frame_end));
                     assert!(len > 0 || frame_end, "an empty chunk must end the frame");
                     payload.extend(buf.drain(..len));
@@ -65,17 +69,35 @@ fn run(cfg: DecoderConfig, stream: &[u8], cuts: &[usize]) -> (Vec<Event>, Option
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [flags, max_frame, max_message, c0, c1, c2, stream @ ..] = data else { return };
+    let [flags, max_frame, max_message, c0, c1, c2, stream @ ..] = data else {
+        return;
+    };
     let cfg = DecoderConfig {
-        peer: if flags & 1 != 0 { Role::Client } else { Role::Server },
-        payload: if flags & 2 != 0 { PayloadMode::Preserve } else { PayloadMode::Unmask },
-        allowed_rsv: Rsv { rsv1: flags & 4 != 0, rsv2: flags & 8 != 0, rsv3: false },
+        peer: if flags & 1 != 0 {
+            Role::Client
+        } else {
+            Role::Server
+        },
+        payload: if flags & 2 != 0 {
+            PayloadMode::Preserve
+        } else {
+            PayloadMode::Unmask
+        },
+        allowed_rsv: Rsv {
+            rsv1: flags & 4 != 0,
+            rsv2: flags & 8 != 0,
+            rsv3: false,
+        },
         validate_utf8: flags & 16 == 0,
         max_frame_size: u64::from(*max_frame) * 8,
         max_message_size: u64::from(*max_message) * 16,
     };
     let n = stream.len() + 1;
-    let cuts = [usize::from(*c0) % n, usize::from(*c1) * 7 % n, usize::from(*c2) * 13 % n];
+    let cuts = [
+        usize::from(*c0) % n,
+        usize::from(*c1) * 7 % n,
+        usize::from(*c2) * 13 % n,
+    ];
     let whole = run(cfg, stream, &[]);
     let split = run(cfg, stream, &cuts);
     assert_eq!(whole, split, "split at {cuts:?}");

@@ -6,7 +6,9 @@ use frame_simd::mask::{self, Level};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let [k0, k1, k2, k3, offset, misalign, rest @ ..] = data else { return };
+    let [k0, k1, k2, k3, offset, misalign, rest @ ..] = data else {
+        return;
+    };
     let key = [*k0, *k1, *k2, *k3];
     let offset = usize::from(*offset);
     let misalign = usize::from(*misalign % 64);
@@ -16,10 +18,16 @@ fuzz_target!(|data: &[u8]| {
     mask::scalar::apply_mask(&mut expected[misalign..], key, offset);
     for level in Level::all_available() {
         let mut actual = backing.clone();
-        assert_eq!(mask::apply_mask_with(level, &mut actual[misalign..], key, offset), Some(()));
+        assert_eq!(
+            mask::apply_mask_with(level, &mut actual[misalign..], key, offset),
+            Some(())
+        );
         assert!(actual == expected, "{level:?} differs from scalar");
     }
     let mut actual = backing;
     mask::apply_mask(&mut actual[misalign..], key, offset);
-    assert!(actual == expected, "dispatched apply_mask differs from scalar");
+    assert!(
+        actual == expected,
+        "dispatched apply_mask differs from scalar"
+    );
 });

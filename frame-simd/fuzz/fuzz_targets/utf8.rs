@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let [a, b, input @ ..] = data else { return };
     let expected = core::str::from_utf8(input).is_ok();
-    let cuts = [usize::from(*a) % (input.len() + 1), usize::from(*b) % (input.len() + 1)];
+    let cuts = [
+        usize::from(*a) % (input.len() + 1),
+        usize::from(*b) % (input.len() + 1),
+    ];
     let (lo, hi) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
     // First prefix length that std declares definitely invalid.
     let fail_point = (1..=input.len())
@@ -25,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
         // Fail fast: the prefix up to `lo` is accepted exactly when std sees no definite error yet.
         let mut v = Utf8Validator::with_backend(backend);
         let prefix_ok = v.feed(&input[..lo]).is_ok();
-        assert_eq!(prefix_ok, fail_point.is_none_or(|f| f > lo), "{backend:?} prefix {lo}");
+        assert_eq!(
+            prefix_ok,
+            fail_point.is_none_or(|f| f > lo),
+            "{backend:?} prefix {lo}"
+        );
     }
 });

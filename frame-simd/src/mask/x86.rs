@@ -1,7 +1,8 @@
 //! x86-64 masking kernels: SSE2 (baseline on x86-64), AVX2 and AVX-512 (F + BW).
 //!
-//! Each kernel is an `unsafe fn` with `#[target_feature]`; the safe wrappers check
-//! [`Level::available`] (cached detection) first, and [`apply_mask_dispatched`] trusts
+//! Each kernel is a `#[target_feature]` function (callable from code without the feature only
+//! through `unsafe`); the safe wrappers check
+//! [`Level::available`] (cached detection) first, and `apply_mask_dispatched` trusts
 //! [`Level::dispatched`], which only returns levels detection has confirmed.
 //!
 //! Design notes:

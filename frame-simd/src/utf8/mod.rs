@@ -35,11 +35,16 @@ impl Backend {
     #[inline]
     pub fn is_valid(self, bytes: &[u8]) -> bool {
         match self {
-            Backend::Std => core::str::from_utf8(bytes).is_ok(),
-            Backend::Simd => simdutf8::basic::from_utf8(bytes).is_ok(),
+            // Short inputs (small frames, a read's leftovers): the SIMD entry's dispatch and setup
+            // cost more than std's scalar loop.
+            Backend::Simd if bytes.len() >= SIMD_FROM => simdutf8::basic::from_utf8(bytes).is_ok(),
+            Backend::Std | Backend::Simd => core::str::from_utf8(bytes).is_ok(),
         }
     }
 }
+
+/// From this many bytes on, [`Backend::Simd`] hands the bulk to `simdutf8`.
+pub const SIMD_FROM: usize = 64;
 
 /// Invalid UTF-8 was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
