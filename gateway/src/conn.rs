@@ -82,13 +82,25 @@ async fn serve_requests(mut stream: TcpStream, peer: SocketAddr, ctx: &Rc<Worker
             return;
         };
         if upgrade::is_websocket_request(&head) {
+            // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
+            buf = Vec::new();
+            debug_assert!(buf.capacity() == 0);
             serve_websocket(stream, peer, head, leftover, route, ctx).await;
             return;
         }
         let persist = match route.target {
             Target::Echo => serve_echo_http(&mut stream, &head).await,
             Target::Upstream(id) => {
-                match http_proxy::forward(&mut stream, peer, head, &mut leftover, id, ctx).await {
+                match Box::pin(http_proxy::forward(
+                    &mut stream,
+                    peer,
+                    head,
+                    &mut leftover,
+                    id,
+                    ctx,
+                ))
+                .await
+                {
                     Ok(persist) => persist,
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "http proxy failed");
@@ -127,12 +139,13 @@ async fn read_request_head<S: AsyncReadRent>(
             Ok(None) => {}
             Err(e) => return HeadRead::Reject(e.status(), e.to_string()),
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(
-                (limits.max_bytes + 1)
-                    .saturating_sub(buf.len())
-                    .clamp(1024, 16 * 1024),
-            );
+        if buf.len() == buf.capacity() {
+            // Start small (most heads are a few hundred bytes) and double up to the limit.
+            let grow = buf
+                .capacity()
+                .max(1024)
+                .min(limits.max_bytes + 1 - buf.len().min(limits.max_bytes));
+            buf.reserve_exact(grow.max(1));
         }
         let start = buf.len();
         let cap = buf.capacity();
@@ -231,17 +244,18 @@ async fn serve_websocket(
                 return;
             }
             tracing::debug!(%peer, "websocket echo session");
-            crate::echo::serve(
+            Box::pin(crate::echo::serve(
                 client,
                 early,
                 &route.websocket,
                 limits.close_timeout,
                 &ctx.buffers,
-            )
+            ))
             .await;
         }
         Target::Upstream(id) => {
-            let Some(opened) = open_upstream(&mut client, peer, &head, &upgrade, id, ctx).await
+            let Some(opened) =
+                Box::pin(open_upstream(&mut client, peer, &head, &upgrade, id, ctx)).await
             else {
                 return;
             };
@@ -264,17 +278,20 @@ async fn serve_websocket(
                 validate_utf8: ws.validate_utf8,
                 deflate: opened.negotiated.deflate,
             };
+            // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days).
+            drop(head);
+            drop(upgrade);
             let upstream_name = &ctx.config.upstreams[id.0].name;
             tracing::debug!(%peer, upstream = %upstream_name, server = opened.server, "websocket relay started");
             let started = Instant::now();
-            let outcome = relay(
+            let outcome = Box::pin(relay(
                 client,
                 opened.stream,
                 early,
                 opened.early,
                 &settings,
                 &ctx.buffers,
-            )
+            ))
             .await;
             drop(opened.guard);
             tracing::info!(

@@ -113,6 +113,10 @@ where
     };
     let client_side = Side::new(SideId::Client, client_write, now);
     let upstream_side = Side::new(SideId::Upstream, upstream_write, now);
+    tracing::trace!(
+        pair_bytes = std::mem::size_of_val(&pair) + 2 * std::mem::size_of_val(&client_side),
+        "relay state"
+    );
     let c2u = Leg {
         pair: &pair,
         src: &client_side,
@@ -125,6 +129,7 @@ where
         dst: &client_side,
     }
     .run(upstream_read, upstream_early);
+    tracing::trace!(leg_future_bytes = std::mem::size_of_val(&c2u), "relay leg");
     monoio::join!(c2u, u2c);
     let reason = pair
         .reason
@@ -266,6 +271,11 @@ impl<W: AsyncWriteRent> Side<W> {
         if self.pending_close.get().is_none() && self.pending_ping.get().is_none() {
             return;
         }
+        // Rare: boxed so the legs' futures (held by every idle connection) stay small.
+        Box::pin(self.write_pending(settings)).await;
+    }
+
+    async fn write_pending(&self, settings: &RelaySettings) {
         let Some(mut w) = self.writer.borrow_mut().take() else {
             return;
         };
@@ -340,7 +350,10 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         if !early.is_empty() {
             let mut buf = self.pair.pool.take();
             buf.extend_from_slice(&early);
+            drop(early);
             hold = self.process(buf, &mut decoder, &mut in_frame).await;
+        } else {
+            drop(early);
         }
         let mut parked = false;
         loop {
@@ -351,7 +364,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             let now = Instant::now();
             let deadline = self.deadline(now);
             if deadline <= now {
-                self.on_deadline(now).await;
+                Box::pin(self.on_deadline(now)).await;
                 continue;
             }
             let result = if parked && hold.is_none() {
@@ -376,6 +389,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
                 ReadResult::Nothing => {
                     // Parks if the hot read found nothing and the buffer went back to the pool.
                     parked = hold.is_none();
+                    tracing::trace!(side = self.src.id.name(), parked, "read found nothing");
                 }
                 ReadResult::Closed(err) => {
                     self.on_source_closed(err);
@@ -544,7 +558,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             self.wake_other();
         }
         if let Some(e) = failure {
-            self.on_violation(e, boundary.is_none()).await;
+            Box::pin(self.on_violation(e, boundary.is_none())).await;
             self.pair.pool.give(buf);
             return None;
         }

@@ -193,7 +193,12 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(crate::conn::serve(stream, peer, ctx.clone()));
+                let fut = crate::conn::serve(stream, peer, ctx.clone());
+                tracing::trace!(
+                    future_bytes = std::mem::size_of_val(&fut),
+                    "connection task"
+                );
+                monoio::spawn(fut);
             }
             Err(e) => {
                 // EMFILE and friends: log, back off briefly, keep accepting.
