@@ -184,6 +184,10 @@ struct Side<W> {
     mid_frame: Cell<bool>,
     pending_ping: Cell<Option<[u8; 8]>>,
     pending_close: Cell<Option<(u16, &'static str)>>,
+    /// This side broke the protocol: its Close (with this code) is sent once the other side has answered the
+    /// gateway's Close, so whatever the other side still sends back (e.g. the echo of frames forwarded before the
+    /// violation) reaches it first, as if it talked to the upstream directly.
+    deferred_close: Cell<Option<(u16, &'static str)>>,
     /// A Close was written to this side (forwarded or the gateway's own).
     close_sent: Cell<bool>,
     /// This side's Close was read (or the gateway stopped caring for its answer).
@@ -209,6 +213,7 @@ impl<W: AsyncWriteRent> Side<W> {
             mid_frame: Cell::new(false),
             pending_ping: Cell::new(None),
             pending_close: Cell::new(None),
+            deferred_close: Cell::new(None),
             close_sent: Cell::new(false),
             close_received: Cell::new(false),
             abandoned: Cell::new(false),
@@ -253,6 +258,13 @@ impl<W: AsyncWriteRent> Side<W> {
         let mut slot = self.canceller.borrow_mut();
         let old = std::mem::take(&mut *slot);
         *slot = old.cancel();
+    }
+
+    /// Turns a deferred Close into a queued one (the other side answered, failed, or time is up).
+    fn release_deferred_close(&self) {
+        if let Some((code, reason)) = self.deferred_close.take() {
+            self.queue_close(code, reason);
+        }
     }
 
     /// Queues a Close for this side unless one was already sent or it is gone.
@@ -522,6 +534,11 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
                     boundary = Some(pos);
                     if opcode == OpCode::Close {
                         saw_close = true;
+                        if self.dst.deferred_close.get().is_some() {
+                            // The destination broke the protocol; it gets the gateway's own Close instead.
+                            pos -= len;
+                            boundary = Some(pos);
+                        }
                         buf.truncate(pos);
                         break;
                     }
@@ -552,7 +569,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         }
         if saw_close {
             self.src.close_received.set(true);
-            self.dst.close_sent.set(true);
+            if self.dst.deferred_close.get().is_some() {
+                self.dst.release_deferred_close();
+                self.dst.flush_pending(self.pair.settings).await;
+            } else {
+                self.dst.close_sent.set(true);
+            }
             self.pair.start_closing(Instant::now());
             tracing::debug!(from = self.src.id.name(), "close frame relayed");
             self.wake_other();
@@ -634,6 +656,9 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         if let Some(closing) = self.pair.closing_deadline.get() {
             if now >= closing {
                 self.pair.note(|| "close handshake timed out".to_owned());
+                self.src.release_deferred_close();
+                self.dst.release_deferred_close();
+                self.flush_both().await;
                 self.stop_pair();
             }
             return;
@@ -674,17 +699,18 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         tracing::warn!(side = self.src.id.name(), code, error = %e, "protocol violation; closing");
         self.pair
             .note(|| format!("{} violated the protocol ({code}): {e}", self.src.id.name()));
-        // Its answer to our Close is not awaited.
+        // Nothing more is read from it, and its answer to our Close is not awaited.
         self.src.close_received.set(true);
-        self.src.queue_close(code, close_reason(code));
-        self.src.flush_pending(self.pair.settings).await;
-        if self.src.mid_frame.get() {
-            self.src.abandoned.set(true);
-        }
+        self.src
+            .deferred_close
+            .set(Some((code, close_reason(code))));
         if dst_mid_frame {
-            // The destination already has part of the offending frame: it can only be cut off.
+            // The destination already has part of the offending frame: it can only be cut off, and the
+            // offender's Close need not wait for it.
             self.dst.abandoned.set(true);
+            self.src.release_deferred_close();
         }
+        self.src.flush_pending(self.pair.settings).await;
         self.close_other(self.src.id.failure_code_for_other(), "peer protocol error")
             .await;
     }
@@ -701,6 +727,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         if src.close_received.get() || src.close_sent.get() {
             // A close handshake was under way; the TCP close is its normal end (or the peer's shortcut).
             src.abandoned.set(true);
+            self.dst.release_deferred_close();
             self.wake_other();
             return;
         }
@@ -715,6 +742,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             .note(|| format!("{} disconnected without closing", src.id.name()));
         src.abandoned.set(true);
         let code = src.id.failure_code_for_other();
+        self.dst.release_deferred_close();
         self.dst.queue_close(code, "peer disconnected");
         self.pair.start_closing(Instant::now());
         // Our own leg ends here; the other leg flushes the close when it can and then waits for the answer.
@@ -726,6 +754,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         tracing::info!(side = self.dst.id.name(), "{what}");
         self.pair.note(|| format!("{} {what}", self.dst.id.name()));
         self.dst.abandoned.set(true);
+        self.src.release_deferred_close();
         self.src
             .queue_close(self.dst.id.failure_code_for_other(), "peer disconnected");
         self.pair.start_closing(Instant::now());

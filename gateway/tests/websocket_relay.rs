@@ -898,3 +898,33 @@ fn client_dying_mid_frame_closes_the_upstream_connection() {
         "upstream connection left open"
     );
 }
+
+#[test]
+fn a_violation_after_valid_frames_lets_their_echo_through_before_the_close() {
+    // Autobahn 3.2-style: a valid message, then a frame with a reserved bit, in one write. The upstream echoes the
+    // valid message and answers the gateway's 1001; the client must see the echo first, then its 1002.
+    let Setup {
+        mut client,
+        mut up,
+        _keep,
+    } = setup(None, "", &[]);
+    let mut wire = encode(true, false, TEXT, b"Hello", Some([1, 2, 3, 4]));
+    wire.extend(encode(true, false, TEXT, b"bad", Some([1, 2, 3, 4])));
+    let second = wire.len() - 3 - 4 - 2;
+    wire[second] |= 0x20; // RSV2 on the second frame
+    client.send_raw(&wire);
+    let f = up.recv().expect("valid frame forwarded");
+    assert_eq!(f.payload, b"Hello");
+    let close = up.recv().expect("close to the upstream");
+    assert_eq!(close.close_code(), Some(1001));
+    up.send(true, TEXT, b"Hello");
+    up.send(true, CLOSE, &close.payload);
+    let echo = client.recv().expect("echo before the close");
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (TEXT, &b"Hello"[..])
+    );
+    let f = client.recv().expect("close to the client");
+    assert_eq!(f.close_code(), Some(1002), "{f:?}");
+    assert!(client.eof_within(Duration::from_secs(3)));
+}
