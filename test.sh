@@ -1,12 +1,34 @@
 #!/usr/bin/env bash
 # Ringway's whole test suite: the one command README.md names and .ci/run calls.
-# It installs what it needs (Python venv for the Autobahn case runner, cargo-fuzz) itself.
+# It installs what it needs itself (cargo-fuzz via cargo, a Python venv with kosoku for the Autobahn cases).
+#
+#   ./test.sh            everything
+#   SKIP_FUZZ=1 ./test.sh / SKIP_AUTOBAHN=1 ./test.sh   skip the slow external stages locally
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== cargo fmt --check"
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+
+step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "cargo test (unit, property and integration tests; both runtime drivers)"
 cargo test --workspace
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  step "fuzz smoke run (frame-simd: decoder, masking, UTF-8)"
+  FUZZ_SECONDS="${FUZZ_SECONDS:-15}" frame-simd/fuzz/smoke.sh
+fi
+
+if [ -z "${SKIP_AUTOBAHN:-}" ]; then
+  step "Autobahn TestSuite cases through the gateway vs directly (kosoku)"
+  autobahn/run.sh
+fi
+
+step "all stages passed"
