@@ -1,0 +1,107 @@
+//! The `ringway` command line: `ringway check` on the config crate's fixtures, and the README quick start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn fixtures(kind: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/tests/fixtures")
+        .join(kind)
+}
+
+#[test]
+fn check_accepts_every_valid_fixture_and_prints_a_summary() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures("valid")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(": OK"), "{stdout}");
+        assert!(stdout.contains("route"), "summary lists routes: {stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} valid fixtures found");
+}
+
+#[test]
+fn check_rejects_every_invalid_fixture_with_its_exact_message() {
+    let dir = fixtures("invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        let name = path.file_name().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .current_dir(&dir)
+            .arg("check")
+            .arg(name)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            expected.trim_end(),
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} invalid fixtures found");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["check", "/nonexistent/ringway.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ringway.yaml"));
+}
+
+#[test]
+fn the_quickstart_config_serves_the_builtin_echo() {
+    let quickstart =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/quickstart.yaml");
+    let yaml = std::fs::read_to_string(quickstart).unwrap();
+    assert!(yaml.contains("127.0.0.1:8080"), "README promises port 8080");
+    // Same file on an ephemeral port, so the test never collides with a running gateway.
+    let gw = Gateway::start(&yaml.replace("127.0.0.1:8080", "127.0.0.1:0"));
+    let mut ws = WsClient::connect(gw.addr, "/echo");
+    ws.send_text("hello ringway");
+    let f = ws.recv().expect("echo");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (TEXT, &b"hello ringway"[..])
+    );
+    ws.send(true, PING, b"p");
+    assert_eq!(ws.recv().expect("pong").opcode, PONG);
+    ws.send(true, CLOSE, &close_payload(1000, ""));
+    assert_eq!(ws.recv().expect("close").close_code(), Some(1000));
+    let head = http_request(
+        gw.addr,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&head), 200, "{head}");
+}
