@@ -52,11 +52,16 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) 
         return;
     }
     ctx.connections.set(ctx.connections.get() + 1);
-    let _slot = ConnectionSlot(ctx.clone());
-    serve_requests(stream, peer, &ctx).await;
+    let slot = ConnectionSlot(ctx.clone());
+    serve_requests(stream, peer, &ctx, slot).await;
 }
 
-async fn serve_requests(mut stream: TcpStream, peer: SocketAddr, ctx: &Rc<WorkerCtx>) {
+async fn serve_requests(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Rc<WorkerCtx>,
+    slot: ConnectionSlot,
+) {
     let limits = &ctx.config.limits;
     let head_limits = HeadLimits {
         max_bytes: limits.max_header_bytes,
@@ -85,7 +90,7 @@ async fn serve_requests(mut stream: TcpStream, peer: SocketAddr, ctx: &Rc<Worker
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
             buf = Vec::new();
             debug_assert!(buf.capacity() == 0);
-            serve_websocket(stream, peer, head, leftover, route, ctx).await;
+            serve_websocket(stream, peer, head, leftover, route, ctx, slot).await;
             return;
         }
         let persist = match route.target {
@@ -220,6 +225,7 @@ async fn serve_websocket(
     early: Vec<u8>,
     route: &Route,
     ctx: &Rc<WorkerCtx>,
+    slot: ConnectionSlot,
 ) {
     let upgrade = match upgrade::check(&head, &route.websocket) {
         Ok(u) => u,
@@ -278,31 +284,36 @@ async fn serve_websocket(
                 validate_utf8: ws.validate_utf8,
                 deflate: opened.negotiated.deflate,
             };
-            // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days).
+            // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days), so the
+            // relay becomes a task of its own and this connection task, with all its handshake state, ends.
             drop(head);
             drop(upgrade);
-            let upstream_name = &ctx.config.upstreams[id.0].name;
-            tracing::debug!(%peer, upstream = %upstream_name, server = opened.server, "websocket relay started");
-            let started = Instant::now();
-            let outcome = Box::pin(relay(
-                client,
-                opened.stream,
-                early,
-                opened.early,
-                &settings,
-                &ctx.buffers,
-            ))
-            .await;
-            drop(opened.guard);
-            tracing::info!(
-                %peer,
-                upstream = %upstream_name,
-                duration_ms = started.elapsed().as_millis() as u64,
-                bytes_in = outcome.bytes_client_to_upstream,
-                bytes_out = outcome.bytes_upstream_to_client,
-                "websocket closed: {}",
-                outcome.reason
-            );
+            tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
+            let ctx = ctx.clone();
+            monoio::spawn(async move {
+                let started = Instant::now();
+                let outcome = relay(
+                    client,
+                    opened.stream,
+                    early,
+                    opened.early,
+                    &settings,
+                    &ctx.buffers,
+                    &ctx.sweeper,
+                )
+                .await;
+                drop(opened.guard);
+                drop(slot);
+                tracing::info!(
+                    %peer,
+                    upstream = %ctx.config.upstreams[id.0].name,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    bytes_in = outcome.bytes_client_to_upstream,
+                    bytes_out = outcome.bytes_upstream_to_client,
+                    "websocket closed: {}",
+                    outcome.reason
+                );
+            });
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod http_proxy;
 pub mod relay;
 pub mod server;
+pub mod sweeper;
 pub mod upgrade;
 pub mod upstream;
 pub mod worker;

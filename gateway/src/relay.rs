@@ -17,7 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
-use std::pin::pin;
+use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,12 @@ use frame_simd::{
 };
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Split,
-    Splitable,
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent,
+    CancelableAsyncWriteRent, CancelableAsyncWriteRentExt, Canceller, Split, Splitable,
 };
 
 use crate::buffer_pool::BufferPool;
+use crate::sweeper::{Sweep, Sweeper};
 
 /// A read that sees no data this long gives its buffer back and parks on a one-byte read.
 pub const PARK_AFTER: Duration = Duration::from_millis(50);
@@ -93,17 +94,27 @@ pub async fn relay<C, U>(
     upstream_early: Vec<u8>,
     settings: &RelaySettings,
     pool: &BufferPool,
+    sweeper: &Rc<Sweeper>,
 ) -> RelayOutcome
 where
-    C: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent,
-    U: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent,
+    C: Split
+        + AsyncReadRent
+        + AsyncWriteRent
+        + CancelableAsyncReadRent
+        + CancelableAsyncWriteRent
+        + 'static,
+    U: Split
+        + AsyncReadRent
+        + AsyncWriteRent
+        + CancelableAsyncReadRent
+        + CancelableAsyncWriteRent
+        + 'static,
 {
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
     let now = Instant::now();
     let pair = Pair {
-        settings,
-        pool,
+        settings: settings.clone(),
         last_activity: Cell::new(now),
         closing_deadline: Cell::new(None),
         stop: Cell::new(false),
@@ -111,26 +122,30 @@ where
         bytes: [Cell::new(0), Cell::new(0)],
         ping_counter: Cell::new(0),
     };
-    let client_side = Side::new(SideId::Client, client_write, now);
-    let upstream_side = Side::new(SideId::Upstream, upstream_write, now);
-    tracing::trace!(
-        pair_bytes = std::mem::size_of_val(&pair) + 2 * std::mem::size_of_val(&client_side),
-        "relay state"
-    );
+    let shared = Rc::new(Shared {
+        pair,
+        client: Side::new(SideId::Client, client_write, now),
+        upstream: Side::new(SideId::Upstream, upstream_write, now),
+    });
+    let weak: Weak<dyn Sweep> = Rc::downgrade(&shared) as Weak<dyn Sweep>;
+    let registration = sweeper.register(weak);
     let c2u = Leg {
-        pair: &pair,
-        src: &client_side,
-        dst: &upstream_side,
+        pair: &shared.pair,
+        src: &shared.client,
+        dst: &shared.upstream,
+        pool,
     }
     .run(client_read, client_early);
     let u2c = Leg {
-        pair: &pair,
-        src: &upstream_side,
-        dst: &client_side,
+        pair: &shared.pair,
+        src: &shared.upstream,
+        dst: &shared.client,
+        pool,
     }
     .run(upstream_read, upstream_early);
-    tracing::trace!(leg_future_bytes = std::mem::size_of_val(&c2u), "relay leg");
     monoio::join!(c2u, u2c);
+    drop(registration);
+    let pair = &shared.pair;
     let reason = pair
         .reason
         .borrow_mut()
@@ -143,10 +158,23 @@ where
     }
 }
 
+/// Everything both legs of one proxied connection share; the worker's sweeper looks at it on every tick.
+struct Shared<CW, UW> {
+    pair: Pair,
+    client: Side<CW>,
+    upstream: Side<UW>,
+}
+
+impl<CW, UW> Sweep for Shared<CW, UW> {
+    fn sweep(&self, now: Instant) {
+        self.client.sweep(now, &self.pair.settings);
+        self.upstream.sweep(now, &self.pair.settings);
+    }
+}
+
 /// State shared by both legs of one proxied connection.
-struct Pair<'a> {
-    settings: &'a RelaySettings,
-    pool: &'a BufferPool,
+struct Pair {
+    settings: RelaySettings,
     /// Last data frame in either direction (the idle timer); the gateway's own pings do not count.
     last_activity: Cell<Instant>,
     /// Set when a close handshake starts: by then both sides must have finished.
@@ -158,7 +186,7 @@ struct Pair<'a> {
     ping_counter: Cell<u64>,
 }
 
-impl Pair<'_> {
+impl Pair {
     fn note(&self, reason: impl FnOnce() -> String) {
         let mut slot = self.reason.borrow_mut();
         if slot.is_none() {
@@ -202,6 +230,51 @@ struct Side<W> {
     rx_mid_frame: Cell<bool>,
     /// Cancels this side's pending read (to park it, or to wake its leg when the other leg changes state).
     canceller: RefCell<Canceller>,
+    /// Since when a read with a pooled buffer has been pending (the sweeper parks it after [`PARK_AFTER`]).
+    read_since: Cell<Option<Instant>>,
+    /// When the leg reading this side must act even without input (the sweeper wakes it).
+    wake_at: Cell<Option<Instant>>,
+    /// Since when a write to this side has been pending (cancelled past the idle timeout).
+    write_since: Cell<Option<Instant>>,
+    write_canceller: RefCell<Canceller>,
+}
+
+impl<W> Side<W> {
+    /// One sweeper tick: wake the leg reading this side if it should park or act, cancel a stalled write.
+    fn sweep(&self, now: Instant, settings: &RelaySettings) {
+        let park = self
+            .read_since
+            .get()
+            .is_some_and(|since| now >= since + PARK_AFTER);
+        let due = self.wake_at.get().is_some_and(|at| now >= at);
+        if park || due {
+            self.read_since.set(None);
+            self.wake_at.set(None);
+            self.wake_reader();
+        }
+        if self
+            .write_since
+            .get()
+            .is_some_and(|since| now >= since + settings.idle_timeout)
+        {
+            self.write_since.set(None);
+            self.cancel_write();
+        }
+    }
+
+    /// Wakes the leg reading this side (its pending read returns `ECANCELED`).
+    fn wake_reader(&self) {
+        let mut slot = self.canceller.borrow_mut();
+        let old = std::mem::take(&mut *slot);
+        *slot = old.cancel();
+    }
+
+    /// Cancels a pending write to this side.
+    fn cancel_write(&self) {
+        let mut slot = self.write_canceller.borrow_mut();
+        let old = std::mem::take(&mut *slot);
+        *slot = old.cancel();
+    }
 }
 
 impl<W: AsyncWriteRent> Side<W> {
@@ -222,6 +295,10 @@ impl<W: AsyncWriteRent> Side<W> {
             pong_deadline: Cell::new(None),
             rx_mid_frame: Cell::new(false),
             canceller: RefCell::new(Canceller::new()),
+            read_since: Cell::new(None),
+            wake_at: Cell::new(None),
+            write_since: Cell::new(None),
+            write_canceller: RefCell::new(Canceller::new()),
         }
     }
 
@@ -251,13 +328,6 @@ impl<W: AsyncWriteRent> Side<W> {
         if let Some(waker) = self.writer_waiter.take() {
             waker.wake();
         }
-    }
-
-    /// Wakes the leg reading this side (its pending read returns `ECANCELED`).
-    fn wake_reader(&self) {
-        let mut slot = self.canceller.borrow_mut();
-        let old = std::mem::take(&mut *slot);
-        *slot = old.cancel();
     }
 
     /// Turns a deferred Close into a queued one (the other side answered, failed, or time is up).
@@ -323,8 +393,9 @@ impl<W: AsyncWriteRent> Side<W> {
 }
 
 /// One direction of the relay: reads `src`, writes to `dst`.
-struct Leg<'p, 'a, S, D> {
-    pair: &'p Pair<'a>,
+struct Leg<'p, S, D> {
+    pair: &'p Pair,
+    pool: &'p BufferPool,
     src: &'p Side<S>,
     dst: &'p Side<D>,
 }
@@ -338,9 +409,9 @@ enum ReadResult {
     Nothing,
 }
 
-impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
+impl<S: AsyncWriteRent, D: AsyncWriteRent + CancelableAsyncWriteRent> Leg<'_, S, D> {
     async fn run<R: CancelableAsyncReadRent>(self, mut reader: R, early: Vec<u8>) {
-        let settings = self.pair.settings;
+        let settings = &self.pair.settings;
         let mut decoder = FrameDecoder::new(DecoderConfig {
             peer: match self.src.id {
                 SideId::Client => Role::Client,
@@ -360,7 +431,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         // Unprocessed bytes carried to the next read (a partial header or control frame), or early bytes.
         let mut hold: Option<Vec<u8>> = None;
         if !early.is_empty() {
-            let mut buf = self.pair.pool.take();
+            let mut buf = self.pool.take();
             buf.extend_from_slice(&early);
             drop(early);
             hold = self.process(buf, &mut decoder, &mut in_frame).await;
@@ -382,7 +453,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             let result = if parked && hold.is_none() {
                 self.read_parked(&mut reader, deadline).await
             } else {
-                let buf = hold.take().unwrap_or_else(|| self.pair.pool.take());
+                let buf = hold.take().unwrap_or_else(|| self.pool.take());
                 self.read_hot(&mut reader, buf, deadline, &mut hold).await
             };
             match result {
@@ -393,7 +464,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
                     self.src.pong_deadline.set(None);
                     if self.src.close_received.get() {
                         // Anything after the peer's Close is ignored (RFC 6455 §5.5.1).
-                        self.pair.pool.give(buf);
+                        self.pool.give(buf);
                         continue;
                     }
                     hold = self.process(buf, &mut decoder, &mut in_frame).await;
@@ -413,7 +484,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             self.flush_both().await;
         }
         if let Some(buf) = hold {
-            self.pair.pool.give(buf);
+            self.pool.give(buf);
         }
         self.flush_both().await;
         self.check_done();
@@ -430,34 +501,29 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         let start = buf.len();
         let cap = buf.capacity();
         let handle = self.src.canceller.borrow().handle();
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(PARK_AFTER);
-        let mut read = pin!(reader.cancelable_read(buf.slice_mut(start..cap), handle));
-        let (res, slice) = match monoio::time::timeout(wait, &mut read).await {
-            Ok(done) => done,
-            Err(_) => {
-                self.src.wake_reader();
-                read.await
-            }
-        };
+        self.src.wake_at.set(Some(deadline));
+        self.src.read_since.set(Some(Instant::now()));
+        let (res, slice) = reader
+            .cancelable_read(buf.slice_mut(start..cap), handle)
+            .await;
+        self.src.read_since.set(None);
         let buf = slice.into_inner();
         match res {
             Ok(0) => {
-                self.pair.pool.give(buf);
+                self.pool.give(buf);
                 ReadResult::Closed(None)
             }
             Ok(_) => ReadResult::Data(buf),
             Err(e) if is_cancelled(&e) => {
                 if buf.is_empty() {
-                    self.pair.pool.give(buf);
+                    self.pool.give(buf);
                 } else {
                     *hold = Some(buf);
                 }
                 ReadResult::Nothing
             }
             Err(e) => {
-                self.pair.pool.give(buf);
+                self.pool.give(buf);
                 ReadResult::Closed(Some(e))
             }
         }
@@ -470,19 +536,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         deadline: Instant,
     ) -> ReadResult {
         let handle = self.src.canceller.borrow().handle();
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let mut read = pin!(reader.cancelable_read(Box::new([0u8; 1]), handle));
-        let (res, byte) = match monoio::time::timeout(wait, &mut read).await {
-            Ok(done) => done,
-            Err(_) => {
-                self.src.wake_reader();
-                read.await
-            }
-        };
+        self.src.wake_at.set(Some(deadline));
+        let (res, byte) = reader.cancelable_read(Box::new([0u8; 1]), handle).await;
         match res {
             Ok(0) => ReadResult::Closed(None),
             Ok(_) => {
-                let mut buf = self.pair.pool.take();
+                let mut buf = self.pool.take();
                 buf.push(byte[0]);
                 ReadResult::Data(buf)
             }
@@ -571,7 +630,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             self.src.close_received.set(true);
             if self.dst.deferred_close.get().is_some() {
                 self.dst.release_deferred_close();
-                self.dst.flush_pending(self.pair.settings).await;
+                self.dst.flush_pending(&self.pair.settings).await;
             } else {
                 self.dst.close_sent.set(true);
             }
@@ -581,7 +640,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         }
         if let Some(e) = failure {
             Box::pin(self.on_violation(e, boundary.is_none())).await;
-            self.pair.pool.give(buf);
+            self.pool.give(buf);
             return None;
         }
         if pos < buf.len() {
@@ -589,7 +648,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             buf.truncate(buf.len() - pos);
             Some(buf)
         } else {
-            self.pair.pool.give(buf);
+            self.pool.give(buf);
             None
         }
     }
@@ -598,23 +657,25 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     /// then back in the pool and the pair is closing).
     async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
         let mut w = self.dst.take_writer().await;
-        let write = w.write_all(buf.slice(..end));
-        let result = monoio::time::timeout(self.pair.settings.idle_timeout, write).await;
+        let handle = self.dst.write_canceller.borrow().handle();
+        self.dst.write_since.set(Some(Instant::now()));
+        let result = CancelableAsyncWriteRentExt::write_all(&mut w, buf.slice(..end), handle).await;
+        self.dst.write_since.set(None);
         self.dst.put_writer(w);
         match result {
-            Ok((Ok(_), slice)) => {
+            (Ok(_), slice) => {
                 let index = usize::from(self.src.id == SideId::Upstream);
                 self.pair.bytes[index].set(self.pair.bytes[index].get() + end as u64);
                 self.dst.mid_frame.set(mid_frame);
                 Some(slice.into_inner())
             }
-            Ok((Err(e), slice)) => {
-                self.pair.pool.give(slice.into_inner());
-                self.on_destination_failed(&format!("write failed: {e}"));
-                None
-            }
-            Err(_) => {
-                self.on_destination_failed("write stalled past the idle timeout");
+            (Err(e), slice) => {
+                self.pool.give(slice.into_inner());
+                if is_cancelled(&e) {
+                    self.on_destination_failed("write stalled past the idle timeout");
+                } else {
+                    self.on_destination_failed(&format!("write failed: {e}"));
+                }
                 None
             }
         }
@@ -632,7 +693,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
 
     /// The earliest moment this leg must act without input.
     fn deadline(&self, now: Instant) -> Instant {
-        let s = self.pair.settings;
+        let s = &self.pair.settings;
         let far = now + Duration::from_secs(3600);
         let mut deadline = self.pair.last_activity.get() + s.idle_timeout;
         if let Some(closing) = self.pair.closing_deadline.get() {
@@ -652,7 +713,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     }
 
     async fn on_deadline(&self, now: Instant) {
-        let s = self.pair.settings;
+        let s = &self.pair.settings;
         if let Some(closing) = self.pair.closing_deadline.get() {
             if now >= closing {
                 self.pair.note(|| "close handshake timed out".to_owned());
@@ -710,15 +771,15 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
             self.dst.abandoned.set(true);
             self.src.release_deferred_close();
         }
-        self.src.flush_pending(self.pair.settings).await;
+        self.src.flush_pending(&self.pair.settings).await;
         self.close_other(self.src.id.failure_code_for_other(), "peer protocol error")
             .await;
     }
 
     /// Writes what either side still has queued (each only if its stream is between frames).
     async fn flush_both(&self) {
-        self.dst.flush_pending(self.pair.settings).await;
-        self.src.flush_pending(self.pair.settings).await;
+        self.dst.flush_pending(&self.pair.settings).await;
+        self.src.flush_pending(&self.pair.settings).await;
     }
 
     /// The source closed its TCP stream or failed.
@@ -766,7 +827,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
     async fn close_other(&self, code: u16, reason: &'static str) {
         self.dst.queue_close(code, reason);
         self.pair.start_closing(Instant::now());
-        self.dst.flush_pending(self.pair.settings).await;
+        self.dst.flush_pending(&self.pair.settings).await;
         self.wake_other();
     }
 
@@ -781,8 +842,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         self.src.queue_close(src_code, src_reason);
         self.dst.queue_close(dst_code, dst_reason);
         self.pair.start_closing(Instant::now());
-        self.src.flush_pending(self.pair.settings).await;
-        self.dst.flush_pending(self.pair.settings).await;
+        self.src.flush_pending(&self.pair.settings).await;
+        self.dst.flush_pending(&self.pair.settings).await;
         self.wake_other();
     }
 
@@ -800,6 +861,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, '_, S, D> {
         self.pair.stop.set(true);
         self.src.wake_reader();
         self.dst.wake_reader();
+        self.src.cancel_write();
+        self.dst.cancel_write();
     }
 }
 

@@ -172,6 +172,7 @@ async fn worker_main(
     listeners: Vec<std::net::TcpListener>,
 ) {
     let ctx = Rc::new(WorkerCtx::new(id, workers, config));
+    monoio::spawn(ctx.sweeper.clone().run());
     let mut accept_loops = Vec::new();
     for std_listener in listeners {
         let listener = match monoio::net::TcpListener::from_std(std_listener) {

@@ -9,6 +9,7 @@ use ringway_config::Config;
 use crate::balancer::Balancer;
 use crate::buffer_pool::BufferPool;
 use crate::http_proxy::UpstreamPool;
+use crate::sweeper::Sweeper;
 
 /// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
 pub const IO_BUFFER_SIZE: usize = 32 * 1024;
@@ -22,6 +23,8 @@ pub struct WorkerCtx {
     /// Idle keep-alive connections to upstreams for plain HTTP requests.
     pub http_pool: UpstreamPool,
     pub buffers: BufferPool,
+    /// The coarse timer of this worker's relays.
+    pub sweeper: Rc<Sweeper>,
     /// Open client connections on this worker.
     pub connections: Cell<usize>,
     /// This worker's share of `limits.max_connections`.
@@ -46,6 +49,7 @@ impl WorkerCtx {
             balancers,
             http_pool: UpstreamPool::new(),
             buffers: BufferPool::new(IO_BUFFER_SIZE, 256),
+            sweeper: Sweeper::new(),
             connections: Cell::new(0),
             max_connections,
             config,

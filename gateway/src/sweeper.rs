@@ -1,0 +1,130 @@
+//! A per-worker coarse timer for relays.
+//!
+//! Owns: one periodic tick per worker that looks at every live relay and wakes the legs that must act: a read that
+//! has waited [`crate::relay::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
+//! (keepalive, idle, close timeouts), a write stalled past the idle timeout. One timer per worker instead of one
+//! per leg keeps each idle connection small (a monoio timer entry is 640 bytes) and the hot path free of timer
+//! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the sweeper looks at the relays.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Something the sweeper looks at on every tick.
+pub trait Sweep {
+    fn sweep(&self, now: Instant);
+}
+
+/// The registry of live relays of one worker.
+#[derive(Default)]
+pub struct Sweeper {
+    entries: RefCell<Vec<Option<Weak<dyn Sweep>>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+/// Unregisters its entry when dropped.
+pub struct Registration {
+    sweeper: Rc<Sweeper>,
+    index: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(slot) = self.sweeper.entries.borrow_mut().get_mut(self.index) {
+            *slot = None;
+            self.sweeper.free.borrow_mut().push(self.index);
+        }
+    }
+}
+
+impl Sweeper {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self::default())
+    }
+
+    /// Registers `item` until the returned registration is dropped.
+    pub fn register(self: &Rc<Self>, item: Weak<dyn Sweep>) -> Registration {
+        let index = match self.free.borrow_mut().pop() {
+            Some(i) => {
+                self.entries.borrow_mut()[i] = Some(item);
+                i
+            }
+            None => {
+                let mut entries = self.entries.borrow_mut();
+                entries.push(Some(item));
+                entries.len() - 1
+            }
+        };
+        Registration {
+            sweeper: self.clone(),
+            index,
+        }
+    }
+
+    /// Live registrations.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().iter().filter(|e| e.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Looks at every registered item once.
+    pub fn sweep(&self, now: Instant) {
+        // Items only wake tasks here; none registers or unregisters during the walk.
+        let entries = self.entries.borrow();
+        for item in entries.iter().flatten() {
+            if let Some(item) = item.upgrade() {
+                item.sweep(now);
+            }
+        }
+    }
+
+    /// Ticks forever (spawned once per worker).
+    pub async fn run(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(TICK).await;
+            self.sweep(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    struct Counter(Cell<usize>);
+
+    impl Sweep for Counter {
+        fn sweep(&self, _now: Instant) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn sweeps_registered_items_until_they_unregister() {
+        let sweeper = Sweeper::new();
+        let a = Rc::new(Counter(Cell::new(0)));
+        let b = Rc::new(Counter(Cell::new(0)));
+        let weak_a: Weak<dyn Sweep> = Rc::downgrade(&a) as Weak<dyn Sweep>;
+        let reg_a = sweeper.register(weak_a);
+        let weak_b: Weak<dyn Sweep> = Rc::downgrade(&b) as Weak<dyn Sweep>;
+        let _reg_b = sweeper.register(weak_b);
+        sweeper.sweep(Instant::now());
+        drop(reg_a);
+        sweeper.sweep(Instant::now());
+        assert_eq!((a.0.get(), b.0.get()), (1, 2));
+        assert_eq!(sweeper.len(), 1);
+        // The freed slot is reused.
+        let c = Rc::new(Counter(Cell::new(0)));
+        let weak_c: Weak<dyn Sweep> = Rc::downgrade(&c) as Weak<dyn Sweep>;
+        let reg_c = sweeper.register(weak_c);
+        assert_eq!(reg_c.index, 0);
+    }
+}
