@@ -5,18 +5,21 @@
 #
 # Usage: bench/micro.sh [extra criterion args, e.g. a filter like 'mask/']
 # Env:   CARGO_TARGET_DIR (default: <repo>/target), CRITERION_HOME (default: $CARGO_TARGET_DIR/criterion),
-#        MICRO_ARGS (default: "--warm-up-time 1 --measurement-time 2").
+#        MICRO_ARGS (default: "--warm-up-time 1 --measurement-time 2"),
+#        MICRO_REPORT_ONLY=1 to print the tables of the last run without running anything.
+# Figures are criterion's median time per iteration (robust to other processes' noise).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 export CRITERION_HOME="${CRITERION_HOME:-$target/criterion}"
-# Only this run's results go into the tables.
-rm -rf "$CRITERION_HOME/mask" "$CRITERION_HOME/utf8" "$CRITERION_HOME/header"
-
-# shellcheck disable=SC2086
-cargo bench -p ringway-bench --bench mask --bench utf8 --bench header -- \
-  ${MICRO_ARGS:---warm-up-time 1 --measurement-time 2} "$@" >&2
+if [ -z "${MICRO_REPORT_ONLY:-}" ]; then
+  # Only this run's results go into the tables.
+  rm -rf "$CRITERION_HOME/mask" "$CRITERION_HOME/utf8" "$CRITERION_HOME/header"
+  # shellcheck disable=SC2086
+  cargo bench -p ringway-bench --bench mask --bench utf8 --bench header -- \
+    ${MICRO_ARGS:---warm-up-time 1 --measurement-time 2} "$@" >&2
+fi
 
 python3 - "$CRITERION_HOME" <<'PY'
 import json, os, sys
@@ -29,7 +32,7 @@ for dirpath, _, files in os.walk(home):
     with open(os.path.join(dirpath, "benchmark.json")) as f:
         bench = json.load(f)
     with open(os.path.join(dirpath, "estimates.json")) as f:
-        ns = json.load(f)["mean"]["point_estimate"]
+        ns = json.load(f)["median"]["point_estimate"]
     group = bench["group_id"]
     value = bench.get("value_str") or ""
     rows.setdefault(group, {}).setdefault(value, {})[bench["function_id"]] = (ns, bench.get("throughput") or {})
@@ -52,7 +55,7 @@ def table(group, baseline, order, extra=None):
     funcs = [f for f in order if any(f in d for d in data.values())]
     funcs += sorted({f for d in data.values() for f in d} - set(funcs))
     head = ["size"] + funcs + ([extra[0]] if extra else [])
-    print(f"\n### {group}: GB/s (ratio to {baseline})\n")
+    print(f"\n### {group}: GB/s, median (ratio to {baseline})\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for value in sorted(data, key=lambda v: (isinstance(size_key(v), str), size_key(v))):

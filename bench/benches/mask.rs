@@ -14,7 +14,15 @@ fn masking(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         let label = size_label(size);
         let mut buf = pattern(size);
-        for level in Level::all_available() {
+        // The portable loops are called directly (inlinable, like the dispatched entry point);
+        // the SIMD kernels are out-of-line `#[target_feature]` functions in any case.
+        group.bench_with_input(BenchmarkId::new("scalar", &label), &size, |b, _| {
+            b.iter(|| mask::scalar::apply_mask(black_box(&mut buf), KEY, 1))
+        });
+        group.bench_with_input(BenchmarkId::new("word", &label), &size, |b, _| {
+            b.iter(|| mask::word::apply_mask(black_box(&mut buf), KEY, 1))
+        });
+        for level in Level::all_available().filter(|l| *l > Level::Word) {
             group.bench_with_input(BenchmarkId::new(level.name(), &label), &size, |b, _| {
                 b.iter(|| mask::apply_mask_with(level, black_box(&mut buf), KEY, 1).unwrap())
             });

@@ -5,7 +5,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Level, rotate_key, scalar, word};
+use super::{Level, rotate_key, word};
 
 /// Masks with the level chosen by [`Level::dispatched`].
 #[inline]
@@ -29,14 +29,6 @@ pub fn apply_mask_neon(buf: &mut [u8], key: [u8; 4], offset: usize) -> Option<()
 
 #[target_feature(enable = "neon")]
 unsafe fn mask_neon(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    if buf.len() < 16 {
-        if buf.len() < super::SCALAR_BELOW {
-            scalar::apply_mask(buf, key, offset);
-        } else {
-            word::apply_mask(buf, key, offset);
-        }
-        return;
-    }
     let k = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_ne_bytes(rotate_key(key, offset))));
     let (blocks, rest) = buf.as_chunks_mut::<64>();
     for block in blocks {
@@ -59,9 +51,6 @@ unsafe fn mask_neon(buf: &mut [u8], key: [u8; 4], offset: usize) {
         // SAFETY: `p` points to 16 writable bytes; unaligned access is allowed.
         unsafe { vst1q_u8(p, veorq_u8(vld1q_u8(p), k)) };
     }
-    if tail.len() < super::SCALAR_BELOW {
-        scalar::apply_mask(tail, key, offset);
-    } else {
-        word::apply_mask(tail, key, offset);
-    }
+    // Whole vectors keep the key phase: the tail starts at the same phase as `buf`.
+    word::mask_rotated(tail, rotate_key(key, offset));
 }

@@ -5,8 +5,8 @@
 //! kernel handles any length, any alignment and any key phase (`offset`), so a payload split across
 //! reads is masked chunk by chunk with the running payload position as `offset`.
 //!
-//! Buffers shorter than 8 bytes take the byte-wise path and buffers shorter than [`SIMD_FROM`] the
-//! word loop: below that a vector setup and the dispatch cost more than they save.
+//! Buffers shorter than [`SIMD_FROM`] take the inline word loop (under 8 bytes that is one u32 step
+//! and single bytes): below that, the out-of-line SIMD call costs more than it saves.
 
 pub mod scalar;
 pub mod word;
@@ -21,9 +21,6 @@ pub mod aarch64;
 
 pub use crate::simd::Level;
 
-/// Below this many bytes every entry point uses the byte-wise loop.
-pub const SCALAR_BELOW: usize = 8;
-
 /// From this many bytes on, [`apply_mask`] dispatches to a SIMD kernel; below, it runs the word
 /// loop inline. The word loop is itself auto-vectorized to 128-bit SSE2/NEON by the compiler and,
 /// inlined, keeps the key in a register, while a SIMD kernel is an out-of-line `#[target_feature]`
@@ -36,9 +33,8 @@ pub const SIMD_FROM: usize = 1024;
 /// `offset` (only `offset % 4` matters). Uses the best kernel this CPU has ([`Level::dispatched`]).
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    if buf.len() < SCALAR_BELOW {
-        scalar::apply_mask(buf, key, offset);
-    } else if buf.len() < SIMD_FROM {
+    // Under 8 bytes the word loop is a u32 step plus single bytes: scalar code, no vector setup.
+    if buf.len() < SIMD_FROM {
         word::apply_mask(buf, key, offset);
     } else {
         dispatch(buf, key, offset);

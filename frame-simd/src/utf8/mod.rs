@@ -259,6 +259,27 @@ mod tests {
         }
     }
 
+    /// Long inputs reach simdutf8 (short ones use std): corrupt every position of a mixed text
+    /// and compare with std, whole and split.
+    #[test]
+    fn simd_bulk_path_matches_std_on_long_corrupted_text() {
+        let text = "Grüße Привет 日本語 🎉 plain ascii run "
+            .repeat(6)
+            .into_bytes();
+        assert!(text.len() > 2 * SIMD_FROM);
+        for at in 0..text.len() {
+            for bad in [0xFFu8, 0x80, 0xED, b'a'] {
+                let mut input = text.clone();
+                input[at] = bad;
+                let expected = core::str::from_utf8(&input).is_ok();
+                for cuts in [&[][..], &[at][..], &[at / 2, at + 1][..]] {
+                    let got = validate_split(Backend::Simd, &input, cuts);
+                    assert_eq!(got.is_ok(), expected, "at {at} byte {bad:#x} cuts {cuts:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn truncated_code_point_fails_only_at_finish() {
         let mut v = Utf8Validator::new();
