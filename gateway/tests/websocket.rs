@@ -619,3 +619,36 @@ fn a_dead_or_broken_server_is_skipped_for_the_next_one() {
     assert_eq!(bad.received().len(), 1, "the broken server was tried first");
     assert_eq!(good2.received().len(), 1);
 }
+
+#[test]
+fn chunked_upstream_refusal_is_relayed_whole_and_the_client_closed_at_its_end() {
+    // The upstream answers 403 with a chunked body and keeps its connection open: the gateway must stop at the
+    // terminating chunk, not wait for the upstream to close.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = read_head(&mut s);
+        let answer = "HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nnot you\r\n2\r\n!\n\r\n0\r\n\r\n";
+        std::io::Write::write_all(&mut s, answer.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+    });
+    let gw = gateway(&with_limits(
+        &config_for(&[addr], ""),
+        &["handshake_timeout: 10s"],
+    ));
+    let started = std::time::Instant::now();
+    let (head, got) = http_exchange(gw.addr, &upgrade_request("/", &gw.addr.to_string(), ""));
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert_eq!(header_of(&head, "transfer-encoding"), Some("chunked"));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "7\r\nnot you\r\n2\r\n!\n\r\n0\r\n\r\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed at the end of the body, took {:?}",
+        started.elapsed()
+    );
+    upstream.join().unwrap();
+}
