@@ -17,8 +17,7 @@ use frame_simd::{
     Decoded, DecoderConfig, FrameDecoder, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role,
     Rsv, encode_close_payload, parse_close_payload,
 };
-use monoio::buf::IoBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::handshake::{self, ServerDecision};
@@ -166,48 +165,120 @@ async fn serve(mut stream: TcpStream, cfg: Rc<EchoConfig>) {
     handshake::write_switching_protocols(&mut out, &accept, protocol.as_deref());
     input.drain(..head_len);
     let mut session = EchoSession::new(&cfg, out);
-    // 2. Echo. Frames that arrived with the upgrade request are processed before the first read.
-    loop {
-        let consumed = session.process(&mut input);
-        input.drain(..consumed);
-        let n = session.ready_len();
-        if n > 0 {
-            let (res, slice) = stream.write_all(session.take_out().slice(..n)).await;
-            session.put_back(slice.into_inner(), n);
+    // 2. Echo: a reader and a writer run side by side on the two halves of the socket, so a
+    // client that sends a huge message (or many) before reading never deadlocks against us.
+    // Everything one read produces goes out in one write (or fewer, when writes lag).
+    let (mut rd, mut wr) = stream.into_split();
+    let pipe = Pipe::default();
+    let reader = async {
+        let mut input = input;
+        loop {
+            let consumed = session.process(&mut input);
+            input.drain(..consumed);
+            session.move_ready_into(&mut pipe.pending.borrow_mut());
+            pipe.writer.notify();
+            if session.is_done() {
+                break;
+            }
+            // Backpressure: a client that never reads cannot make us buffer without bound.
+            pipe.reader
+                .wait_until(|| pipe.pending.borrow().len() <= MAX_PENDING || pipe.failed.get())
+                .await;
+            if pipe.failed.get() {
+                break;
+            }
+            let spare = input.capacity() - input.len();
+            let (res, buf) = net::read_more(&mut rd, input).await;
+            input = buf;
+            match res {
+                Ok(0) | Err(_) => break,
+                // A read that filled the buffer: a busy connection gets the large one.
+                Ok(n) if n == spare && input.capacity() < READ_BUF => {
+                    input.reserve(READ_BUF - input.len());
+                }
+                Ok(_) => {}
+            }
+        }
+        pipe.closed.set(true);
+        pipe.writer.notify();
+        if session.is_done() {
+            // Our Close is going out: read and discard until the client closes too (bounded).
+            // Dropping a socket with unread input makes the kernel send a RST, which can destroy
+            // the Close frame before the client reads it.
+            let deadline = monoio::time::Instant::now() + LINGER;
+            loop {
+                input.clear();
+                match monoio::time::timeout_at(deadline, net::read_more(&mut rd, input)).await {
+                    Ok((Ok(n), b)) if n > 0 => input = b,
+                    _ => break,
+                }
+            }
+        }
+    };
+    let writer = async {
+        let mut spare: Vec<u8> = Vec::with_capacity(512);
+        loop {
+            pipe.writer
+                .wait_until(|| !pipe.pending.borrow().is_empty() || pipe.closed.get())
+                .await;
+            if pipe.pending.borrow().is_empty() {
+                break;
+            }
+            std::mem::swap(&mut spare, &mut *pipe.pending.borrow_mut());
+            let (res, buf) = wr.write_all(spare).await;
+            spare = buf;
+            spare.clear();
+            pipe.reader.notify();
             if res.is_err() {
+                pipe.failed.set(true);
                 return;
             }
         }
-        if session.is_done() {
-            linger_close(stream, input).await;
-            return;
-        }
-        let spare = input.capacity() - input.len();
-        let (res, buf) = net::read_more(&mut stream, input).await;
-        input = buf;
-        match res {
-            Ok(0) | Err(_) => return,
-            // A read that filled the buffer: this is a busy connection, give it the large one.
-            Ok(n) if n == spare && input.capacity() < READ_BUF => {
-                input.reserve(READ_BUF - input.len());
-            }
-            Ok(_) => {}
-        }
-    }
+        // Everything (our Close included) is out: half-close.
+        let _ = wr.shutdown().await;
+    };
+    monoio::join!(reader, writer);
 }
 
-/// Ends a connection after our Close went out: half-close, then read and discard until the client
-/// closes too (bounded by [`LINGER`]). Dropping a socket with unread input makes the kernel send a
-/// RST, which can destroy the Close frame before the client reads it.
-async fn linger_close(mut stream: TcpStream, mut buf: Vec<u8>) {
-    let _ = stream.shutdown().await;
-    let deadline = monoio::time::Instant::now() + LINGER;
-    loop {
-        buf.clear();
-        match monoio::time::timeout_at(deadline, net::read_more(&mut stream, buf)).await {
-            Ok((Ok(n), b)) if n > 0 => buf = b,
-            _ => return,
+/// Most echo bytes waiting for the writer before the reader stops reading.
+const MAX_PENDING: usize = 64 << 20;
+
+/// What the reader and the writer of one connection share (same thread, same task).
+#[derive(Default)]
+struct Pipe {
+    /// Whole frames ready to be written.
+    pending: std::cell::RefCell<Vec<u8>>,
+    /// The reader has stopped (client gone, or our Close is in `pending`).
+    closed: std::cell::Cell<bool>,
+    /// A write failed: the client is gone.
+    failed: std::cell::Cell<bool>,
+    /// Wakes the writer (data or close).
+    writer: Signal,
+    /// Wakes the reader (pending drained).
+    reader: Signal,
+}
+
+/// A single-waiter wake-up between two futures of the same task.
+#[derive(Default)]
+struct Signal(std::cell::Cell<Option<std::task::Waker>>);
+
+impl Signal {
+    fn notify(&self) {
+        if let Some(waker) = self.0.take() {
+            waker.wake();
         }
+    }
+
+    async fn wait_until(&self, ready: impl Fn() -> bool) {
+        std::future::poll_fn(|cx| {
+            if ready() {
+                std::task::Poll::Ready(())
+            } else {
+                self.0.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 }
 
@@ -338,6 +409,22 @@ impl EchoSession {
     /// Whether the connection is finished (after writing the ready bytes, close it).
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Moves the ready bytes to the end of `dst` (swapping buffers instead of copying when it
+    /// can, so the steady state allocates nothing).
+    pub fn move_ready_into(&mut self, dst: &mut Vec<u8>) {
+        if self.committed == 0 {
+            return;
+        }
+        if dst.is_empty() && self.committed == self.out.len() {
+            std::mem::swap(dst, &mut self.out);
+            self.out.clear();
+        } else {
+            dst.extend_from_slice(&self.out[..self.committed]);
+            self.out.drain(..self.committed);
+        }
+        self.committed = 0;
     }
 
     /// Takes the output buffer for an owned-buffer write of `..ready_len()`.

@@ -421,6 +421,32 @@ fn echoes_split_across_reads_are_reassembled() {
     }
 }
 
+#[test]
+fn echo_keeps_reading_while_the_client_is_still_sending() {
+    // Autobahn 9.2.6: a client that writes a 16 MiB message before reading anything. An echo that
+    // blocks on writing its reply before reading more deadlocks with it.
+    let echo = EchoProcess::start();
+    let mut s = upgraded_client(echo.addr);
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let len = 16usize << 20;
+    let mut frame = vec![0x82, 0xff];
+    frame.extend_from_slice(&(len as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]); // mask key 0: payload as is
+    frame.resize(frame.len() + len, 0x5a);
+    s.write_all(&frame).unwrap();
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[..2], [0x82, 0x7f]);
+    assert_eq!(
+        u64::from_be_bytes(head[2..].try_into().unwrap()),
+        len as u64
+    );
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    assert!(payload.iter().all(|&b| b == 0x5a));
+}
+
 /// Frames a test client sends: masked, key 0 would be legal but a real key exercises unmasking.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
