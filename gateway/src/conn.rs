@@ -291,7 +291,7 @@ async fn serve_websocket(
             drop(upgrade);
             tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
             let ctx = ctx.clone();
-            monoio::spawn(async move {
+            let relay_task = async move {
                 let started = Instant::now();
                 let outcome = relay(
                     client,
@@ -314,7 +314,12 @@ async fn serve_websocket(
                     "websocket closed: {}",
                     outcome.reason
                 );
-            });
+            };
+            tracing::trace!(
+                task_bytes = std::mem::size_of_val(&relay_task),
+                "relay task"
+            );
+            monoio::spawn(relay_task);
         }
     }
 }

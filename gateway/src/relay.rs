@@ -450,11 +450,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent + CancelableAsyncWriteRent> Leg<'_, S,
                 Box::pin(self.on_deadline(now)).await;
                 continue;
             }
+            // Reads and writes are boxed: an allocation per batch is cheap next to the syscalls, and it keeps the
+            // future every idle connection holds small (only the parked one-byte read lives while idle).
             let result = if parked && hold.is_none() {
-                self.read_parked(&mut reader, deadline).await
+                Box::pin(self.read_parked(&mut reader, deadline)).await
             } else {
                 let buf = hold.take().unwrap_or_else(|| self.pool.take());
-                self.read_hot(&mut reader, buf, deadline, &mut hold).await
+                Box::pin(self.read_hot(&mut reader, buf, deadline, &mut hold)).await
             };
             match result {
                 ReadResult::Data(buf) => {
@@ -621,7 +623,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent + CancelableAsyncWriteRent> Leg<'_, S,
         };
         if forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
             let mid_frame = failure.is_none() && *in_frame;
-            buf = match self.forward(buf, forward_end, mid_frame).await {
+            buf = match Box::pin(self.forward(buf, forward_end, mid_frame)).await {
                 Some(buf) => buf,
                 None => return None,
             };

@@ -48,7 +48,7 @@ impl WorkerCtx {
             id,
             balancers,
             http_pool: UpstreamPool::new(),
-            buffers: BufferPool::new(IO_BUFFER_SIZE, 256),
+            buffers: BufferPool::new(IO_BUFFER_SIZE, 64),
             sweeper: Sweeper::new(),
             connections: Cell::new(0),
             max_connections,
