@@ -76,20 +76,32 @@ def sort_key(case_id: str) -> list[int]:
 async def run_target(
     name: str, url: str, patterns: list[str], parallelism: int, timeout: float, out: str
 ) -> Run:
-    """Runs the cases against one URL and writes its reports to OUT/NAME."""
+    """Runs the cases against one URL and writes its reports to OUT/NAME.
+
+    Runs go batch by batch (see `batches`), so a run that hits the time budget keeps what
+    finished.
+    """
     run = Run(name=name, url=url)
     started = time.monotonic()
     results: list[Any] = []
-    try:
-        results = await asyncio.wait_for(
-            run_fuzzingclient(url, patterns, None, concurrency=parallelism), timeout
-        )
-    except FailureError as failure:  # some case did not pass; results are still complete
-        results = list(failure.results)
-    except asyncio.TimeoutError:
-        run.error = f"run did not finish within {timeout:.0f}s"
-    except Exception as e:  # noqa: BLE001 - a crashed run is reported, not hidden
-        run.error = f"{type(e).__name__}: {e}"
+    for batch in batches(patterns):
+        pattern = " ".join(batch) if len(batch) < 4 else f"{batch[0]} .. {batch[-1]}"
+        left = timeout - (time.monotonic() - started)
+        if left <= 0:
+            run.error = f"time budget of {timeout:.0f}s used up before {pattern}"
+            break
+        try:
+            results += await asyncio.wait_for(
+                run_fuzzingclient(url, batch, None, concurrency=parallelism), left
+            )
+        except FailureError as failure:  # some case did not pass; results are still complete
+            results += list(failure.results)
+        except asyncio.TimeoutError:
+            run.error = f"{pattern} did not finish within the {timeout:.0f}s budget"
+            break
+        except Exception as e:  # noqa: BLE001 - a crashed run is reported, not hidden
+            run.error = f"{pattern}: {type(e).__name__}: {e}"
+            break
     run.seconds = time.monotonic() - started
     for r in results:
         run.cases[r.case_id] = Case(
@@ -104,6 +116,29 @@ async def run_target(
     if results:
         write_reports(results, os.path.join(out, name))
     return run
+
+
+def batches(patterns: list[str], size: int = 16) -> list[list[str]]:
+    """Splits the selection into kosoku runs: each glob alone, exact ids `size` at a time.
+
+    kosoku's `*` is best used as a trailing `X.*`; exact ids in one run keep its parallelism.
+    """
+    out: list[list[str]] = []
+    ids: list[str] = []
+    for p in patterns:
+        if "*" in p:
+            if ids:
+                out.append(ids)
+                ids = []
+            out.append([p])
+        else:
+            ids.append(p)
+            if len(ids) == size:
+                out.append(ids)
+                ids = []
+    if ids:
+        out.append(ids)
+    return out
 
 
 def counts(run: Run) -> dict[str, dict[str, int]]:
@@ -235,7 +270,9 @@ async def amain() -> int:
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--markdown", help="also write the summary to this file")
     parser.add_argument("--parallelism", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=420, help="seconds per run")
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="time budget in seconds per target"
+    )
     args = parser.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
