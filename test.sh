@@ -21,6 +21,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "cargo test (unit, property and integration tests; both runtime drivers)"
 cargo test --workspace
 
+step "frame-simd tests with the scalar paths forced (feature force-scalar)"
+cargo test -p frame-simd --features force-scalar
+
 if [ -z "${SKIP_FUZZ:-}" ]; then
   step "fuzz smoke run (frame-simd: decoder, masking, UTF-8)"
   FUZZ_SECONDS="${FUZZ_SECONDS:-15}" frame-simd/fuzz/smoke.sh
