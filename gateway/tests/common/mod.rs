@@ -161,38 +161,7 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 /// Reads one frame from a blocking stream (unmasking if masked). `None` on EOF/reset/timeout.
 pub fn read_frame(stream: &mut impl Read) -> Option<Frame> {
-    let mut h = [0u8; 2];
-    stream.read_exact(&mut h).ok()?;
-    let mut len = u64::from(h[1] & 0x7F);
-    if len == 126 {
-        let mut b = [0u8; 2];
-        stream.read_exact(&mut b).ok()?;
-        len = u64::from(u16::from_be_bytes(b));
-    } else if len == 127 {
-        let mut b = [0u8; 8];
-        stream.read_exact(&mut b).ok()?;
-        len = u64::from_be_bytes(b);
-    }
-    let mask = if h[1] & 0x80 != 0 {
-        let mut k = [0u8; 4];
-        stream.read_exact(&mut k).ok()?;
-        Some(k)
-    } else {
-        None
-    };
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    stream.read_exact(&mut payload).ok()?;
-    if let Some(k) = mask {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= k[i % 4];
-        }
-    }
-    Some(Frame {
-        fin: h[0] & 0x80 != 0,
-        rsv1: h[0] & 0x40 != 0,
-        opcode: h[0] & 0x0F,
-        payload,
-    })
+    read_wire_frame(stream).map(|w| w.frame)
 }
 
 /// Reads an HTTP head (up to and including the blank line) byte by byte, so no frame bytes are consumed.
