@@ -3,7 +3,8 @@
 #
 #   autobahn/run.sh            # cases 1-10 (ringway-load echo) and 12-13 (permessage-deflate echo)
 #
-# Environment: CARGO_TARGET_DIR (respected), AUTOBAHN_PARALLELISM (cases in flight per run,
+# Environment: CARGO_TARGET_DIR (respected), AUTOBAHN_OUT (report directory, default
+# target/autobahn; it is emptied first), AUTOBAHN_PARALLELISM (cases in flight per run,
 # default 4), AUTOBAHN_CASES / AUTOBAHN_DEFLATE_CASES (comma-separated ids or globs, to run fewer;
 # an empty AUTOBAHN_DEFLATE_CASES skips the deflate pair).
 # Writes reports to target/autobahn/ and the summary to stdout and autobahn/results/latest.md.
@@ -15,15 +16,17 @@ cd "$ROOT"
 KOSOKU_VERSION=0.1.0
 WEBSOCKETS_VERSION=17.4
 VENV="$ROOT/target/autobahn-venv"
-OUT="$ROOT/target/autobahn"
+OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn}"
 CASES="${AUTOBAHN_CASES-1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*}"
 # Cases 12/13 repeat one exchange (1000 compressed messages) over 18 message sizes per offer; the
 # Python echo is slow at the large sizes, so by default each data set (12.1-12.5) and each offer
 # (13.1-13.7) runs with 16 B, 1 KiB, 4 KiB and 8 KiB messages sent whole, and 8 KiB messages
-# fragmented into 256-byte frames. AUTOBAHN_DEFLATE_CASES="12.*,13.*" runs all 216.
+# fragmented into 256-byte frames. AUTOBAHN_DEFLATE_CASES="12.*,13.*" runs all 216 (well over
+# 10 minutes here: raise AUTOBAHN_BUDGET, the seconds each target may take, default 300).
 DEFAULT_DEFLATE="$(echo 12.{1..5}.{1,4,5,11} 13.{1..7}.{1,4,5,11} | tr ' ' ,)"
 DEFLATE_CASES="${AUTOBAHN_DEFLATE_CASES-$DEFAULT_DEFLATE}"
 PARALLELISM="${AUTOBAHN_PARALLELISM:-4}"
+BUDGET="${AUTOBAHN_BUDGET:-300}"
 
 PIDS=()
 cleanup() {
@@ -46,7 +49,10 @@ import importlib.metadata as m, sys
 sys.exit(0 if (m.version("kosoku"), m.version("websockets")) == (sys.argv[1], sys.argv[2]) else 1)
 EOF
   log "creating $VENV (kosoku $KOSOKU_VERSION, websockets $WEBSOCKETS_VERSION)"
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV"; then
+    log "python3 -m venv failed: install Python 3.10+ with venv (Debian: apt-get install python3-venv)"
+    exit 1
+  fi
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "kosoku==$KOSOKU_VERSION" "websockets==$WEBSOCKETS_VERSION"
 fi
@@ -58,7 +64,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 BIN="$TARGET_DIR/release"
 
-rm -rf "$OUT"
+rm -rf "$OUT/logs" "$OUT"/core-* "$OUT"/deflate-* "$OUT/summary.json" "$OUT/gateway.yaml"
 mkdir -p "$OUT/logs" "$ROOT/autobahn/results"
 
 # start NAME VAR PATTERN CMD...: runs CMD in the background, logging to $OUT/logs/NAME.{out,err},
@@ -134,9 +140,13 @@ if [ -n "$DEFLATE_CASES" ]; then
 fi
 
 # 5./6. Run, report, compare.
-status=0
+# In the background so a signal to this script interrupts `wait` and the EXIT trap stops it too.
 "$VENV/bin/python" "$ROOT/autobahn/runner.py" "${PAIRS[@]}" --out "$OUT" \
-  --markdown "$ROOT/autobahn/results/latest.md" --parallelism "$PARALLELISM" || status=$?
+  --markdown "$ROOT/autobahn/results/latest.md" --parallelism "$PARALLELISM" --timeout "$BUDGET" &
+RUNNER=$!
+PIDS+=("$RUNNER")
+status=0
+wait "$RUNNER" || status=$?
 for name in echo deflate-echo-gw deflate-echo-direct gateway; do
   if [ -s "$OUT/logs/$name.err" ]; then
     log "$name stderr: $(wc -l <"$OUT/logs/$name.err") lines in $OUT/logs/$name.err"
