@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Side-by-side WebSocket proxy benchmark: direct-to-echo vs Ringway vs nginx vs HAProxy.
+#
+# One command: builds the release binaries, installs Debian's nginx and haproxy if missing, starts
+# the echo upstream and the three proxies (one worker each; proxies pinned alone on core 1, echo and
+# load generator on core 0), runs 64 B x 100 and 16 KiB x 50 closed loop, a fixed open-loop rate,
+# upgrades/s and RSS per idle connection against every target, and writes a markdown table to
+# bench/results/latest.md plus a dated copy (and the raw runs as JSON beside them).
+#
+# Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS]
+#                       [--idle-conns N] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
+#                       [--no-save]
+#   --quick          smoke test: 1 repeat x 2 s, 0.5 s warm-up, 2000 idle connections, no result files
+#                    unless --save
+#   --repeats N      repeats per figure (default 3); the median is reported with min-max
+#   --duration S     measured seconds per run (default 5)
+#   --rate R         open-loop msg/s (default: 50% of the slowest proxy's closed-loop 64 B median)
+#   --idle-conns N   idle connections for the memory figure (default 9000; the hard RLIMIT_NOFILE here
+#                    is 20000 and a proxy needs 2 fds per connection)
+#   --micro          also run bench/micro.sh (frame-simd micro-benchmarks) and append its tables
+#   --no-save        print only; do not write bench/results/
+# Env: CARGO_TARGET_DIR (default: <repo>/target), as for cargo.
+# Defaults take about 6-7 minutes.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+quick=0 build=1 install=1 micro=0 save=1 save_forced=0
+py_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --repeats|--duration|--warmup|--rate|--idle-conns|--upgrade-conns)
+      [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+      py_args+=("$1" "$2"); shift ;;
+    --no-build) build=0 ;;
+    --no-install) install=0 ;;
+    --micro) micro=1 ;;
+    --no-save) save=0 ;;
+    --save) save_forced=1 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ]; then
+  # Later flags on the command line win over these (argparse keeps the last value).
+  py_args=(--repeats 1 --duration 2 --warmup 0.5 --idle-conns 2000 --upgrade-conns 1000 "${py_args[@]}")
+  [ "$save_forced" = 1 ] || save=0
+fi
+
+target="${CARGO_TARGET_DIR:-$root/target}"
+if [ "$build" = 1 ]; then
+  cargo build --release -p ringway -p ringway-load >&2
+fi
+ringway="$target/release/ringway"
+load="$target/release/ringway-load"
+[ -x "$ringway" ] && [ -x "$load" ] || { echo "missing $ringway or $load (build first)" >&2; exit 2; }
+
+if [ "$install" = 1 ] && { ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; }; then
+  echo "installing nginx and haproxy (apt-get)" >&2
+  apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy >&2
+fi
+command -v nginx >/dev/null && command -v haproxy >/dev/null || { echo "nginx/haproxy missing" >&2; exit 2; }
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores (proxy on core 1, load on core 0)" >&2; exit 2; }
+
+workdir="$(mktemp -d /tmp/ringway-peers.XXXXXX)"
+cleanup() {
+  # run.py stops everything it started; this catches what is left if it was killed outright.
+  if [ -f "$workdir/pgids" ]; then
+    while read -r pg; do
+      kill -TERM -- "-$pg" 2>/dev/null || true
+    done <"$workdir/pgids"
+    sleep 0.5
+    while read -r pg; do
+      kill -KILL -- "-$pg" 2>/dev/null || true
+    done <"$workdir/pgids"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cmd="bench/peers.sh${*:+ $*}"
+[ "$quick" = 1 ] && cmd="bench/peers.sh --quick${*:+ $(printf '%s ' "$@" | sed 's/--quick *//')}"
+machine="$workdir/machine.md"
+{
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)," \
+    "hard RLIMIT_NOFILE $(ulimit -Hn), load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo ""
+  echo "Versions: $("$ringway" --version 2>&1 | head -1) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')), $("$load" --version 2>&1 | head -1)," \
+    "$(nginx -v 2>&1 | head -1), $(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)."
+} >"$machine"
+
+python3 "$root/bench/peers/run.py" --ringway "$ringway" --load "$load" --workdir "$workdir" \
+  --raw "$workdir/raw.json" "${py_args[@]}"
+echo "" >>"$machine"
+echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share this machine; see the spread)." >>"$machine"
+
+report="$workdir/report.md"
+python3 "$root/bench/peers/report.py" "$workdir/raw.json" --command "$cmd" --machine-file "$machine" >"$report"
+
+if [ "$micro" = 1 ]; then
+  {
+    echo "## frame-simd micro-benchmarks (bench/micro.sh)"
+    echo ""
+    "$root/bench/micro.sh" || echo "(bench/micro.sh failed)"
+  } >>"$report"
+fi
+
+cat "$report"
+if [ "$save" = 1 ]; then
+  mkdir -p "$root/bench/results"
+  stamp="$(date -u +%Y-%m-%d-%H%M)"
+  cp "$report" "$root/bench/results/latest.md"
+  cp "$report" "$root/bench/results/peers-$stamp.md"
+  cp "$workdir/raw.json" "$root/bench/results/peers-$stamp.json"
+  echo "written: bench/results/latest.md, bench/results/peers-$stamp.md (+ .json)" >&2
+fi
+rm -rf "$workdir"
