@@ -8,7 +8,7 @@
 //! Shape: one future per proxied connection, joining two legs (client→upstream and upstream→client). A leg reads its
 //! source, runs the bytes through its [`FrameDecoder`] in `Preserve` mode (bytes stay as received, so frames are
 //! forwarded verbatim, masked client frames included), and writes them to the other side. Each socket's write half
-//! lives in a [`Side`] slot so the other leg can inject control frames (pings, closes) between frames.
+//! lives in a `Side` slot so the other leg can inject control frames (pings, closes) between frames.
 //!
 //! Memory: a leg holds a pooled buffer only while bytes are in flight. A read that sees no data for [`PARK_AFTER`]
 //! is cancelled, its buffer returned, and the leg parks on a one-byte read, so an idle connection pins no buffer.
