@@ -9,7 +9,7 @@
 #
 # Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS]
 #                       [--idle-conns N] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
-#                       [--no-save]
+#                       [--ringway-driver auto|io_uring|epoll] [--no-save]
 #   --quick          smoke test: 1 repeat x 2 s, 0.5 s warm-up, 2000 idle connections, no result files
 #                    unless --save
 #   --repeats N      repeats per figure (default 3); the median is reported with min-max
@@ -30,7 +30,7 @@ py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    --repeats|--duration|--warmup|--rate|--idle-conns|--upgrade-conns)
+    --repeats|--duration|--warmup|--rate|--idle-conns|--upgrade-conns|--ringway-driver)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       py_args+=("$1" "$2"); shift ;;
     --no-build) build=0 ;;

@@ -106,7 +106,11 @@ def main():
     p("Setup: echo upstream `ringway-load echo --threads 1` and the load generator `ringway-load "
       f"--threads 1` pinned to core {a['load_cpu']}; each proxy alone on core {a['proxy_cpu']} "
       "(`taskset`), one worker each (Ringway `--workers 1`, nginx `worker_processes 1`, HAProxy "
-      "`nbthread 1`), loopback only. Configs: bench/peers/run.py (written out at run time). "
+      f"`nbthread 1`), loopback only. Ringway runtime driver: {raw.get('ringway_driver', '?')} "
+      f"(`--driver {a.get('ringway_driver', 'auto')}`). nginx: `proxy_http_version 1.1`, Upgrade/Connection "
+      "headers, `proxy_read_timeout 1h`, `access_log off`, `worker_connections` = 2 × max conns + 5000; "
+      "HAProxy: `mode http`, `timeout tunnel 1h`; Ringway: `ping_interval: off`, `idle_timeout: 1h`, "
+      "1 MiB frame/message limits. Configs: bench/peers/run.py (written out at run time). "
       "Direct = the load generator talks to the echo upstream itself (no proxy hop).")
     p("")
 
@@ -120,6 +124,8 @@ def main():
           + " | ".join(d.cell(scen, t, "msgs_per_cpu_s") for t in TARGETS) + " |")
         p(f"| {title}: proxy CPU (% of its core) | "
           + " | ".join(d.cell(scen, t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+        p(f"| {title}: share of proxy CPU in the kernel (%) | "
+          + " | ".join(d.cell(scen, t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: core {a['load_cpu']} busy (echo + load gen, %) | "
           + " | ".join(d.cell(scen, t, "core0_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: p50 / p99 latency (µs) | "
@@ -149,6 +155,8 @@ def main():
     p("| msgs per proxy CPU-second | " + " | ".join(d.cell("open", t, "msgs_per_cpu_s") for t in TARGETS) + " |")
     p("| proxy CPU (% of its core) | "
       + " | ".join(d.cell("open", t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| share of proxy CPU in the kernel (%) | "
+      + " | ".join(d.cell("open", t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
     p("| errors (all repeats) | " + " | ".join(str(d.bad_total("open", t)) for t in TARGETS) + " |")
     p("")
 
@@ -173,9 +181,12 @@ def main():
     p("")
     p(f"Idle memory: a fresh proxy per repeat; RSS = sum of VmRSS (/proc/PID/status) over all the "
       f"target's processes (nginx master + worker), read before connecting and once all N client "
-      f"and N upstream connections are established (+0.5 s). N = {n_idle}, not 10,000: this "
+      f"and N upstream connections are established and 2.5 s more have passed (to let allocators settle; "
+      f"the +0.5 s reading is in the raw JSON as rss_early_kib). N = {n_idle}, not 10,000: this "
       "machine's hard RLIMIT_NOFILE is 20,000 per process and a proxy holds 2 fds per connection. "
-      "The figure covers both legs in user space; kernel socket buffers are not in RSS.")
+      "The figure covers both legs in user space; kernel socket buffers are not in RSS. "
+      f"Upgrades/s = connections upgraded / time from the start of `ringway-load --connect-only` to the "
+      "last 101 (one load-generator thread on core 0, which also runs the echo upstream).")
     p("")
 
     p("## Ratios (of medians)")

@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -59,9 +60,9 @@ def descendants(pid):
     return out
 
 
-def cpu_ticks(pids):
-    """utime + stime (clock ticks) summed over pids (all threads of each)."""
-    total = 0
+def cpu_split(pids):
+    """(utime, stime) in clock ticks summed over pids (all threads of each)."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -69,8 +70,14 @@ def cpu_ticks(pids):
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return total
+        user += int(fields[11])  # field 14 of stat(5)
+        system += int(fields[12])  # field 15
+    return user, system
+
+
+def cpu_ticks(pids):
+    """utime + stime (clock ticks) summed over pids."""
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pids):
@@ -206,7 +213,10 @@ daemon off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log warn;
 events {{
-    worker_connections {2 * max_conns + 100};
+    # 2 per proxied connection plus headroom: nginx starts closing connections that have not yet
+    # sent their request ("worker_connections are not enough, reusing connections") once fewer
+    # than 1/16 of the slots are free. File descriptors stay capped by worker_rlimit_nofile.
+    worker_connections {2 * max_conns + 5000};
 }}
 http {{
     access_log off;
@@ -286,7 +296,7 @@ class Bench:
         if t == "ringway":
             cfg = os.path.join(self.work, "ringway.yaml")
             write(cfg, ringway_config(port, self.echo_port, max_conns))
-            argv = [self.a.ringway, "--config", cfg, "--workers", "1"]
+            argv = [self.a.ringway, "--config", cfg, "--workers", "1", "--driver", self.a.ringway_driver]
         elif t == "nginx":
             os.makedirs(os.path.join(self.work, "nginx-tmp"), exist_ok=True)
             cfg = os.path.join(self.work, "nginx.conf")
@@ -330,9 +340,9 @@ class Bench:
             pids = self.target_pids(t)
             margin = min(0.2, duration / 10)
             time.sleep(max(0.0, t0 + warmup + margin - time.monotonic()))
-            c0 = (cpu_ticks(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
+            c0 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
             time.sleep(max(0.0, t0 + warmup + duration - margin - time.monotonic()))
-            c1 = (cpu_ticks(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
+            c1 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
             try:
                 p.wait(duration + warmup + 30)
             except subprocess.TimeoutExpired:
@@ -342,7 +352,9 @@ class Bench:
         window = c1[3] - c0[3]
         run = {"target": t, "scenario": scenario, "rep": rep, "exit": p.returncode,
                "window_s": window, **res}
-        run["proxy_cpu_s"] = (c1[0] - c0[0]) / CLK_TCK if t != "direct" else None
+        user, system = c1[0][0] - c0[0][0], c1[0][1] - c0[0][1]
+        run["proxy_cpu_s"] = (user + system) / CLK_TCK if t != "direct" else None
+        run["proxy_sys_pct"] = 100 * system / (user + system) if t != "direct" and user + system else None
         run["echo_cpu_s"] = (c1[1] - c0[1]) / CLK_TCK
         run["load_cpu_s"] = (c1[2] - c0[2]) / CLK_TCK
         run["proxy_core_pct"] = 100 * run["proxy_cpu_s"] / window if t != "direct" else None
@@ -400,7 +412,11 @@ class Bench:
                     if up_client >= n and up_upstream >= n:
                         break
                     time.sleep(0.1)
+                # Read twice: allocators keep handshake-time memory a while; the settled figure
+                # (2.5 s after the last connection came up) is the one reported.
                 time.sleep(0.5)
+                early = rss_kib(self.target_pids(t))
+                time.sleep(2.0)
                 pids = self.target_pids(t)
                 after = rss_kib(pids)
                 nprocs = len(pids)
@@ -413,11 +429,11 @@ class Bench:
         finally:
             self.stop_proxy(t)
         run = {"target": t, "scenario": "idle", "rep": rep, "exit": p.returncode, **res,
-               "rss_before_kib": before, "rss_after_kib": after, "procs": nprocs,
+               "rss_before_kib": before, "rss_early_kib": early, "rss_after_kib": after, "procs": nprocs,
                "up_client": up_client, "up_upstream": up_upstream,
                "kib_per_conn": (after - before) / n}
         self.runs.append(run)
-        log(f"idle       {t:<8} rep {rep}: RSS {before} -> {after} KiB over {nprocs} procs, "
+        log(f"idle       {t:<8} rep {rep}: RSS {before} -> {early} -> {after} KiB over {nprocs} procs, "
             f"{run['kib_per_conn']:.2f} KiB/conn, up {up_client}/{up_upstream} of {n}, "
             f"connected {res.get('connected')} bad {bad(run)}")
         time.sleep(1.0)
@@ -495,6 +511,7 @@ def main():
     ap.add_argument("--idle-hold", type=float, default=8.0)
     ap.add_argument("--upgrade-conns", type=int, default=3000)
     ap.add_argument("--max-conns", type=int, default=9500)
+    ap.add_argument("--ringway-driver", default="auto", choices=["auto", "io_uring", "epoll"])
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--raw", required=True, help="write every run as JSON here")
@@ -512,11 +529,18 @@ def main():
         b.run()
     finally:
         b.procs.stop_all()
+    try:
+        with open(os.path.join(args.workdir, "ringway.log")) as f:
+            uring = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in f if "io_uring" in ln]
+        ringway_driver = ("io_uring" if "io_uring=true" in uring[-1] else "epoll") if uring else "?"
+    except OSError:
+        ringway_driver = "?"
     finished = datetime.datetime.now(datetime.timezone.utc)
     with open(args.raw, "w") as f:
         json.dump({"started": started.isoformat(timespec="seconds"),
                    "finished": finished.isoformat(timespec="seconds"),
-                   "args": vars(args), "rate": b.rate, "runs": b.runs}, f, indent=1)
+                   "args": vars(args), "rate": b.rate,
+                   "ringway_driver": ringway_driver, "runs": b.runs}, f, indent=1)
     log(f"raw results in {args.raw}")
 
 
