@@ -438,7 +438,9 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent + CancelableAsyncWriteRent> Leg<'_, S,
         } else {
             drop(early);
         }
-        let mut parked = false;
+        // A new connection starts parked: most WebSockets are idle most of the time, and a burst of new connections
+        // must not take (and touch) a pooled buffer each before any of them has sent a byte.
+        let mut parked = true;
         loop {
             self.check_done();
             if self.pair.stop.get() || self.src.finished() {
