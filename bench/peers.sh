@@ -8,8 +8,8 @@
 # bench/results/latest.md plus a dated copy (and the raw runs as JSON beside them).
 #
 # Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS]
-#                       [--idle-conns N] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
-#                       [--ringway-driver auto|io_uring|epoll] [--no-save]
+#                       [--idle-conns N] [--idle-ramp PER_SEC] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
+#                       [--ringway-driver auto|io_uring|epoll] [--quiet-wait SECS] [--no-save]
 #   --quick          smoke test: 1 repeat x 2 s, 0.5 s warm-up, 2000 idle connections, no result files
 #                    unless --save
 #   --repeats N      repeats per figure (default 3); the median is reported with min-max
@@ -17,10 +17,12 @@
 #   --rate R         open-loop msg/s (default: 50% of the slowest proxy's closed-loop 64 B median)
 #   --idle-conns N   idle connections for the memory figure (default 9000; the hard RLIMIT_NOFILE here
 #                    is 20000 and a proxy needs 2 fds per connection)
+#   --idle-ramp R    also measure idle memory with connections opened at R/s (default 2000; 0 skips)
+#   --quiet-wait S   before each run wait up to S s (default 10) for other processes to go idle
 #   --micro          also run bench/micro.sh (frame-simd micro-benchmarks) and append its tables
 #   --no-save        print only; do not write bench/results/
 # Env: CARGO_TARGET_DIR (default: <repo>/target), as for cargo.
-# Defaults take about 6-7 minutes.
+# Defaults take about 8 minutes plus any waits for a quiet machine (--quick: about 1.5 minutes).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -30,7 +32,7 @@ py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    --repeats|--duration|--warmup|--rate|--idle-conns|--upgrade-conns|--ringway-driver)
+    --repeats|--duration|--warmup|--rate|--idle-conns|--idle-ramp|--upgrade-conns|--ringway-driver|--quiet-wait)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       py_args+=("$1" "$2"); shift ;;
     --no-build) build=0 ;;

@@ -99,7 +99,8 @@ def main():
     p("")
     p(f"Run: {raw['started']} to {raw['finished']}, {reps} repeat(s) × {dur:g} s "
       f"(+{a['warmup']:g} s warm-up) per figure; cells are **median (min–max)** over the repeats, "
-      "repeats interleaved over the targets.")
+      f"repeats interleaved over the targets; before each run the bench waited up to {a.get('quiet_wait', 0):g} s "
+      "for other processes to go idle (the 'other processes' CPU' rows show what they still took).")
     p("")
     p(machine)
     p("")
@@ -128,6 +129,8 @@ def main():
           + " | ".join(d.cell(scen, t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: core {a['load_cpu']} busy (echo + load gen, %) | "
           + " | ".join(d.cell(scen, t, "core0_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+        p(f"| {title}: other processes' CPU (% of one core) | "
+          + " | ".join(d.cell(scen, t, "other_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: p50 / p99 latency (µs) | "
           + " | ".join(f"{si(d.median(scen, t, 'p50_us'))} / {si(d.median(scen, t, 'p99_us'))}"
                        for t in TARGETS) + " |")
@@ -157,6 +160,8 @@ def main():
       + " | ".join(d.cell("open", t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
     p("| share of proxy CPU in the kernel (%) | "
       + " | ".join(d.cell("open", t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| other processes' CPU (% of one core) | "
+      + " | ".join(d.cell("open", t, "other_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
     p("| errors (all repeats) | " + " | ".join(str(d.bad_total("open", t)) for t in TARGETS) + " |")
     p("")
 
@@ -165,19 +170,24 @@ def main():
     p("")
     p(head)
     p(sep)
-    p(f"| KiB per idle proxied connection (N = {n_idle}) | "
-      + " | ".join("—" if t == "direct" else d.cell("idle", t, "kib_per_conn", lambda v: f"{v:.2f}")
-                   for t in TARGETS) + " |")
-    p("| proxy RSS before → with N idle (MiB) | "
-      + " | ".join("—" if t == "direct" else
-                   f"{si((d.median('idle', t, 'rss_before_kib') or 0) / 1024)} → "
-                   f"{si((d.median('idle', t, 'rss_after_kib') or 0) / 1024)}" for t in TARGETS) + " |")
+    ramp = a.get("idle_ramp") or 0
+    for scen, how in (("idle", "opened as fast as possible"), ("idle_paced", f"opened at {ramp:g}/s")):
+        if scen == "idle_paced" and not ramp:
+            continue
+        p(f"| KiB per idle proxied connection (N = {n_idle}, {how}) | "
+          + " | ".join("—" if t == "direct" else d.cell(scen, t, "kib_per_conn", lambda v: f"{v:.2f}")
+                       for t in TARGETS) + " |")
+        p(f"| proxy RSS before → with N idle, {how} (MiB) | "
+          + " | ".join("—" if t == "direct" else
+                       f"{si((d.median(scen, t, 'rss_before_kib') or 0) / 1024)} → "
+                       f"{si((d.median(scen, t, 'rss_after_kib') or 0) / 1024)}" for t in TARGETS) + " |")
     p(f"| upgrades/s ({a['upgrade_conns']} new connections, as fast as possible) | "
       + " | ".join(d.cell("upgrades", t, "upgrades_per_sec") for t in TARGETS) + " |")
     p(f"| upgrades/s while opening the N = {n_idle} idle connections | "
       + " | ".join("—" if t == "direct" else d.cell("idle", t, "upgrades_per_sec") for t in TARGETS) + " |")
     p("| connect failures (all repeats) | "
-      + " | ".join(str(d.bad_total("upgrades", t) + d.bad_total("idle", t)) for t in TARGETS) + " |")
+      + " | ".join(str(d.bad_total("upgrades", t) + d.bad_total("idle", t) + d.bad_total("idle_paced", t))
+                   for t in TARGETS) + " |")
     p("")
     p(f"Idle memory: a fresh proxy per repeat; RSS = sum of VmRSS (/proc/PID/status) over all the "
       f"target's processes (nginx master + worker), read before connecting and once all N client "
@@ -185,6 +195,9 @@ def main():
       f"the +0.5 s reading is in the raw JSON as rss_early_kib). N = {n_idle}, not 10,000: this "
       "machine's hard RLIMIT_NOFILE is 20,000 per process and a proxy holds 2 fds per connection. "
       "The figure covers both legs in user space; kernel socket buffers are not in RSS. "
+      "Burst vs paced: opened as fast as possible, RSS also keeps whatever the proxy allocated for the "
+      "handshakes in flight at the peak (and did not give back to the OS); paced, the figure is closer "
+      "to what an established idle connection costs. "
       f"Upgrades/s = connections upgraded / time from the start of `ringway-load --connect-only` to the "
       "last 101 (one load-generator thread on core 0, which also runs the echo upstream).")
     p("")
@@ -206,7 +219,9 @@ def main():
     ratio_row("16 KiB msgs per proxy CPU-s", "16KiB", "msgs_per_cpu_s", direct=False)
     ratio_row(f"open loop msgs per proxy CPU-s ({rate}/s)", "open", "msgs_per_cpu_s", direct=False)
     ratio_row("open loop p99 (µs, lower is better)", "open", "p99_us")
-    ratio_row("KiB per idle connection (lower is better)", "idle", "kib_per_conn", direct=False)
+    ratio_row("KiB per idle connection, burst (lower is better)", "idle", "kib_per_conn", direct=False)
+    if ramp:
+        ratio_row("KiB per idle connection, paced (lower is better)", "idle_paced", "kib_per_conn", direct=False)
     ratio_row("upgrades/s", "upgrades", "upgrades_per_sec")
     p("")
 
@@ -220,11 +235,11 @@ def main():
         if r["scenario"] == "open" and rate and (r.get("msgs_per_sec") or 0) < 0.97 * rate:
             anomalies.append(f"{LABEL[r['target']]} open loop repeat {r['rep'] + 1}: reached only "
                              f"{r.get('msgs_per_sec', 0):.0f} of {rate} msg/s")
-        if r["scenario"] == "idle" and min(r.get("up_client") or 0, r.get("up_upstream") or 0) < n_idle:
+        if r["scenario"].startswith("idle") and min(r.get("up_client") or 0, r.get("up_upstream") or 0) < n_idle:
             anomalies.append(f"{LABEL[r['target']]} idle repeat {r['rep'] + 1}: RSS read with only "
                              f"{r.get('up_client')} client-side and {r.get('up_upstream')} upstream "
                              f"connections established of {n_idle} (KiB/conn understated)")
-        if r["scenario"] == "idle" and (r.get("connected") or 0) < n_idle:
+        if r["scenario"].startswith("idle") and (r.get("connected") or 0) < n_idle:
             anomalies.append(f"{LABEL[r['target']]} idle repeat {r['rep'] + 1}: only "
                              f"{r.get('connected')} of {n_idle} connections up "
                              f"(client-side established {r.get('up_client')}, upstream {r.get('up_upstream')})")
@@ -233,6 +248,11 @@ def main():
             anomalies.append(f"{LABEL[r['target']]} {r['scenario']} repeat {r['rep'] + 1}: core "
                              f"{a['load_cpu']} (echo + load generator) {r['core0_pct']:.0f}% busy, proxy "
                              f"only {r['proxy_core_pct']:.0f}%: the load side, not the proxy, limited msg/s")
+    for r in d.runs:
+        if (r.get("other_pct") or 0) > 15:
+            anomalies.append(f"{LABEL[r['target']]} {r['scenario']} repeat {r['rep'] + 1}: other processes "
+                             f"took {r['other_pct']:.0f}% of a core during the window (shared machine): "
+                             "this run's msg/s and latency are not comparable; msgs per proxy CPU-s less affected")
     p("## Anomalies")
     p("")
     if anomalies:

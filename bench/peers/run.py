@@ -80,6 +80,14 @@ def cpu_ticks(pids):
     return sum(cpu_split(pids))
 
 
+def busy_ticks():
+    """Busy clock ticks (everything but idle and iowait) summed over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is in user.
+    return sum(fields[:8]) - fields[3] - fields[4]
+
+
 def rss_kib(pids):
     """VmRSS (KiB) summed over pids."""
     total = 0
@@ -329,20 +337,38 @@ class Bench:
 
     # -- one load run ---------------------------------------------------------------------------
 
+    def wait_quiet(self):
+        """Waits (at most --quiet-wait s) until other processes use under 15% of a core over 0.5 s:
+        the machine may be shared, and nothing of ours runs between load runs."""
+        deadline = time.monotonic() + self.a.quiet_wait
+        waited = 0.0
+        while True:
+            b0, t0 = busy_ticks(), time.monotonic()
+            time.sleep(0.5)
+            pct = 100 * (busy_ticks() - b0) / CLK_TCK / (time.monotonic() - t0)
+            if pct < 15 or time.monotonic() >= deadline:
+                if waited:
+                    log(f"waited {waited:.1f}s for other processes to quiet down (now {pct:.0f}% of a core)")
+                return
+            waited += 0.5
+
     def load(self, t, scenario, rep, extra, duration, warmup):
         """One ringway-load run with CPU sampled inside its measurement window."""
         argv = [self.a.load, "--json", "--quiet", "--threads", "1",
                 "--duration", f"{duration}s", "--warmup", f"{warmup}s"] + extra + [self.url(t)]
         out_path = os.path.join(self.work, f"load-{scenario}-{t}-{rep}.json")
+        self.wait_quiet()
         with open(out_path, "wb") as out:
             t0 = time.monotonic()
             p = self.procs.start(f"load-{scenario}", argv, self.a.load_cpu, stdout=out)
             pids = self.target_pids(t)
             margin = min(0.2, duration / 10)
             time.sleep(max(0.0, t0 + warmup + margin - time.monotonic()))
-            c0 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
+            c0 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic(),
+                  busy_ticks())
             time.sleep(max(0.0, t0 + warmup + duration - margin - time.monotonic()))
-            c1 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic())
+            c1 = (cpu_split(pids), cpu_ticks([self.echo.pid]), cpu_ticks([p.pid]), time.monotonic(),
+                  busy_ticks())
             try:
                 p.wait(duration + warmup + 30)
             except subprocess.TimeoutExpired:
@@ -359,6 +385,10 @@ class Bench:
         run["load_cpu_s"] = (c1[2] - c0[2]) / CLK_TCK
         run["proxy_core_pct"] = 100 * run["proxy_cpu_s"] / window if t != "direct" else None
         run["core0_pct"] = 100 * (run["echo_cpu_s"] + run["load_cpu_s"]) / window
+        ours = (user + system if t != "direct" else 0) + (c1[1] - c0[1]) + (c1[2] - c0[2])
+        # CPU time every other process on the machine took in the window (% of one core): other
+        # jobs sharing the machine, this driver's polling, kernel threads.
+        run["other_pct"] = max(0.0, 100 * ((c1[4] - c0[4]) - ours) / CLK_TCK / window)
         if t != "direct" and run["proxy_cpu_s"] and res.get("msgs_per_sec"):
             run["msgs_per_cpu_s"] = res["msgs_per_sec"] * window / run["proxy_cpu_s"]
         else:
@@ -367,6 +397,7 @@ class Bench:
         log(f"{scenario:<10} {t:<8} rep {rep}: {res.get('msgs_per_sec', 0):>10.0f} msg/s  "
             f"p50 {res.get('p50_us', 0):.0f}us p99 {res.get('p99_us', 0):.0f}us  "
             f"proxy cpu {run['proxy_core_pct'] or 0:.0f}%  core0 {run['core0_pct']:.0f}%  "
+            f"others {run['other_pct']:.0f}%  "
             f"bad {bad(run)}")
         return run
 
@@ -374,6 +405,7 @@ class Bench:
         argv = [self.a.load, "--json", "--quiet", "--threads", "1", "--connect-only",
                 "--conns", str(self.a.upgrade_conns), "--warmup", "0s", "--duration", "1s"]
         out_path = os.path.join(self.work, f"load-upgrades-{t}-{rep}.json")
+        self.wait_quiet()
         with open(out_path, "wb") as out:
             p = self.procs.start("load-upgrades", argv + [self.url(t)], self.a.load_cpu, stdout=out)
             try:
@@ -390,9 +422,11 @@ class Bench:
         time.sleep(0.5)
         return run
 
-    def idle(self, t, rep):
-        """RSS growth of a fresh proxy holding N idle proxied connections."""
+    def idle(self, t, rep, ramp=0):
+        """RSS growth of a fresh proxy holding N idle proxied connections, opened as fast as
+        possible (ramp 0) or paced at `ramp` connections per second."""
         n = self.a.idle_conns
+        scenario = "idle" if ramp == 0 else "idle_paced"
         self.start_proxy(t)
         try:
             time.sleep(0.5)
@@ -400,8 +434,11 @@ class Bench:
             before = rss_kib(pids)
             hold = self.a.idle_hold
             argv = [self.a.load, "--json", "--quiet", "--threads", "1", "--connect-only",
-                    "--conns", str(n), "--warmup", "0s", "--duration", f"{hold}s"]
-            out_path = os.path.join(self.work, f"load-idle-{t}-{rep}.json")
+                    "--conns", str(n), "--warmup", "0s", "--duration", f"{hold}s",
+                    "--ramp", str(ramp)]
+            hold += n / ramp if ramp else 0.0  # the hold starts after the ramp
+            out_path = os.path.join(self.work, f"load-{scenario}-{t}-{rep}.json")
+            self.wait_quiet()
             with open(out_path, "wb") as out:
                 t0 = time.monotonic()
                 p = self.procs.start("load-idle", argv + [self.url(t)], self.a.load_cpu, stdout=out)
@@ -428,12 +465,12 @@ class Bench:
             res = parse_json(out_path)
         finally:
             self.stop_proxy(t)
-        run = {"target": t, "scenario": "idle", "rep": rep, "exit": p.returncode, **res,
+        run = {"target": t, "scenario": scenario, "rep": rep, "exit": p.returncode, **res,
                "rss_before_kib": before, "rss_early_kib": early, "rss_after_kib": after, "procs": nprocs,
                "up_client": up_client, "up_upstream": up_upstream,
                "kib_per_conn": (after - before) / n}
         self.runs.append(run)
-        log(f"idle       {t:<8} rep {rep}: RSS {before} -> {early} -> {after} KiB over {nprocs} procs, "
+        log(f"{scenario:<10} {t:<8} rep {rep}: RSS {before} -> {early} -> {after} KiB over {nprocs} procs, "
             f"{run['kib_per_conn']:.2f} KiB/conn, up {up_client}/{up_upstream} of {n}, "
             f"connected {res.get('connected')} bad {bad(run)}")
         time.sleep(1.0)
@@ -473,6 +510,10 @@ class Bench:
             for rep in range(a.repeats):
                 for t in PROXIES:
                     self.idle(t, rep)
+            if a.idle_ramp > 0:
+                for rep in range(a.repeats):
+                    for t in PROXIES:
+                        self.idle(t, rep, a.idle_ramp)
 
     def values(self, scenario, t, key):
         return [r[key] for r in self.runs
@@ -509,9 +550,13 @@ def main():
     ap.add_argument("--rate-fraction", type=float, default=0.5)
     ap.add_argument("--idle-conns", type=int, default=9000)
     ap.add_argument("--idle-hold", type=float, default=8.0)
+    ap.add_argument("--idle-ramp", type=float, default=2000.0,
+                    help="also measure idle memory with connections paced at this many per second; 0: skip")
     ap.add_argument("--upgrade-conns", type=int, default=3000)
     ap.add_argument("--max-conns", type=int, default=9500)
     ap.add_argument("--ringway-driver", default="auto", choices=["auto", "io_uring", "epoll"])
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="before each run, wait up to this long for other processes to go idle")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--raw", required=True, help="write every run as JSON here")
