@@ -81,8 +81,19 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+py=""
+# bash runs traps only between commands, so the driver runs in the background and is waited for:
+# a TERM/INT to this script is forwarded to it (it stops what it started) before we exit.
+stop_driver() {
+  if [ -n "$py" ]; then
+    kill -TERM "$py" 2>/dev/null || true
+    wait "$py" 2>/dev/null || true
+  fi
+  echo "interrupted; logs kept in $workdir" >&2
+  exit "$1"
+}
+trap 'stop_driver 130' INT
+trap 'stop_driver 143' TERM
 
 cmd="bench/peers.sh${*:+ $*}"
 [ "$quick" = 1 ] && cmd="bench/peers.sh --quick${*:+ $(printf '%s ' "$@" | sed 's/--quick *//')}"
@@ -96,7 +107,13 @@ machine="$workdir/machine.md"
 } >"$machine"
 
 python3 "$root/bench/peers/run.py" --ringway "$ringway" --load "$load" --workdir "$workdir" \
-  --raw "$workdir/raw.json" "${py_args[@]}"
+  --raw "$workdir/raw.json" "${py_args[@]}" &
+py=$!
+if ! wait "$py"; then
+  echo "bench driver failed; logs kept in $workdir" >&2
+  exit 1
+fi
+py=""
 echo "" >>"$machine"
 echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share this machine; see the spread)." >>"$machine"
 

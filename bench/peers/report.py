@@ -30,6 +30,16 @@ def si(v, digits=1):
     return f"{v:.{digits}f}"
 
 
+def us_split(d, scen, t):
+    """Median proxy CPU per echoed message in µs, split into user + kernel."""
+    per = [1e6 / v for v in d.values(scen, t, "msgs_per_cpu_s") if v]
+    sys_pct = d.values(scen, t, "proxy_sys_pct")
+    if not per or not sys_pct:
+        return "n/a"
+    m, k = statistics.median(per), statistics.median(sys_pct) / 100
+    return f"{m:.1f} = {m * (1 - k):.1f} + {m * k:.1f}"
+
+
 class Data:
     def __init__(self, raw):
         self.raw = raw
@@ -125,6 +135,8 @@ def main():
           + " | ".join(d.cell(scen, t, "msgs_per_cpu_s") for t in TARGETS) + " |")
         p(f"| {title}: proxy CPU (% of its core) | "
           + " | ".join(d.cell(scen, t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+        p(f"| {title}: proxy CPU per echoed message, µs (user + kernel) | "
+          + " | ".join(us_split(d, scen, t) for t in TARGETS) + " |")
         p(f"| {title}: share of proxy CPU in the kernel (%) | "
           + " | ".join(d.cell(scen, t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: core {a['load_cpu']} busy (echo + load gen, %) | "
@@ -158,6 +170,8 @@ def main():
     p("| msgs per proxy CPU-second | " + " | ".join(d.cell("open", t, "msgs_per_cpu_s") for t in TARGETS) + " |")
     p("| proxy CPU (% of its core) | "
       + " | ".join(d.cell("open", t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| proxy CPU per echoed message, µs (user + kernel) | "
+      + " | ".join(us_split(d, "open", t) for t in TARGETS) + " |")
     p("| share of proxy CPU in the kernel (%) | "
       + " | ".join(d.cell("open", t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
     p("| other processes' CPU (% of one core) | "
