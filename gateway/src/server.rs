@@ -136,42 +136,27 @@ fn run_worker(
 ) -> Result<(), StartError> {
     let work = worker_main(id, workers, config, listeners);
     let runtime_error = |source| StartError::Runtime { worker: id, source };
+    // Builds the runtime for one driver type: COOP_TASKRUN rings first; a kernel without it refuses the setup flag,
+    // then plain io_uring (the epoll driver ignores the ring setup). `Auto` falls back to epoll inside monoio.
+    macro_rules! run_on {
+        ($driver:ty) => {{
+            let build = |coop| {
+                monoio::RuntimeBuilder::<$driver>::new()
+                    .uring_builder(uring_setup(coop))
+                    .with_entries(4096)
+                    .enable_timer()
+                    .build()
+            };
+            let mut rt = build(true)
+                .or_else(|_| build(false))
+                .map_err(runtime_error)?;
+            rt.block_on(work);
+        }};
+    }
     match driver {
-        Driver::Auto => {
-            // COOP_TASKRUN first; a kernel without it refuses the setup flag, then plain io_uring (or epoll).
-            let build = |coop| {
-                monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .uring_builder(uring_setup(coop))
-                    .with_entries(4096)
-                    .enable_timer()
-                    .build()
-            };
-            let mut rt = build(true)
-                .or_else(|_| build(false))
-                .map_err(runtime_error)?;
-            rt.block_on(work);
-        }
-        Driver::IoUring => {
-            let build = |coop| {
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .uring_builder(uring_setup(coop))
-                    .with_entries(4096)
-                    .enable_timer()
-                    .build()
-            };
-            let mut rt = build(true)
-                .or_else(|_| build(false))
-                .map_err(runtime_error)?;
-            rt.block_on(work);
-        }
-        Driver::Epoll => {
-            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .with_entries(4096)
-                .enable_timer()
-                .build()
-                .map_err(runtime_error)?;
-            rt.block_on(work);
-        }
+        Driver::Auto => run_on!(monoio::FusionDriver),
+        Driver::IoUring => run_on!(monoio::IoUringDriver),
+        Driver::Epoll => run_on!(monoio::LegacyDriver),
     }
     Ok(())
 }
