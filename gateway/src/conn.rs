@@ -89,8 +89,7 @@ async fn serve_requests(
         };
         if upgrade::is_websocket_request(&head) {
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
-            buf = Vec::new();
-            debug_assert!(buf.capacity() == 0);
+            drop(std::mem::take(&mut buf));
             serve_websocket(stream, peer, head, leftover, route, ctx, slot).await;
             return;
         }
