@@ -699,10 +699,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent + CancelableAsyncWriteRent> Leg<'_, S,
     fn deadline(&self, now: Instant) -> Instant {
         let s = &self.pair.settings;
         let far = now + Duration::from_secs(3600);
-        let mut deadline = self.pair.last_activity.get() + s.idle_timeout;
         if let Some(closing) = self.pair.closing_deadline.get() {
-            deadline = deadline.min(closing);
-        } else if let Some(interval) = s.ping_interval
+            // Closing: only the close timeout matters now. (The idle deadline is usually already past here — it is
+            // what started the close — and taking it into account would make the leg spin until the close timeout.)
+            return closing.min(far);
+        }
+        let mut deadline = self.pair.last_activity.get() + s.idle_timeout;
+        if let Some(interval) = s.ping_interval
             && self.src.pending_ping.get().is_none()
         {
             match self.src.pong_deadline.get() {

@@ -567,7 +567,11 @@ fn idle_timeout_closes_both_sides_with_1001() {
         mut client,
         mut up,
         _keep,
-    } = setup(None, "ping_interval: off\nidle_timeout: 500ms", &[]);
+    } = setup(
+        None,
+        "ping_interval: off\nidle_timeout: 500ms",
+        &["close_timeout: 10s"],
+    );
     client.send_text("one message");
     assert_eq!(up.recv().unwrap().payload, b"one message");
     let started = Instant::now();
@@ -582,6 +586,8 @@ fn idle_timeout_closes_both_sides_with_1001() {
     assert_eq!(g.close_code(), Some(1001), "{g:?}");
     client.send(true, CLOSE, &f.payload);
     up.send(true, CLOSE, &g.payload);
+    // Both answered: the relay ends now, not at the close timeout (10 s). A leg that kept looking at the already
+    // expired idle deadline used to spin until then.
     assert!(client.eof_within(SECS2));
     assert!(up.eof_within(SECS2));
 }
