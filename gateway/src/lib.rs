@@ -8,6 +8,7 @@
 
 pub mod balancer;
 pub mod buffer_pool;
+pub mod clock;
 pub mod conn;
 pub mod echo;
 pub mod http;

@@ -4,7 +4,8 @@
 //! has waited [`crate::relay::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
 //! (keepalive, idle, close timeouts), a write stalled past the idle timeout. One timer per worker instead of one
 //! per leg keeps each idle connection small (a monoio timer entry is 640 bytes) and the hot path free of timer
-//! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late.
+//! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late. Each tick also advances the worker's coarse
+//! [`crate::clock`], which the relay uses to stamp its batches.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -88,7 +89,7 @@ impl Sweeper {
     pub async fn run(self: Rc<Self>) {
         loop {
             monoio::time::sleep(TICK).await;
-            self.sweep(Instant::now());
+            self.sweep(crate::clock::advance());
         }
     }
 }
