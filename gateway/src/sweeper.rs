@@ -14,6 +14,24 @@ use std::time::{Duration, Instant};
 /// How often the sweeper looks at the relays.
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// Lets the allocator return memory freed a while ago to the OS (called on every tick).
+///
+/// mimalloc gives freed memory back to the OS (purges it) only after a delay (1 s) and only when it next frees a page
+/// of its own accord. After a burst of handshakes the worker goes quiet — idle relays allocate nothing — so the
+/// handshake-time memory of thousands of connections stayed resident for good. Allocating and freeing one block above
+/// mimalloc's largest size class (a page of its own, released at once) runs that purge. The block is never written,
+/// so it costs no resident memory; a tick costs one allocation and one free.
+/// Measured (`ringway --workers 1` pinned to one core, 9,000 idle proxied connections opened at once by
+/// `ringway-load --connect-only`, RSS growth per connection 10 s later): 9.1 KB without the nudge, 5.0 KB nudging
+/// every second, 2.1–2.6 KB nudging every tick.
+fn nudge_allocator() {
+    let block: Vec<u8> = Vec::with_capacity(NUDGE_BLOCK_BYTES);
+    drop(std::hint::black_box(block));
+}
+
+/// Above mimalloc's largest size class (512 KiB): a block of its own page.
+const NUDGE_BLOCK_BYTES: usize = 1 << 20;
+
 /// Something the sweeper looks at on every tick.
 pub trait Sweep {
     fn sweep(&self, now: Instant);
@@ -90,6 +108,7 @@ impl Sweeper {
         loop {
             monoio::time::sleep(TICK).await;
             self.sweep(crate::clock::advance());
+            nudge_allocator();
         }
     }
 }
