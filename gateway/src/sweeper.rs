@@ -21,9 +21,11 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// handshake-time memory of thousands of connections stayed resident for good. Allocating and freeing one block above
 /// mimalloc's largest size class (a page of its own, released at once) runs that purge. The block is never written,
 /// so it costs no resident memory; a tick costs one allocation and one free.
-/// Measured (`ringway --workers 1` pinned to one core, 9,000 idle proxied connections opened at once by
-/// `ringway-load --connect-only`, RSS growth per connection 10 s later): 9.1 KB without the nudge, 5.0 KB nudging
-/// every second, 2.1–2.6 KB nudging every tick.
+/// Measured with `bench/peers.sh`'s idle scenario (one worker pinned to one core, 9,000 idle proxied connections
+/// opened at once, RSS growth per connection 2.5 s after the last one is up): 4.7–8.9 KiB without the nudge (the
+/// high figure whenever many handshakes were in flight at the peak), 4.0–4.9 KiB with it. What remains is mostly
+/// pages shared by long-lived relay state and freed handshake-time objects; `mi_collect(force)` on every tick does
+/// not go below it either (tried).
 fn nudge_allocator() {
     let block: Vec<u8> = Vec::with_capacity(NUDGE_BLOCK_BYTES);
     drop(std::hint::black_box(block));
