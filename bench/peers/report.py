@@ -53,6 +53,11 @@ class Data:
         v = self.values(scenario, t, key)
         return statistics.median(v) if v else None
 
+    def best(self, scenario, t, key):
+        """The highest value over the repeats (for figures where higher is better)."""
+        v = self.values(scenario, t, key)
+        return max(v) if v else None
+
     def cell(self, scenario, t, key, fmt=si, scale=1.0):
         v = [x * scale for x in self.values(scenario, t, key)]
         if not v:
@@ -216,7 +221,7 @@ def main():
       "last 101 (one load-generator thread on core 0, which also runs the echo upstream).")
     p("")
 
-    p("## Ratios (of medians)")
+    p("## Ratios (of medians unless stated)")
     p("")
     p("| metric | Ringway/nginx | Ringway/HAProxy | Ringway/direct |")
     p("|---|---:|---:|---:|")
@@ -232,6 +237,15 @@ def main():
     ratio_row("16 KiB msg/s", "16KiB", "msgs_per_sec")
     ratio_row("16 KiB msgs per proxy CPU-s", "16KiB", "msgs_per_cpu_s", direct=False)
     ratio_row(f"open loop msgs per proxy CPU-s ({rate}/s)", "open", "msgs_per_cpu_s", direct=False)
+
+    def best_row(name, scen, key):
+        r = d.best(scen, "ringway", key)
+        p(f"| {name} | {ratio(r, d.best(scen, 'nginx', key))} | {ratio(r, d.best(scen, 'haproxy', key))} | — |")
+
+    # Interference from other tenants of a shared machine only ever slows a run down, so each target's best repeat
+    # is its least disturbed one: a second view of efficiency that one unlucky repeat cannot swing.
+    best_row("64 B msgs per proxy CPU-s, best repeat of each", "64B", "msgs_per_cpu_s")
+    best_row("16 KiB msgs per proxy CPU-s, best repeat of each", "16KiB", "msgs_per_cpu_s")
     ratio_row("open loop p99 (µs, lower is better)", "open", "p99_us")
     ratio_row("KiB per idle connection, burst (lower is better)", "idle", "kib_per_conn", direct=False)
     if ramp:
