@@ -97,6 +97,7 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
         conns: ctx.cfg.conns,
         duration_s,
         hist: merged.hist,
+        service: merged.service,
         counters: merged.counters,
         connected: merged.up_at_end,
         first_error: shared.first_error(),
@@ -107,6 +108,10 @@ pub fn run_load(cfg: LoadConfig) -> anyhow::Result<bool> {
     report::emit(&ctx.cfg, &summary)?;
     Ok(summary.is_clean())
 }
+
+/// Open loop: when each message not yet echoed was written (ns since the clock's epoch), oldest first. Bounded by
+/// the messages one connection sends in a run.
+type SentTimes = std::cell::RefCell<std::collections::VecDeque<u64>>;
 
 /// The run's timeline in nanoseconds since the clock's epoch.
 #[derive(Debug, Clone, Copy)]
@@ -457,6 +462,7 @@ impl Receiver {
         &mut self,
         input: &mut [u8],
         now: u64,
+        sent_at: Option<&SentTimes>,
         ctx: &RunCtx,
         local: &Local,
     ) -> Result<(usize, Incoming), Ended> {
@@ -484,10 +490,17 @@ impl Receiver {
                     at += len;
                     if message_end {
                         let bytes = self.verifier.received_len();
+                        // Echoes come back in order: this one answers the oldest message written.
+                        let written = sent_at.and_then(|q| q.borrow_mut().pop_front());
                         match self.verifier.finish() {
                             Ok(stamp) if stamp.seq == self.next => {
                                 if ctx.plan.in_window(now) {
-                                    local.record(now.saturating_sub(stamp.intended_ns), bytes);
+                                    let written = written.unwrap_or(stamp.intended_ns);
+                                    local.record(
+                                        now.saturating_sub(stamp.intended_ns),
+                                        now.saturating_sub(written),
+                                        bytes,
+                                    );
                                 }
                             }
                             Ok(stamp) => {
@@ -626,7 +639,7 @@ where
         }
         let now = clock.now_ns();
         let (used, incoming) = rx
-            .process(&mut input, now, ctx, local)
+            .process(&mut input, now, None, ctx, local)
             .inspect_err(|_| count_lost(local, sent - rx.next))?;
         input.drain(..used);
         if incoming == Incoming::Close {
@@ -671,7 +684,7 @@ async fn close_handshake<S>(
         if !matches!(res, Ok(n) if n > 0) {
             return;
         }
-        match rx.process(&mut input, ctx.clock.now_ns(), ctx, local) {
+        match rx.process(&mut input, ctx.clock.now_ns(), None, ctx, local) {
             Ok((_, Incoming::Close)) | Err(_) => return,
             Ok((used, Incoming::More)) => {
                 input.drain(..used);
@@ -697,6 +710,8 @@ where
     let writer_done = std::cell::Cell::new(false);
     let failed = std::cell::Cell::new(false);
     let pongs = std::cell::RefCell::new(Vec::<u8>::new());
+    // When each message not yet echoed was written (ns), oldest first: service time = echo - write.
+    let sent_at = SentTimes::default();
     let (clock, plan, cfg) = (&ctx.clock, &ctx.plan, &ctx.cfg);
     let hard = clock.instant(plan.hard_end);
 
@@ -733,6 +748,7 @@ where
                         intended_ns: intended,
                     },
                 );
+                sent_at.borrow_mut().push_back(now);
                 k += 1;
             }
             out.extend_from_slice(&pongs.borrow());
@@ -785,7 +801,7 @@ where
                 }
                 Ok(_) => {}
             }
-            match rx.process(&mut input, clock.now_ns(), ctx, local) {
+            match rx.process(&mut input, clock.now_ns(), Some(&sent_at), ctx, local) {
                 Ok((used, Incoming::More)) => {
                     input.drain(..used);
                     if !rx.pongs.is_empty() {
@@ -836,7 +852,7 @@ where
             }
             Ok(_) => {}
         }
-        let (used, incoming) = rx.process(&mut input, ctx.clock.now_ns(), ctx, local)?;
+        let (used, incoming) = rx.process(&mut input, ctx.clock.now_ns(), None, ctx, local)?;
         input.drain(..used);
         if incoming == Incoming::Close {
             local.count(|c| c.unexpected_closes += 1);

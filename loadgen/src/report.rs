@@ -132,6 +132,16 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
                 ""
             }
         );
+        if matches!(cfg.mode, Mode::Open { .. }) {
+            let _ = writeln!(
+                out,
+                "  service time  p50 {}  p90 {}  p99 {}  p99.9 {}  (from actual send time)",
+                fmt_us(s.service_quantile_us(0.5)),
+                fmt_us(s.service_quantile_us(0.9)),
+                fmt_us(s.service_quantile_us(0.99)),
+                fmt_us(s.service_quantile_us(0.999)),
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -163,7 +173,8 @@ pub fn json_line(s: &Summary) -> String {
             "\"bytes_per_sec\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},",
             "\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"mismatches\":{},",
             "\"unexpected_closes\":{},\"connect_failures\":{},\"connected\":{},\"lost\":{},",
-            "\"upgrades_per_sec\":{:.1},\"client_cpu_s\":{:.3}}}"
+            "\"upgrades_per_sec\":{:.1},\"client_cpu_s\":{:.3},\"service_p50_us\":{:.1},",
+            "\"service_p99_us\":{:.1},\"service_p999_us\":{:.1}}}"
         ),
         s.conns,
         s.duration_s,
@@ -183,6 +194,9 @@ pub fn json_line(s: &Summary) -> String {
         c.lost,
         s.upgrades_per_sec(),
         s.client_cpu_s,
+        s.service_quantile_us(0.5),
+        s.service_quantile_us(0.99),
+        s.service_quantile_us(0.999),
     )
 }
 
@@ -404,10 +418,15 @@ mod tests {
         for us in 1..=1000u64 {
             hist.record(us * 1000).unwrap();
         }
+        let mut service = new_histogram();
+        for us in 1..=1000u64 {
+            service.record(us * 100).unwrap();
+        }
         Summary {
             conns: 10,
             duration_s: 2.0,
             hist,
+            service,
             counters: Counters {
                 messages: 1000,
                 bytes: 64_000,
@@ -441,6 +460,9 @@ mod tests {
             "connect_failures",
             "connected",
             "upgrades_per_sec",
+            "service_p50_us",
+            "service_p99_us",
+            "service_p999_us",
         ] {
             assert!(
                 line.contains(&format!("\"{field}\":")),
@@ -448,6 +470,7 @@ mod tests {
             );
         }
         assert!(line.contains("\"msgs_per_sec\":500.0"));
+        assert!(line.contains("\"service_p50_us\":50.0"), "{line}");
         assert!(line.contains("\"max_us\":1000."), "{line}");
         assert!(!line.contains('\n'));
     }

@@ -80,6 +80,8 @@ impl std::ops::AddAssign for Counters {
 pub struct Local {
     /// Latencies recorded since the last publication.
     pub hist: RefCell<Histogram<u64>>,
+    /// Service times (from the actual send) recorded since the last publication.
+    pub service: RefCell<Histogram<u64>>,
     /// Cumulative counters.
     pub counters: Cell<Counters>,
     /// Connections currently upgraded and open.
@@ -94,6 +96,7 @@ impl Default for Local {
     fn default() -> Self {
         Self {
             hist: RefCell::new(new_histogram()),
+            service: RefCell::new(new_histogram()),
             counters: Cell::default(),
             up: Cell::new(0),
             up_at_end: Cell::new(0),
@@ -111,10 +114,14 @@ impl Local {
         self.counters.set(c);
     }
 
-    /// Records one verified echo of `bytes` payload bytes with latency `latency_ns`.
+    /// Records one verified echo of `bytes` payload bytes: `latency_ns` from its intended send time, `service_ns`
+    /// from when it was actually written (the same in closed loop).
     #[inline]
-    pub fn record(&self, latency_ns: u64, bytes: usize) {
+    pub fn record(&self, latency_ns: u64, service_ns: u64, bytes: usize) {
         self.hist.borrow_mut().saturating_record(latency_ns.max(1));
+        self.service
+            .borrow_mut()
+            .saturating_record(service_ns.max(1));
         self.count(|c| {
             c.messages += 1;
             c.bytes += bytes as u64;
@@ -127,6 +134,8 @@ impl Local {
 pub struct Published {
     /// All latencies recorded by the thread so far.
     pub hist: Histogram<u64>,
+    /// All service times recorded by the thread so far.
+    pub service: Histogram<u64>,
     /// Cumulative counters.
     pub counters: Counters,
     /// Connections up at the last publication.
@@ -145,6 +154,7 @@ impl Default for Published {
     fn default() -> Self {
         Self {
             hist: new_histogram(),
+            service: new_histogram(),
             counters: Counters::default(),
             up: 0,
             up_at_end: 0,
@@ -200,6 +210,9 @@ impl Shared {
         // Same bounds on both sides: adding cannot fail.
         let _ = p.hist.add(&*h);
         h.reset();
+        let mut h = local.service.borrow_mut();
+        let _ = p.service.add(&*h);
+        h.reset();
         p.counters = local.counters.get();
         p.up = local.up.get();
         p.up_at_end = local.up_at_end.get();
@@ -209,6 +222,7 @@ impl Shared {
     /// Sums every slot: histogram, counters, connections up, and whether all threads are done.
     pub fn merge(&self) -> Merged {
         let mut hist = new_histogram();
+        let mut service = new_histogram();
         let mut counters = Counters::default();
         let (mut up, mut up_at_end, mut done) = (0, 0, true);
         let mut upgrades = (0, 0);
@@ -218,6 +232,7 @@ impl Shared {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let _ = hist.add(&p.hist);
+            let _ = service.add(&p.service);
             counters += p.counters;
             up += p.up;
             up_at_end += p.up_at_end;
@@ -226,6 +241,7 @@ impl Shared {
         }
         Merged {
             hist,
+            service,
             counters,
             up,
             up_at_end,
@@ -264,6 +280,8 @@ impl Shared {
 pub struct Merged {
     /// Latencies (ns).
     pub hist: Histogram<u64>,
+    /// Service times (ns).
+    pub service: Histogram<u64>,
     /// Counters.
     pub counters: Counters,
     /// Connections up now.
@@ -283,8 +301,11 @@ pub struct Summary {
     pub conns: usize,
     /// Length of the measurement window in seconds.
     pub duration_s: f64,
-    /// Latency histogram (ns).
+    /// Latency histogram (ns), from each message's intended send time.
     pub hist: Histogram<u64>,
+    /// Service-time histogram (ns), from when each message was actually written: without the sender's own
+    /// lateness (timer slack, a busy load generator), so it resolves what the target adds more finely.
+    pub service: Histogram<u64>,
     /// Counters.
     pub counters: Counters,
     /// Connections up at the end of the window.
@@ -326,6 +347,14 @@ impl Summary {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// Service time at `q` (0..=1) in microseconds; 0 without samples.
+    pub fn service_quantile_us(&self, q: f64) -> f64 {
+        if self.service.is_empty() {
+            return 0.0;
+        }
+        self.service.value_at_quantile(q) as f64 / 1000.0
+    }
+
     /// Largest latency in microseconds.
     pub fn max_us(&self) -> f64 {
         if self.hist.is_empty() {
@@ -360,8 +389,8 @@ mod tests {
         let shared = Shared::new(2);
         for idx in 0..2 {
             let local = Local::default();
-            local.record(1_000 * (idx as u64 + 1), 64);
-            local.record(5_000, 64);
+            local.record(1_000 * (idx as u64 + 1), 1_000 * (idx as u64 + 1), 64);
+            local.record(5_000, 2_000, 64);
             local.count(|c| c.errors += 1);
             local.up.set(3);
             local.up_at_end.set(3);
@@ -373,6 +402,11 @@ mod tests {
         }
         let m = shared.merge();
         assert_eq!(m.hist.len(), 4);
+        assert_eq!(m.service.len(), 4);
+        assert!(
+            m.service.max() < 2_100 && m.hist.max() >= 4_990,
+            "service times are kept apart from latencies"
+        );
         assert_eq!(m.counters.messages, 4);
         assert_eq!(m.counters.bytes, 256);
         assert_eq!(m.counters.errors, 2);
@@ -385,6 +419,7 @@ mod tests {
             conns: 2,
             duration_s: 2.0,
             hist: m.hist,
+            service: m.service,
             counters: m.counters,
             connected: m.up_at_end,
             first_error: None,
