@@ -43,6 +43,8 @@
 //!   millisecond timer wheel, so a send can start up to ~1 ms after its intended time and that
 //!   delay is part of the measured latency (wrk2 has the same floor); compare runs against a
 //!   direct-to-backend baseline rather than reading sub-millisecond open-loop values absolutely.
+//!   The service time (`service_*` in `--json`) runs from when each message was actually written
+//!   instead, without that slack: the finer figure for what a proxy adds at a fixed rate.
 //! - Closed-loop latency runs from the actual send time of each message. A closed-loop
 //!   connection writes its whole window (`--inflight` × size) before reading, so keep that below
 //!   what the socket buffers on the path hold (a few MiB) when the server applies backpressure.
