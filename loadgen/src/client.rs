@@ -491,14 +491,16 @@ impl Receiver {
                     if message_end {
                         let bytes = self.verifier.received_len();
                         // Echoes come back in order: this one answers the oldest message written.
-                        let written = sent_at.and_then(|q| q.borrow_mut().pop_front());
+                        let written = sent_at.map(|q| q.borrow_mut().pop_front());
                         match self.verifier.finish() {
                             Ok(stamp) if stamp.seq == self.next => {
                                 if ctx.plan.in_window(now) {
-                                    let written = written.unwrap_or(stamp.intended_ns);
+                                    let service = written.map(|w| {
+                                        now.saturating_sub(w.unwrap_or(stamp.intended_ns))
+                                    });
                                     local.record(
                                         now.saturating_sub(stamp.intended_ns),
-                                        now.saturating_sub(written),
+                                        service,
                                         bytes,
                                     );
                                 }

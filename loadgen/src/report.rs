@@ -120,11 +120,8 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         );
         let _ = writeln!(
             out,
-            "  latency       p50 {}  p90 {}  p99 {}  p99.9 {}  max {}{}",
-            fmt_us(s.quantile_us(0.5)),
-            fmt_us(s.quantile_us(0.9)),
-            fmt_us(s.quantile_us(0.99)),
-            fmt_us(s.quantile_us(0.999)),
+            "  latency       {}  max {}{}",
+            percentiles(|q| s.quantile_us(q)),
             fmt_us(s.max_us()),
             if matches!(cfg.mode, Mode::Open { .. }) {
                 "  (from intended send time)"
@@ -135,11 +132,8 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         if matches!(cfg.mode, Mode::Open { .. }) {
             let _ = writeln!(
                 out,
-                "  service time  p50 {}  p90 {}  p99 {}  p99.9 {}  (from actual send time)",
-                fmt_us(s.service_quantile_us(0.5)),
-                fmt_us(s.service_quantile_us(0.9)),
-                fmt_us(s.service_quantile_us(0.99)),
-                fmt_us(s.service_quantile_us(0.999)),
+                "  service time  {}  (from actual send time)",
+                percentiles(|q| s.service_quantile_us(q))
             );
         }
     }
@@ -162,6 +156,17 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         if s.is_clean() { "OK" } else { "FAILED" }
     );
     out
+}
+
+/// `p50 …  p90 …  p99 …  p99.9 …` of a quantile function (microseconds).
+fn percentiles(quantile_us: impl Fn(f64) -> f64) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}",
+        fmt_us(quantile_us(0.5)),
+        fmt_us(quantile_us(0.9)),
+        fmt_us(quantile_us(0.99)),
+        fmt_us(quantile_us(0.999))
+    )
 }
 
 /// The `--json` line.

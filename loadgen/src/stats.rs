@@ -80,7 +80,8 @@ impl std::ops::AddAssign for Counters {
 pub struct Local {
     /// Latencies recorded since the last publication.
     pub hist: RefCell<Histogram<u64>>,
-    /// Service times (from the actual send) recorded since the last publication.
+    /// Service times (from the actual send) recorded since the last publication; open loop only (in closed loop a
+    /// message is written when it is due, so its service time is its latency).
     pub service: RefCell<Histogram<u64>>,
     /// Cumulative counters.
     pub counters: Cell<Counters>,
@@ -114,14 +115,16 @@ impl Local {
         self.counters.set(c);
     }
 
-    /// Records one verified echo of `bytes` payload bytes: `latency_ns` from its intended send time, `service_ns`
-    /// from when it was actually written (the same in closed loop).
+    /// Records one verified echo of `bytes` payload bytes: `latency_ns` from its intended send time and, in open
+    /// loop, `service_ns` from when it was actually written.
     #[inline]
-    pub fn record(&self, latency_ns: u64, service_ns: u64, bytes: usize) {
+    pub fn record(&self, latency_ns: u64, service_ns: Option<u64>, bytes: usize) {
         self.hist.borrow_mut().saturating_record(latency_ns.max(1));
-        self.service
-            .borrow_mut()
-            .saturating_record(service_ns.max(1));
+        if let Some(service_ns) = service_ns {
+            self.service
+                .borrow_mut()
+                .saturating_record(service_ns.max(1));
+        }
         self.count(|c| {
             c.messages += 1;
             c.bytes += bytes as u64;
@@ -294,6 +297,14 @@ pub struct Merged {
     pub done: bool,
 }
 
+/// The value at `q` (0..=1) of a histogram of nanoseconds, in microseconds; 0 without samples.
+fn quantile_us_of(hist: &Histogram<u64>, q: f64) -> f64 {
+    if hist.is_empty() {
+        return 0.0;
+    }
+    hist.value_at_quantile(q) as f64 / 1000.0
+}
+
 /// The merged result of a run.
 #[derive(Debug)]
 pub struct Summary {
@@ -304,7 +315,8 @@ pub struct Summary {
     /// Latency histogram (ns), from each message's intended send time.
     pub hist: Histogram<u64>,
     /// Service-time histogram (ns), from when each message was actually written: without the sender's own
-    /// lateness (timer slack, a busy load generator), so it resolves what the target adds more finely.
+    /// lateness (timer slack, a busy load generator), so it resolves what the target adds more finely. Empty in
+    /// closed loop, where service times are the latencies.
     pub service: Histogram<u64>,
     /// Counters.
     pub counters: Counters,
@@ -341,18 +353,16 @@ impl Summary {
 
     /// Latency at `q` (0..=1) in microseconds; 0 without samples.
     pub fn quantile_us(&self, q: f64) -> f64 {
-        if self.hist.is_empty() {
-            return 0.0;
-        }
-        self.hist.value_at_quantile(q) as f64 / 1000.0
+        quantile_us_of(&self.hist, q)
     }
 
-    /// Service time at `q` (0..=1) in microseconds; 0 without samples.
+    /// Service time at `q` (0..=1) in microseconds; the latency in closed loop; 0 without samples.
     pub fn service_quantile_us(&self, q: f64) -> f64 {
         if self.service.is_empty() {
-            return 0.0;
+            self.quantile_us(q)
+        } else {
+            quantile_us_of(&self.service, q)
         }
-        self.service.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// Largest latency in microseconds.
@@ -385,12 +395,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn closed_loop_service_times_are_the_latencies() {
+        let local = Local::default();
+        local.record(3_000, None, 64);
+        assert!(local.service.borrow().is_empty(), "nothing recorded twice");
+        let counters = local.counters.get();
+        let s = Summary {
+            conns: 1,
+            duration_s: 1.0,
+            hist: local.hist.into_inner(),
+            service: local.service.into_inner(),
+            counters,
+            connected: 1,
+            first_error: None,
+            client_cpu_s: 0.0,
+            upgrades: 1,
+            connect_time_s: 0.0,
+        };
+        assert!((s.service_quantile_us(0.5) - 3.0).abs() < 0.01);
+        assert_eq!(s.service_quantile_us(0.99), s.quantile_us(0.99));
+    }
+
+    #[test]
     fn publish_and_merge_sum_threads() {
         let shared = Shared::new(2);
         for idx in 0..2 {
             let local = Local::default();
-            local.record(1_000 * (idx as u64 + 1), 1_000 * (idx as u64 + 1), 64);
-            local.record(5_000, 2_000, 64);
+            local.record(1_000 * (idx as u64 + 1), Some(1_000 * (idx as u64 + 1)), 64);
+            local.record(5_000, Some(2_000), 64);
             local.count(|c| c.errors += 1);
             local.up.set(3);
             local.up_at_end.set(3);
