@@ -289,7 +289,6 @@ impl<W> Side<W> {
     where
         W: AsyncWriteRent,
     {
-        self.write_abort.set(false);
         self.write_since.set(Some(now));
         let mut write = std::pin::pin!(w.write_all(buf));
         let result = poll_fn(|cx| {
@@ -309,6 +308,7 @@ impl<W> Side<W> {
             }
         })
         .await;
+        // Back to idle; `cancel_write` sets the flag only while `write_since` says a write is pending.
         self.write_since.set(None);
         self.write_abort.set(false);
         result
@@ -456,6 +456,16 @@ enum HotExit {
     Done,
 }
 
+/// What a leg does next ([`Leg::next_step`]).
+enum Step {
+    /// The leg is finished.
+    Done,
+    /// A deadline passed at this time: act on it first.
+    Due(Instant),
+    /// Read the source, until `deadline` at the latest.
+    Read { now: Instant, deadline: Instant },
+}
+
 /// What one read produced.
 enum ReadResult {
     Data(Vec<u8>),
@@ -502,16 +512,14 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         // has been quiet for [`PARK_AFTER`]. (Boxing per batch instead cost an allocation and a memcpy of the
         // future per read and per write: ~8% of the relay's user-space instructions at 64 B messages.)
         loop {
-            self.check_done();
-            if self.pair.stop.get() || self.src.finished() {
-                break;
-            }
-            let now = clock::now();
-            let deadline = self.deadline(now);
-            if deadline <= now {
-                Box::pin(self.on_deadline(now)).await;
-                continue;
-            }
+            let deadline = match self.next_step() {
+                Step::Done => break,
+                Step::Due(now) => {
+                    Box::pin(self.on_deadline(now)).await;
+                    continue;
+                }
+                Step::Read { deadline, .. } => deadline,
+            };
             let first = if inbound.hold.is_some() {
                 None
             } else {
@@ -554,16 +562,14 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             self.flush_both().await;
         }
         loop {
-            self.check_done();
-            if self.pair.stop.get() || self.src.finished() {
-                return HotExit::Done;
-            }
-            let now = clock::now();
-            let deadline = self.deadline(now);
-            if deadline <= now {
-                Box::pin(self.on_deadline(now)).await;
-                continue;
-            }
+            let (now, deadline) = match self.next_step() {
+                Step::Done => return HotExit::Done,
+                Step::Due(now) => {
+                    Box::pin(self.on_deadline(now)).await;
+                    continue;
+                }
+                Step::Read { now, deadline } => (now, deadline),
+            };
             let buf = inbound.hold.take().unwrap_or_else(|| self.pool.take());
             match self
                 .read_hot(reader, buf, now, deadline, &mut inbound.hold)
@@ -586,6 +592,22 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             }
             // The other leg may have queued frames while we waited.
             self.flush_both().await;
+        }
+    }
+
+    /// What the leg does next: stop, act on a passed deadline, or read until `deadline`.
+    #[inline]
+    fn next_step(&self) -> Step {
+        self.check_done();
+        if self.pair.stop.get() || self.src.finished() {
+            return Step::Done;
+        }
+        let now = clock::now();
+        let deadline = self.deadline(now);
+        if deadline <= now {
+            Step::Due(now)
+        } else {
+            Step::Read { now, deadline }
         }
     }
 
