@@ -44,6 +44,12 @@ class Data:
     def __init__(self, raw):
         self.raw = raw
         self.runs = raw["runs"]
+        # CPU the load side spent per echoed message (core 0), to compare with the proxy's.
+        for r in self.runs:
+            n = (r.get("msgs_per_sec") or 0) * (r.get("window_s") or 0)
+            for side in ("load", "echo"):
+                if n and r.get(f"{side}_cpu_s") is not None:
+                    r[f"{side}_us_per_msg"] = r[f"{side}_cpu_s"] * 1e6 / n
 
     def values(self, scenario, t, key):
         return [r[key] for r in self.runs
@@ -77,6 +83,13 @@ class Data:
         if len(v) == 1:
             return f"{m:+.0f}"
         return f"{m:+.0f} ({min(v) - d:+.0f}…{max(v) - d:+.0f})"
+
+    def load_side_us(self, scenario, t):
+        """Median load generator / echo upstream CPU per echoed message in µs."""
+        load, echo = self.median(scenario, t, "load_us_per_msg"), self.median(scenario, t, "echo_us_per_msg")
+        if load is None or echo is None:
+            return "n/a"
+        return f"{load:.1f} / {echo:.1f}"
 
     def bad_total(self, scenario, t):
         return sum(sum(r.get(k, 0) or 0 for k in BAD_KEYS) for r in self.runs
@@ -144,6 +157,8 @@ def main():
           + " | ".join(us_split(d, scen, t) for t in TARGETS) + " |")
         p(f"| {title}: share of proxy CPU in the kernel (%) | "
           + " | ".join(d.cell(scen, t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+        p(f"| {title}: load generator / echo upstream CPU per echoed message, µs | "
+          + " | ".join(d.load_side_us(scen, t) for t in TARGETS) + " |")
         p(f"| {title}: core {a['load_cpu']} busy (echo + load gen, %) | "
           + " | ".join(d.cell(scen, t, "core0_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
         p(f"| {title}: other processes' CPU (% of one core) | "
