@@ -5,7 +5,7 @@
 //!   time in nanoseconds since the run's epoch (u64 LE);
 //! - text mode: the same three numbers as 40 lowercase hex digits (8 + 16 + 16), so the whole
 //!   payload is ASCII;
-//! - filler: bytes derived from `(conn, seq, position)` ([`Filler`]), so the receiver can check every
+//! - filler: bytes derived from `(conn, seq, position)` (`Filler`), so the receiver can check every
 //!   byte of the echo without keeping a copy of what it sent. In text mode the filler is printable.
 //!   Both ends work on 8-byte words: for 16 KiB messages, generating and checking the filler byte by byte
 //!   made the load generator cost more CPU per message than the proxy it measures.
