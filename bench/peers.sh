@@ -7,7 +7,7 @@
 # upgrades/s and RSS per idle connection against every target, and writes a markdown table to
 # bench/results/latest.md plus a dated copy (and the raw runs as JSON beside them).
 #
-# Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS]
+# Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS] [--light-rate MSGS]
 #                       [--idle-conns N] [--idle-ramp PER_SEC] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
 #                       [--ringway-driver auto|io_uring|epoll] [--quiet-wait SECS] [--no-save]
 #   --quick          smoke test: 1 repeat x 2 s, 0.5 s warm-up, 2000 idle connections, no result files
@@ -15,6 +15,7 @@
 #   --repeats N      repeats per figure (default 3); the median is reported with min-max
 #   --duration S     measured seconds per run (default 5)
 #   --rate R         open-loop msg/s (default: 50% of the slowest proxy's closed-loop 64 B median)
+#   --light-rate R   second, lighter open-loop msg/s (default: half of --rate)
 #   --idle-conns N   idle connections for the memory figure (default 9000; the hard RLIMIT_NOFILE here
 #                    is 20000 and a proxy needs 2 fds per connection)
 #   --idle-ramp R    also measure idle memory with connections opened at R/s (default 2000; 0 skips)
@@ -22,7 +23,7 @@
 #   --micro          also run bench/micro.sh (frame-simd micro-benchmarks) and append its tables
 #   --no-save        print only; do not write bench/results/
 # Env: CARGO_TARGET_DIR (default: <repo>/target), as for cargo.
-# Defaults take about 8 minutes plus any waits for a quiet machine (--quick: about 1.5 minutes).
+# Defaults take about 9 minutes plus any waits for a quiet machine (--quick: about 1.5 minutes).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -32,7 +33,7 @@ py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    --repeats|--duration|--warmup|--rate|--idle-conns|--idle-ramp|--upgrade-conns|--ringway-driver|--quiet-wait)
+    --repeats|--duration|--warmup|--rate|--light-rate|--idle-conns|--idle-ramp|--upgrade-conns|--ringway-driver|--quiet-wait)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       py_args+=("$1" "$2"); shift ;;
     --no-build) build=0 ;;

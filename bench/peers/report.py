@@ -102,6 +102,42 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def open_loop_section(p, d, head, sep, scen, rate, how):
+    """The table of one fixed-rate open-loop scenario."""
+    p(f"## Latency at a fixed open-loop rate ({rate} msg/s, 64 B, 100 conns)")
+    p("")
+    p(f"Rate: {how}. Latency from each message's intended send time (coordinated-omission "
+      "corrected; the load generator's timer adds up to ~1 ms, the same for every target, so read "
+      "the *added* rows). Service time: from when the load generator actually wrote each message — "
+      "without its own timer slack, so it resolves what a proxy adds more finely.")
+    p("")
+    p(head)
+    p(sep)
+    p("| achieved msg/s | " + " | ".join(d.cell(scen, t, "msgs_per_sec") for t in TARGETS) + " |")
+    for key, name in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
+        p(f"| {name} (µs) | " + " | ".join(d.cell(scen, t, key) for t in TARGETS) + " |")
+    for key, name in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
+        p(f"| added {name} over direct (µs) | "
+          + " | ".join("—" if t == "direct" else d.added(scen, t, key) for t in TARGETS) + " |")
+    service = (("service_p50_us", "p50"), ("service_p99_us", "p99"), ("service_p999_us", "p99.9"))
+    for key, name in service:
+        p(f"| service time {name} (µs) | " + " | ".join(d.cell(scen, t, key) for t in TARGETS) + " |")
+    for key, name in service:
+        p(f"| added service time {name} over direct (µs) | "
+          + " | ".join("—" if t == "direct" else d.added(scen, t, key) for t in TARGETS) + " |")
+    p("| msgs per proxy CPU-second | " + " | ".join(d.cell(scen, t, "msgs_per_cpu_s") for t in TARGETS) + " |")
+    p("| proxy CPU (% of its core) | "
+      + " | ".join(d.cell(scen, t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| proxy CPU per echoed message, µs (user + kernel) | "
+      + " | ".join(us_split(d, scen, t) for t in TARGETS) + " |")
+    p("| share of proxy CPU in the kernel (%) | "
+      + " | ".join(d.cell(scen, t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| other processes' CPU (% of one core) | "
+      + " | ".join(d.cell(scen, t, "other_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
+    p("| errors (all repeats) | " + " | ".join(str(d.bad_total(scen, t)) for t in TARGETS) + " |")
+    p("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("raw")
@@ -170,41 +206,15 @@ def main():
           + " | ".join(str(d.bad_total(scen, t)) for t in TARGETS) + " |")
     p("")
 
-    p(f"## Latency at a fixed open-loop rate ({rate} msg/s, 64 B, 100 conns)")
-    p("")
-    how = (f"fixed by --rate" if a.get("rate") else
-           f"{a['rate_fraction']:.0%} of the slowest proxy's median closed-loop 64 B msg/s in this run, "
-           "rounded down to 1000")
-    p(f"Rate: {how}. Latency from each message's intended send time (coordinated-omission "
-      "corrected; the load generator's timer adds up to ~1 ms, the same for every target, so read "
-      "the *added* rows). Service time: from when the load generator actually wrote each message — "
-      "without its own timer slack, so it resolves what a proxy adds more finely.")
-    p("")
-    p(head)
-    p(sep)
-    p("| achieved msg/s | " + " | ".join(d.cell("open", t, "msgs_per_sec") for t in TARGETS) + " |")
-    for key, name in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
-        p(f"| {name} (µs) | " + " | ".join(d.cell("open", t, key) for t in TARGETS) + " |")
-    for key, name in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
-        p(f"| added {name} over direct (µs) | "
-          + " | ".join("—" if t == "direct" else d.added("open", t, key) for t in TARGETS) + " |")
-    service = (("service_p50_us", "p50"), ("service_p99_us", "p99"), ("service_p999_us", "p99.9"))
-    for key, name in service:
-        p(f"| service time {name} (µs) | " + " | ".join(d.cell("open", t, key) for t in TARGETS) + " |")
-    for key, name in service:
-        p(f"| added service time {name} over direct (µs) | "
-          + " | ".join("—" if t == "direct" else d.added("open", t, key) for t in TARGETS) + " |")
-    p("| msgs per proxy CPU-second | " + " | ".join(d.cell("open", t, "msgs_per_cpu_s") for t in TARGETS) + " |")
-    p("| proxy CPU (% of its core) | "
-      + " | ".join(d.cell("open", t, "proxy_core_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
-    p("| proxy CPU per echoed message, µs (user + kernel) | "
-      + " | ".join(us_split(d, "open", t) for t in TARGETS) + " |")
-    p("| share of proxy CPU in the kernel (%) | "
-      + " | ".join(d.cell("open", t, "proxy_sys_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
-    p("| other processes' CPU (% of one core) | "
-      + " | ".join(d.cell("open", t, "other_pct", lambda v: f"{v:.0f}") for t in TARGETS) + " |")
-    p("| errors (all repeats) | " + " | ".join(str(d.bad_total("open", t)) for t in TARGETS) + " |")
-    p("")
+    light_rate = raw.get("light_rate")
+    for scen, r, how in (
+            ("open", rate, "fixed by --rate" if a.get("rate") else
+             f"{a['rate_fraction']:.0%} of the slowest proxy's median closed-loop 64 B msg/s in this run, "
+             "rounded down to 1000"),
+            ("open_light", light_rate, "fixed by --light-rate" if a.get("light_rate") else
+             "half the rate above, rounded down to 1000: how much a proxy adds depends on how busy its core is")):
+        if r and d.values(scen, "direct", "msgs_per_sec"):
+            open_loop_section(p, d, head, sep, scen, r, how)
 
     n_idle = a["idle_conns"]
     p(f"## Connections: memory per idle connection and upgrades per second")
@@ -265,8 +275,13 @@ def main():
     ratio_row("64 B msgs per proxy CPU-s, best repeat of each", "64B", "msgs_per_cpu_s", direct=False, of=d.best)
     ratio_row("16 KiB msgs per proxy CPU-s, best repeat of each", "16KiB", "msgs_per_cpu_s", direct=False,
               of=d.best)
-    ratio_row("open loop p99 (µs, lower is better)", "open", "p99_us")
-    ratio_row("open loop service-time p99 (µs, lower is better)", "open", "service_p99_us")
+    ratio_row(f"open loop p99 at {rate}/s (µs, lower is better)", "open", "p99_us")
+    ratio_row(f"open loop service-time p99 at {rate}/s (µs, lower is better)", "open", "service_p99_us")
+    if light_rate and d.values("open_light", "ringway", "msgs_per_sec"):
+        ratio_row(f"open loop msgs per proxy CPU-s ({light_rate}/s)", "open_light", "msgs_per_cpu_s", direct=False)
+        ratio_row(f"open loop p99 at {light_rate}/s (µs, lower is better)", "open_light", "p99_us")
+        ratio_row(f"open loop service-time p99 at {light_rate}/s (µs, lower is better)", "open_light",
+                  "service_p99_us")
     ratio_row("KiB per idle connection, burst (lower is better)", "idle", "kib_per_conn", direct=False)
     if ramp:
         ratio_row("KiB per idle connection, paced (lower is better)", "idle_paced", "kib_per_conn", direct=False)
@@ -280,9 +295,10 @@ def main():
             anomalies.append(
                 f"{LABEL[r['target']]} {r['scenario']} repeat {r['rep'] + 1}: exit {r.get('exit')}, "
                 + ", ".join(f"{k} {r.get(k, 0)}" for k in BAD_KEYS if r.get(k)))
-        if r["scenario"] == "open" and rate and (r.get("msgs_per_sec") or 0) < 0.97 * rate:
+        target_rate = {"open": rate, "open_light": light_rate}.get(r["scenario"])
+        if target_rate and (r.get("msgs_per_sec") or 0) < 0.97 * target_rate:
             anomalies.append(f"{LABEL[r['target']]} open loop repeat {r['rep'] + 1}: reached only "
-                             f"{r.get('msgs_per_sec', 0):.0f} of {rate} msg/s")
+                             f"{r.get('msgs_per_sec', 0):.0f} of {target_rate} msg/s")
         if r["scenario"].startswith("idle") and min(r.get("up_client") or 0, r.get("up_upstream") or 0) < n_idle:
             anomalies.append(f"{LABEL[r['target']]} idle repeat {r['rep'] + 1}: RSS read with only "
                              f"{r.get('up_client')} client-side and {r.get('up_upstream')} upstream "
