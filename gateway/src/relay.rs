@@ -274,40 +274,55 @@ impl<W> Side<W> {
         }
     }
 
-    /// Writes `buf` completely unless [`Side::cancel_write`] aborts it first (then `None`).
+    /// Writes `buf[..end]` completely unless [`Side::cancel_write`] aborts it first (then `None`).
     ///
     /// The write is a plain one, raced against the abort flag, rather than a monoio cancelable write: a cancel
     /// handle costs two SipHash set operations per write, ~8% of the relay's user-space instructions at 64 B
     /// messages (callgrind). Dropping a pending io_uring write is safe for this purpose: the side is abandoned
-    /// afterwards, so it does not matter how much of the buffer reached it.
-    async fn write_abortable<T: IoBuf>(
+    /// afterwards, so it does not matter how much of the buffer reached it. The loop over partial writes is here
+    /// rather than in monoio's `write_all`, which would add one more future (and its state's cache line) per frame.
+    async fn write_abortable(
         &self,
         w: &mut W,
-        buf: T,
+        mut buf: Vec<u8>,
+        end: usize,
         now: Instant,
-    ) -> Option<monoio::BufResult<usize, T>>
+    ) -> Option<(io::Result<()>, Vec<u8>)>
     where
         W: AsyncWriteRent,
     {
         self.write_since.set(Some(now));
-        let mut write = std::pin::pin!(w.write_all(buf));
-        let result = poll_fn(|cx| {
-            if self.write_abort.get() {
-                return Poll::Ready(None);
-            }
-            match write.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending => {
-                    let stored = self.write_waker.take();
-                    self.write_waker.set(match stored {
-                        Some(waker) if waker.will_wake(cx.waker()) => Some(waker),
-                        _ => Some(cx.waker().clone()),
-                    });
-                    Poll::Pending
+        let mut start = 0;
+        let result = loop {
+            let mut write = std::pin::pin!(w.write(buf.slice(start..end)));
+            let step = poll_fn(|cx| {
+                if self.write_abort.get() {
+                    return Poll::Ready(None);
                 }
+                match write.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending => {
+                        let stored = self.write_waker.take();
+                        self.write_waker.set(match stored {
+                            Some(waker) if waker.will_wake(cx.waker()) => Some(waker),
+                            _ => Some(cx.waker().clone()),
+                        });
+                        Poll::Pending
+                    }
+                }
+            })
+            .await;
+            let Some((res, slice)) = step else {
+                break None;
+            };
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => break Some((Err(io::ErrorKind::WriteZero.into()), buf)),
+                Ok(n) if start + n < end => start += n,
+                Ok(_) => break Some((Ok(()), buf)),
+                Err(e) => break Some((Err(e), buf)),
             }
-        })
-        .await;
+        };
         // Back to idle; `cancel_write` sets the flag only while `write_since` says a write is pending.
         self.write_since.set(None);
         self.write_abort.set(false);
@@ -446,6 +461,20 @@ struct Inbound {
     in_frame: bool,
     /// Unprocessed bytes carried to the next read (a partial header or control frame).
     hold: Option<Vec<u8>>,
+}
+
+/// What [`Leg::decode_batch`] found in one batch of bytes from the source.
+struct Batch {
+    /// Bytes `..forward_end` go to the destination (0: none).
+    forward_end: usize,
+    /// The forwarded bytes end inside a data frame.
+    mid_frame: bool,
+    /// Where decoding stopped: bytes from here on wait for the next read.
+    pos: usize,
+    /// The source's Close frame was among the bytes (and is the last thing forwarded).
+    saw_close: bool,
+    /// A protocol violation, and whether the destination had been left inside a frame by an earlier batch.
+    failure: Option<(FrameError, bool)>,
 }
 
 /// Why [`Leg::run_hot`] returned.
@@ -611,8 +640,10 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         }
     }
 
-    /// Bytes arrived from the source: note the activity and decode and forward them.
-    async fn on_data(&self, buf: Vec<u8>, inbound: &mut Inbound) {
+    /// Bytes arrived from the source: note the activity, decode them ([`Leg::decode_batch`]) and forward what may
+    /// go on. The forward is awaited right here and the rare close/violation handling is boxed, so a frame passes
+    /// through as few nested futures (each one more state to load per frame) as possible.
+    async fn on_data(&self, mut buf: Vec<u8>, inbound: &mut Inbound) {
         self.src.last_rx.set(clock::now());
         self.src.pong_deadline.set(None);
         if self.src.close_received.get() {
@@ -620,9 +651,21 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             self.pool.give(buf);
             return;
         }
-        inbound.hold = self
-            .process(buf, &mut inbound.decoder, &mut inbound.in_frame)
-            .await;
+        let batch = self.decode_batch(&mut buf, &mut inbound.decoder, &mut inbound.in_frame);
+        if batch.forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
+            buf = match self.forward(buf, batch.forward_end, batch.mid_frame).await {
+                Some(buf) => buf,
+                None => {
+                    inbound.hold = None;
+                    return;
+                }
+            };
+        }
+        inbound.hold = if batch.saw_close || batch.failure.is_some() {
+            Box::pin(self.after_close_or_violation(buf, batch)).await
+        } else {
+            self.keep_unprocessed(buf, batch.pos)
+        };
     }
 
     /// A read into a pooled buffer, parked (cancelled, buffer returned) after [`PARK_AFTER`] without data.
@@ -686,14 +729,14 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         }
     }
 
-    /// Decodes and forwards the bytes in `buf`; returns the buffer if unprocessed bytes remain (a partial header or
-    /// control frame), else gives it back to the pool.
-    async fn process(
+    /// Decodes the bytes in `buf` (a pong answering the gateway's own ping is cut out of it) and decides what may be
+    /// forwarded. No I/O: [`Leg::on_data`] does the forwarding.
+    fn decode_batch(
         &self,
-        mut buf: Vec<u8>,
+        buf: &mut Vec<u8>,
         decoder: &mut FrameDecoder,
         in_frame: &mut bool,
-    ) -> Option<Vec<u8>> {
+    ) -> Batch {
         let mut pos = 0;
         // Where the destination stream is between frames, within this batch (None: mid-frame since an earlier batch).
         let mut boundary = if *in_frame { None } else { Some(0) };
@@ -755,14 +798,19 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         } else {
             pos
         };
-        if forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
-            let mid_frame = failure.is_none() && *in_frame;
-            buf = match self.forward(buf, forward_end, mid_frame).await {
-                Some(buf) => buf,
-                None => return None,
-            };
+        Batch {
+            forward_end,
+            mid_frame: failure.is_none() && *in_frame,
+            pos,
+            saw_close,
+            failure: failure.map(|e| (e, boundary.is_none())),
         }
-        if saw_close {
+    }
+
+    /// After a batch that carried the source's Close or broke the protocol (rare; boxed by the caller): the close
+    /// handshake's bookkeeping, or closing both sides. Returns what [`Leg::keep_unprocessed`] returns.
+    async fn after_close_or_violation(&self, buf: Vec<u8>, batch: Batch) -> Option<Vec<u8>> {
+        if batch.saw_close {
             self.src.close_received.set(true);
             if self.dst.deferred_close.get().is_some() {
                 self.dst.release_deferred_close();
@@ -774,11 +822,17 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             tracing::debug!(from = self.src.id.name(), "close frame relayed");
             self.wake_other();
         }
-        if let Some(e) = failure {
-            Box::pin(self.on_violation(e, boundary.is_none())).await;
+        if let Some((e, dst_mid_frame)) = batch.failure {
+            self.on_violation(e, dst_mid_frame).await;
             self.pool.give(buf);
             return None;
         }
+        self.keep_unprocessed(buf, batch.pos)
+    }
+
+    /// Keeps the bytes from `pos` on for the next read (a partial header or control frame) and returns the buffer,
+    /// or gives it back to the pool if nothing is left.
+    fn keep_unprocessed(&self, mut buf: Vec<u8>, pos: usize) -> Option<Vec<u8>> {
         if pos < buf.len() {
             buf.copy_within(pos.., 0);
             buf.truncate(buf.len() - pos);
@@ -792,21 +846,26 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
     /// Writes `buf[..end]` to the destination; returns the buffer, or None if the destination failed (the buffer is
     /// then back in the pool and the pair is closing).
     async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
-        let mut w = self.dst.take_writer().await;
+        // The writer is usually free: take it without a future (the other leg holds it only while it writes).
+        let free = self.dst.writer.borrow_mut().take();
+        let mut w = match free {
+            Some(w) => w,
+            None => self.dst.take_writer().await,
+        };
         let result = self
             .dst
-            .write_abortable(&mut w, buf.slice(..end), clock::now())
+            .write_abortable(&mut w, buf, end, clock::now())
             .await;
         self.dst.put_writer(w);
         match result {
-            Some((Ok(_), slice)) => {
+            Some((Ok(()), buf)) => {
                 let index = usize::from(self.src.id == SideId::Upstream);
                 self.pair.bytes[index].set(self.pair.bytes[index].get() + end as u64);
                 self.dst.mid_frame.set(mid_frame);
-                Some(slice.into_inner())
+                Some(buf)
             }
-            Some((Err(e), slice)) => {
-                self.pool.give(slice.into_inner());
+            Some((Err(e), buf)) => {
+                self.pool.give(buf);
                 self.on_destination_failed(&format!("write failed: {e}"));
                 None
             }
