@@ -366,8 +366,13 @@ impl<W: AsyncWriteRent> Side<W> {
         self.id == SideId::Upstream
     }
 
+    /// The writer if no other leg holds it.
+    fn try_take_writer(&self) -> Option<W> {
+        self.writer.borrow_mut().take()
+    }
+
     async fn take_writer(&self) -> W {
-        poll_fn(|cx| match self.writer.borrow_mut().take() {
+        poll_fn(|cx| match self.try_take_writer() {
             Some(w) => Poll::Ready(w),
             None => {
                 self.writer_waiter.set(Some(cx.waker().clone()));
@@ -412,7 +417,7 @@ impl<W: AsyncWriteRent> Side<W> {
     }
 
     async fn write_pending(&self, settings: &RelaySettings) {
-        let Some(mut w) = self.writer.borrow_mut().take() else {
+        let Some(mut w) = self.try_take_writer() else {
             return;
         };
         let mut frames = Vec::with_capacity(2 * (MAX_HEADER_LEN + 125));
@@ -653,12 +658,10 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         }
         let batch = self.decode_batch(&mut buf, &mut inbound.decoder, &mut inbound.in_frame);
         if batch.forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
+            // On failure the buffer is gone and nothing is held (the caller took `hold` to make `buf`).
             buf = match self.forward(buf, batch.forward_end, batch.mid_frame).await {
                 Some(buf) => buf,
-                None => {
-                    inbound.hold = None;
-                    return;
-                }
+                None => return,
             };
         }
         inbound.hold = if batch.saw_close || batch.failure.is_some() {
@@ -846,8 +849,9 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
     /// Writes `buf[..end]` to the destination; returns the buffer, or None if the destination failed (the buffer is
     /// then back in the pool and the pair is closing).
     async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
-        // The writer is usually free: take it without a future (the other leg holds it only while it writes).
-        let free = self.dst.writer.borrow_mut().take();
+        // The writer is usually free: take it without awaiting a future, which would be one more piece of state
+        // to load per frame (the other leg holds the writer only while it writes).
+        let free = self.dst.try_take_writer();
         let mut w = match free {
             Some(w) => w,
             None => self.dst.take_writer().await,
