@@ -70,6 +70,14 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// How payload positions `start .. start + len` fall onto filler words: the first `head` bytes (the first value)
+/// finish word `start / 8`, which `start` may enter part-way; whole words follow from the word numbered by the
+/// second value.
+fn word_split(start: usize, len: usize) -> (usize, usize) {
+    let head = (start.next_multiple_of(8) - start).min(len);
+    (head, (start + head) / 8)
+}
+
 /// The filler of one message `(conn, seq)`: payload byte `pos` is byte `pos % 8` of the little-endian
 /// [`Filler::word`] `pos / 8`. Both directions work a word at a time: the partial word up to the first 8-byte
 /// boundary, whole words, then the partial word at the end.
@@ -107,13 +115,12 @@ impl Filler {
 
     /// Writes the filler for payload positions `start .. start + out.len()` into `out`.
     fn write(self, start: usize, out: &mut [u8]) {
-        let head = (start.next_multiple_of(8) - start).min(out.len());
+        let (head, block0) = word_split(start, out.len());
         let (first, rest) = out.split_at_mut(head);
         if !first.is_empty() {
             let skip = start % 8;
             first.copy_from_slice(&self.word(start / 8).to_le_bytes()[skip..skip + head]);
         }
-        let block0 = (start + head) / 8;
         let (words, tail) = rest.as_chunks_mut::<8>();
         for (i, w) in words.iter_mut().enumerate() {
             *w = self.word(block0 + i).to_le_bytes();
@@ -135,14 +142,13 @@ impl Filler {
                 .position(|(a, b)| a != b)
                 .map(|i| block * 8 + skip + i)
         };
-        let head = (start.next_multiple_of(8) - start).min(bytes.len());
+        let (head, block0) = word_split(start, bytes.len());
         let (first, rest) = bytes.split_at(head);
         if !first.is_empty()
             && let Some(pos) = differs_at(start / 8, start % 8, first)
         {
             return Some(pos);
         }
-        let block0 = (start + head) / 8;
         let (words, tail) = rest.as_chunks::<8>();
         // Four words per branch: the compare loop then runs at the speed of the loads.
         let (quads, last) = words.as_chunks::<4>();
