@@ -32,20 +32,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-target="${CARGO_TARGET_DIR:-$root/target}"
-if [ "$build" = 1 ]; then
-  cargo build --release -p ringway -p ringway-load >&2
-fi
-ringway="$target/release/ringway"
-load="$target/release/ringway-load"
-[ -x "$ringway" ] && [ -x "$load" ] || { echo "missing $ringway or $load (build first)" >&2; exit 2; }
-
-if [ "$install" = 1 ] && { ! command -v valgrind >/dev/null || ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; }; then
-  echo "installing valgrind, nginx and haproxy (apt-get)" >&2
-  apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind nginx haproxy >&2
-fi
-command -v valgrind >/dev/null || { echo "valgrind missing" >&2; exit 2; }
+# shellcheck source=bench/common.sh
+. "$root/bench/common.sh"
+bench_binaries "$build"
+BENCH_INSTALL="$install" bench_require valgrind nginx haproxy
 
 workdir="$(mktemp -d /tmp/ringway-cachesim.XXXXXX)"
 cleanup() {

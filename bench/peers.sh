@@ -52,20 +52,10 @@ if [ "$quick" = 1 ]; then
   [ "$save_forced" = 1 ] || save=0
 fi
 
-target="${CARGO_TARGET_DIR:-$root/target}"
-if [ "$build" = 1 ]; then
-  cargo build --release -p ringway -p ringway-load >&2
-fi
-ringway="$target/release/ringway"
-load="$target/release/ringway-load"
-[ -x "$ringway" ] && [ -x "$load" ] || { echo "missing $ringway or $load (build first)" >&2; exit 2; }
-
-if [ "$install" = 1 ] && { ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; }; then
-  echo "installing nginx and haproxy (apt-get)" >&2
-  apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy >&2
-fi
-command -v nginx >/dev/null && command -v haproxy >/dev/null || { echo "nginx/haproxy missing" >&2; exit 2; }
+# shellcheck source=bench/common.sh
+. "$root/bench/common.sh"
+bench_binaries "$build"
+BENCH_INSTALL="$install" bench_require nginx haproxy
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores (proxy on core 1, load on core 0)" >&2; exit 2; }
 
 workdir="$(mktemp -d /tmp/ringway-peers.XXXXXX)"
