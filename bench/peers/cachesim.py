@@ -42,34 +42,12 @@ def totals(path):
     return dict(zip(names, values))
 
 
-def proxy_argv(t, work, port, echo_port):
-    """The command line for target t (single process, so callgrind sees all of it)."""
-    if t == "ringway":
-        cfg = os.path.join(work, "ringway.yaml")
-        R.write(cfg, R.ringway_config(port, echo_port, 1000))
-        return [A.ringway, "--config", cfg, "--workers", "1", "--driver", "io_uring"]
-    if t == "nginx":
-        os.makedirs(os.path.join(work, "nginx-tmp"), exist_ok=True)
-        cfg = os.path.join(work, "nginx.conf")
-        # No master process: the worker's work happens in the process valgrind runs.
-        text = R.nginx_config(work, port, echo_port, 1000).replace(
-            "worker_processes 1;", "worker_processes 1;\nmaster_process off;"
-        )
-        R.write(cfg, text)
-        return ["nginx", "-c", cfg, "-p", work, "-e", os.path.join(work, "nginx-error.log")]
-    if t == "haproxy":
-        cfg = os.path.join(work, "haproxy.cfg")
-        R.write(cfg, R.haproxy_config(port, echo_port, 1000))
-        return ["haproxy", "-db", "-f", cfg]
-    raise ValueError(t)
-
-
 def one_run(procs, t, echo_port, messages):
     """Runs target t under callgrind for A.conns x messages; returns its event totals."""
     port = R.free_port()
     out = os.path.join(A.workdir, f"callgrind.{t}.{messages}")
     argv = ["valgrind", "--tool=callgrind", "--cache-sim=yes", *CACHES, f"--callgrind-out-file={out}"]
-    argv += proxy_argv(t, A.workdir, port, echo_port)
+    argv += R.proxy_argv(t, A.workdir, port, echo_port, 1000, A.ringway, "io_uring", single_process=True)
     p = procs.start(f"{t}-{messages}", argv, A.proxy_cpu)
     try:
         R.wait_port(port, p, timeout=60.0)

@@ -277,6 +277,29 @@ backend be
 """
 
 
+def proxy_argv(t, work, port, echo_port, max_conns, ringway, driver, single_process=False):
+    """Writes target t's config into work and returns its command line (listening on port, proxying to the echo
+    upstream on echo_port). single_process: nginx without its master process, so that all of its work happens in
+    the process started (for tools that follow one process, such as valgrind)."""
+    if t == "ringway":
+        cfg = os.path.join(work, "ringway.yaml")
+        write(cfg, ringway_config(port, echo_port, max_conns))
+        return [ringway, "--config", cfg, "--workers", "1", "--driver", driver]
+    if t == "nginx":
+        os.makedirs(os.path.join(work, "nginx-tmp"), exist_ok=True)
+        cfg = os.path.join(work, "nginx.conf")
+        text = nginx_config(work, port, echo_port, max_conns)
+        if single_process:
+            text = text.replace("worker_processes 1;", "worker_processes 1;\nmaster_process off;")
+        write(cfg, text)
+        return ["nginx", "-c", cfg, "-p", work, "-e", os.path.join(work, "nginx-error.log")]
+    if t == "haproxy":
+        cfg = os.path.join(work, "haproxy.cfg")
+        write(cfg, haproxy_config(port, echo_port, max_conns))
+        return ["haproxy", "-db", "-f", cfg]
+    raise ValueError(t)
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -300,22 +323,7 @@ class Bench:
 
     def start_proxy(self, t):
         port = self.ports[t]
-        max_conns = self.a.max_conns
-        if t == "ringway":
-            cfg = os.path.join(self.work, "ringway.yaml")
-            write(cfg, ringway_config(port, self.echo_port, max_conns))
-            argv = [self.a.ringway, "--config", cfg, "--workers", "1", "--driver", self.a.ringway_driver]
-        elif t == "nginx":
-            os.makedirs(os.path.join(self.work, "nginx-tmp"), exist_ok=True)
-            cfg = os.path.join(self.work, "nginx.conf")
-            write(cfg, nginx_config(self.work, port, self.echo_port, max_conns))
-            argv = ["nginx", "-c", cfg, "-p", self.work, "-e", os.path.join(self.work, "nginx-error.log")]
-        elif t == "haproxy":
-            cfg = os.path.join(self.work, "haproxy.cfg")
-            write(cfg, haproxy_config(port, self.echo_port, max_conns))
-            argv = ["haproxy", "-db", "-f", cfg]
-        else:
-            raise ValueError(t)
+        argv = proxy_argv(t, self.work, port, self.echo_port, self.a.max_conns, self.a.ringway, self.a.ringway_driver)
         p = self.procs.start(t, argv, self.a.proxy_cpu)
         wait_port(port, p)
         time.sleep(0.3)  # let nginx fork its worker
@@ -589,7 +597,7 @@ def main():
     with open(args.raw, "w") as f:
         json.dump({"started": started.isoformat(timespec="seconds"),
                    "finished": finished.isoformat(timespec="seconds"),
-                   "args": vars(args), "rate": b.rate, "light_rate": getattr(b, "light_rate", None),
+                   "args": vars(args), "rate": b.rate, "light_rate": b.light_rate,
                    "ringway_driver": ringway_driver, "runs": b.runs}, f, indent=1)
     log(f"raw results in {args.raw}")
 
