@@ -851,8 +851,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
     async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
         // The writer is usually free: take it without awaiting a future, which would be one more piece of state
         // to load per frame (the other leg holds the writer only while it writes).
-        let free = self.dst.try_take_writer();
-        let mut w = match free {
+        let mut w = match self.dst.try_take_writer() {
             Some(w) => w,
             None => self.dst.take_writer().await,
         };
