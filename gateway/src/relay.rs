@@ -17,8 +17,9 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use frame_simd::{
@@ -274,59 +275,38 @@ impl<W> Side<W> {
         }
     }
 
-    /// Writes `buf[..end]` completely unless [`Side::cancel_write`] aborts it first (then `None`).
+    /// Polls a write to this side unless [`Side::cancel_write`] aborted it (then `Ready(None)`).
     ///
     /// The write is a plain one, raced against the abort flag, rather than a monoio cancelable write: a cancel
     /// handle costs two SipHash set operations per write, ~8% of the relay's user-space instructions at 64 B
     /// messages (callgrind). Dropping a pending io_uring write is safe for this purpose: the side is abandoned
-    /// afterwards, so it does not matter how much of the buffer reached it. The loop over partial writes is here
-    /// rather than in monoio's `write_all`, which would add one more future (and its state's cache line) per frame.
-    async fn write_abortable(
+    /// afterwards, so it does not matter how much of the buffer reached it.
+    fn poll_write_abortable<F: Future>(
         &self,
-        w: &mut W,
-        mut buf: Vec<u8>,
-        end: usize,
-        now: Instant,
-    ) -> Option<(io::Result<()>, Vec<u8>)>
-    where
-        W: AsyncWriteRent,
-    {
-        self.write_since.set(Some(now));
-        let mut start = 0;
-        let result = loop {
-            let mut write = std::pin::pin!(w.write(buf.slice(start..end)));
-            let step = poll_fn(|cx| {
-                if self.write_abort.get() {
-                    return Poll::Ready(None);
-                }
-                match write.as_mut().poll(cx) {
-                    Poll::Ready(result) => Poll::Ready(Some(result)),
-                    Poll::Pending => {
-                        let stored = self.write_waker.take();
-                        self.write_waker.set(match stored {
-                            Some(waker) if waker.will_wake(cx.waker()) => Some(waker),
-                            _ => Some(cx.waker().clone()),
-                        });
-                        Poll::Pending
-                    }
-                }
-            })
-            .await;
-            let Some((res, slice)) = step else {
-                break None;
-            };
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => break Some((Err(io::ErrorKind::WriteZero.into()), buf)),
-                Ok(n) if start + n < end => start += n,
-                Ok(_) => break Some((Ok(()), buf)),
-                Err(e) => break Some((Err(e), buf)),
+        write: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<F::Output>> {
+        if self.write_abort.get() {
+            return Poll::Ready(None);
+        }
+        match write.poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending => {
+                let stored = self.write_waker.take();
+                self.write_waker.set(match stored {
+                    Some(waker) if waker.will_wake(cx.waker()) => Some(waker),
+                    _ => Some(cx.waker().clone()),
+                });
+                Poll::Pending
             }
-        };
-        // Back to idle; `cancel_write` sets the flag only while `write_since` says a write is pending.
+        }
+    }
+
+    /// The pending write to this side ended (done, failed or aborted): back to idle. `cancel_write` sets the abort
+    /// flag only while `write_since` says a write is pending.
+    fn write_ended(&self) {
         self.write_since.set(None);
         self.write_abort.set(false);
-        result
     }
 }
 
@@ -403,13 +383,18 @@ impl<W: AsyncWriteRent> Side<W> {
         }
     }
 
+    /// Control frames are queued for this side and its stream is between frames, so they can be written now.
+    fn can_flush(&self) -> bool {
+        !self.mid_frame.get()
+            && !self.abandoned.get()
+            && !self.close_sent.get()
+            && (self.pending_close.get().is_some() || self.pending_ping.get().is_some())
+    }
+
     /// Writes queued control frames if the writer is free and the stream is between frames. Otherwise the leg
     /// that holds the writer flushes them when it reaches a frame boundary.
     async fn flush_pending(&self, settings: &RelaySettings) {
-        if self.mid_frame.get() || self.abandoned.get() || self.close_sent.get() {
-            return;
-        }
-        if self.pending_close.get().is_none() && self.pending_ping.get().is_none() {
+        if !self.can_flush() {
             return;
         }
         // Rare: boxed so the legs' futures (held by every idle connection) stay small.
@@ -532,33 +517,30 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             in_frame: false,
             hold: None,
         };
-        if !early.is_empty() {
+        // Bytes that came right behind the handshake are relayed first, as if just read.
+        let mut arrived = (!early.is_empty()).then(|| {
             let mut buf = self.pool.take();
             buf.extend_from_slice(&early);
-            drop(early);
-            Box::pin(self.on_data(buf, &mut inbound)).await;
-        } else {
-            drop(early);
-        }
+            buf
+        });
+        drop(early);
         // A new connection starts parked: most WebSockets are idle most of the time, and a burst of new connections
         // must not take (and touch) a pooled buffer each before any of them has sent a byte. While parked, this loop
         // holds only a boxed one-byte read; once bytes arrive, one boxed `run_hot` future relays until the source
         // has been quiet for [`PARK_AFTER`]. (Boxing per batch instead cost an allocation and a memcpy of the
         // future per read and per write: ~8% of the relay's user-space instructions at 64 B messages.)
         loop {
-            let deadline = match self.next_step() {
-                Step::Done => break,
-                Step::Due(now) => {
-                    Box::pin(self.on_deadline(now)).await;
-                    continue;
-                }
-                Step::Read { deadline, .. } => deadline,
-            };
-            let first = if inbound.hold.is_some() {
-                None
-            } else {
+            if arrived.is_none() && inbound.hold.is_none() {
+                let deadline = match self.next_step() {
+                    Step::Done => break,
+                    Step::Due(now) => {
+                        Box::pin(self.on_deadline(now)).await;
+                        continue;
+                    }
+                    Step::Read { deadline, .. } => deadline,
+                };
                 match Box::pin(self.read_parked(&mut reader, deadline)).await {
-                    ReadResult::Data(buf) => Some(buf),
+                    ReadResult::Data(buf) => arrived = Some(buf),
                     ReadResult::Nothing => {
                         // Woken: the other leg may have queued frames, or a deadline is due.
                         self.flush_both().await;
@@ -570,8 +552,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                         break;
                     }
                 }
-            };
-            match Box::pin(self.run_hot(&mut reader, &mut inbound, first)).await {
+            }
+            match Box::pin(self.run_hot(&mut reader, &mut inbound, arrived.take())).await {
                 HotExit::Park => {}
                 HotExit::Done => break,
             }
@@ -583,19 +565,82 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         self.check_done();
     }
 
-    /// Relays while the source keeps sending: reads into pooled buffers, forwards, and returns [`HotExit::Park`] once
-    /// a read found nothing for [`PARK_AFTER`] (or was woken) and no partial frame is held.
+    /// Relays while the source keeps sending: reads into pooled buffers, decodes, forwards, and returns
+    /// [`HotExit::Park`] once a read found nothing for [`PARK_AFTER`] (or was woken) and no partial frame is held.
+    ///
+    /// Every frame passes through here, so it is one flat loop: the read, the forward and the write are awaited in
+    /// this body, not in nested async fns, and the rare paths (close, violation, control frames the gateway queued)
+    /// are boxed. Each nested future kept its own copy of its arguments and locals, all of it state that is loaded
+    /// per frame and is cold when messages arrive far apart; flattening cut the simulated cold lines per message
+    /// (`bench/cachesim.sh`).
     async fn run_hot<R: CancelableAsyncReadRent>(
         &self,
         reader: &mut R,
         inbound: &mut Inbound,
         first: Option<Vec<u8>>,
     ) -> HotExit {
-        if let Some(buf) = first {
-            self.on_data(buf, inbound).await;
-            self.flush_both().await;
-        }
+        let mut arrived = first;
         loop {
+            if let Some(mut buf) = arrived.take() {
+                self.src.last_rx.set(clock::now());
+                self.src.pong_deadline.set(None);
+                if self.src.close_received.get() {
+                    // Anything after the peer's Close is ignored (RFC 6455 §5.5.1).
+                    self.pool.give(buf);
+                } else {
+                    let batch =
+                        self.decode_batch(&mut buf, &mut inbound.decoder, &mut inbound.in_frame);
+                    let kept = if batch.forward_end > 0
+                        && !self.dst.close_sent.get()
+                        && !self.dst.abandoned.get()
+                    {
+                        // Forward: the writer is usually free, so take it without awaiting (the other leg holds
+                        // it only while it writes), then write `buf[..end]` in full unless the write is aborted.
+                        let mut w = match self.dst.try_take_writer() {
+                            Some(w) => w,
+                            None => self.dst.take_writer().await,
+                        };
+                        let end = batch.forward_end;
+                        self.dst.write_since.set(Some(clock::now()));
+                        let mut start = 0;
+                        let written = loop {
+                            let mut write = std::pin::pin!(w.write(buf.slice(start..end)));
+                            let step =
+                                poll_fn(|cx| self.dst.poll_write_abortable(write.as_mut(), cx))
+                                    .await;
+                            // None: aborted (stalled past the idle timeout, or the pair stopped); the buffer
+                            // went with the write.
+                            let Some((res, slice)) = step else {
+                                break None;
+                            };
+                            buf = slice.into_inner();
+                            match res {
+                                Ok(0) => break Some((Err(io::ErrorKind::WriteZero.into()), buf)),
+                                Ok(n) if start + n < end => start += n,
+                                Ok(_) => break Some((Ok(()), buf)),
+                                Err(e) => break Some((Err(e), buf)),
+                            }
+                        };
+                        self.dst.write_ended();
+                        self.dst.put_writer(w);
+                        self.after_forward(written, end, batch.mid_frame)
+                    } else {
+                        Some(buf)
+                    };
+                    // On a failed forward the buffer is gone and nothing is held (`hold` was taken to make `buf`).
+                    if let Some(buf) = kept {
+                        inbound.hold = if batch.saw_close || batch.failure.is_some() {
+                            Box::pin(self.after_close_or_violation(buf, batch)).await
+                        } else {
+                            self.keep_unprocessed(buf, batch.pos)
+                        };
+                    }
+                }
+            }
+            // The other leg may have queued frames while we waited.
+            if self.has_queued_frames() {
+                self.flush_both().await;
+            }
             let (now, deadline) = match self.next_step() {
                 Step::Done => return HotExit::Done,
                 Step::Due(now) => {
@@ -604,28 +649,77 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                 }
                 Step::Read { now, deadline } => (now, deadline),
             };
+            // A read into a pooled buffer; the sweeper cancels it after [`PARK_AFTER`] without data.
             let buf = inbound.hold.take().unwrap_or_else(|| self.pool.take());
-            match self
-                .read_hot(reader, buf, now, deadline, &mut inbound.hold)
-                .await
-            {
-                ReadResult::Data(buf) => self.on_data(buf, inbound).await,
-                ReadResult::Nothing => {
-                    let park = inbound.hold.is_none();
+            let start = buf.len();
+            let cap = buf.capacity();
+            let handle = self.src.canceller.borrow().handle();
+            self.src.wake_at.set(Some(deadline));
+            self.src.read_since.set(Some(now));
+            let (res, slice) = reader
+                .cancelable_read(buf.slice_mut(start..cap), handle)
+                .await;
+            self.src.read_since.set(None);
+            let buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    self.pool.give(buf);
+                    return self.source_closed_while_hot(None).await;
+                }
+                Ok(_) => arrived = Some(buf),
+                Err(e) if is_cancelled(&e) => {
+                    let park = buf.is_empty();
+                    if park {
+                        self.pool.give(buf);
+                    } else {
+                        inbound.hold = Some(buf);
+                    }
                     tracing::trace!(side = self.src.id.name(), park, "read found nothing");
                     if park {
                         self.flush_both().await;
                         return HotExit::Park;
                     }
                 }
-                ReadResult::Closed(err) => {
-                    self.on_source_closed(err);
-                    self.flush_both().await;
-                    return HotExit::Done;
+                Err(e) => {
+                    self.pool.give(buf);
+                    return self.source_closed_while_hot(Some(e)).await;
                 }
             }
-            // The other leg may have queued frames while we waited.
-            self.flush_both().await;
+        }
+    }
+
+    /// The source closed or failed while the leg was relaying (rare; its flush is boxed).
+    async fn source_closed_while_hot(&self, err: Option<io::Error>) -> HotExit {
+        self.on_source_closed(err);
+        Box::pin(self.flush_both()).await;
+        HotExit::Done
+    }
+
+    /// The bookkeeping after a forward: counts the bytes and returns the buffer, or, if the destination failed,
+    /// returns the buffer to the pool, closes the pair and returns None. `written` is `None` if the write was
+    /// aborted (the buffer went with it).
+    fn after_forward(
+        &self,
+        written: Option<(io::Result<()>, Vec<u8>)>,
+        end: usize,
+        mid_frame: bool,
+    ) -> Option<Vec<u8>> {
+        match written {
+            Some((Ok(()), buf)) => {
+                let index = usize::from(self.src.id == SideId::Upstream);
+                self.pair.bytes[index].set(self.pair.bytes[index].get() + end as u64);
+                self.dst.mid_frame.set(mid_frame);
+                Some(buf)
+            }
+            Some((Err(e), buf)) => {
+                self.pool.give(buf);
+                self.on_destination_failed(&format!("write failed: {e}"));
+                None
+            }
+            None => {
+                self.on_destination_failed("write stalled past the idle timeout");
+                None
+            }
         }
     }
 
@@ -642,72 +736,6 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             Step::Due(now)
         } else {
             Step::Read { now, deadline }
-        }
-    }
-
-    /// Bytes arrived from the source: note the activity, decode them ([`Leg::decode_batch`]) and forward what may
-    /// go on. The forward is awaited right here and the rare close/violation handling is boxed, so a frame passes
-    /// through as few nested futures (each one more state to load per frame) as possible.
-    async fn on_data(&self, mut buf: Vec<u8>, inbound: &mut Inbound) {
-        self.src.last_rx.set(clock::now());
-        self.src.pong_deadline.set(None);
-        if self.src.close_received.get() {
-            // Anything after the peer's Close is ignored (RFC 6455 §5.5.1).
-            self.pool.give(buf);
-            return;
-        }
-        let batch = self.decode_batch(&mut buf, &mut inbound.decoder, &mut inbound.in_frame);
-        if batch.forward_end > 0 && !self.dst.close_sent.get() && !self.dst.abandoned.get() {
-            // On failure the buffer is gone and nothing is held (the caller took `hold` to make `buf`).
-            buf = match self.forward(buf, batch.forward_end, batch.mid_frame).await {
-                Some(buf) => buf,
-                None => return,
-            };
-        }
-        inbound.hold = if batch.saw_close || batch.failure.is_some() {
-            Box::pin(self.after_close_or_violation(buf, batch)).await
-        } else {
-            self.keep_unprocessed(buf, batch.pos)
-        };
-    }
-
-    /// A read into a pooled buffer, parked (cancelled, buffer returned) after [`PARK_AFTER`] without data.
-    async fn read_hot<R: CancelableAsyncReadRent>(
-        &self,
-        reader: &mut R,
-        buf: Vec<u8>,
-        now: Instant,
-        deadline: Instant,
-        hold: &mut Option<Vec<u8>>,
-    ) -> ReadResult {
-        let start = buf.len();
-        let cap = buf.capacity();
-        let handle = self.src.canceller.borrow().handle();
-        self.src.wake_at.set(Some(deadline));
-        self.src.read_since.set(Some(now));
-        let (res, slice) = reader
-            .cancelable_read(buf.slice_mut(start..cap), handle)
-            .await;
-        self.src.read_since.set(None);
-        let buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                self.pool.give(buf);
-                ReadResult::Closed(None)
-            }
-            Ok(_) => ReadResult::Data(buf),
-            Err(e) if is_cancelled(&e) => {
-                if buf.is_empty() {
-                    self.pool.give(buf);
-                } else {
-                    *hold = Some(buf);
-                }
-                ReadResult::Nothing
-            }
-            Err(e) => {
-                self.pool.give(buf);
-                ReadResult::Closed(Some(e))
-            }
         }
     }
 
@@ -733,7 +761,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
     }
 
     /// Decodes the bytes in `buf` (a pong answering the gateway's own ping is cut out of it) and decides what may be
-    /// forwarded. No I/O: [`Leg::on_data`] does the forwarding.
+    /// forwarded. No I/O: [`Leg::run_hot`] does the forwarding.
     fn decode_batch(
         &self,
         buf: &mut Vec<u8>,
@@ -846,40 +874,6 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         }
     }
 
-    /// Writes `buf[..end]` to the destination; returns the buffer, or None if the destination failed (the buffer is
-    /// then back in the pool and the pair is closing).
-    async fn forward(&self, buf: Vec<u8>, end: usize, mid_frame: bool) -> Option<Vec<u8>> {
-        // The writer is usually free: take it without awaiting a future, which would be one more piece of state
-        // to load per frame (the other leg holds the writer only while it writes).
-        let mut w = match self.dst.try_take_writer() {
-            Some(w) => w,
-            None => self.dst.take_writer().await,
-        };
-        let result = self
-            .dst
-            .write_abortable(&mut w, buf, end, clock::now())
-            .await;
-        self.dst.put_writer(w);
-        match result {
-            Some((Ok(()), buf)) => {
-                let index = usize::from(self.src.id == SideId::Upstream);
-                self.pair.bytes[index].set(self.pair.bytes[index].get() + end as u64);
-                self.dst.mid_frame.set(mid_frame);
-                Some(buf)
-            }
-            Some((Err(e), buf)) => {
-                self.pool.give(buf);
-                self.on_destination_failed(&format!("write failed: {e}"));
-                None
-            }
-            None => {
-                // Aborted (stalled past the idle timeout, or the pair stopped); the buffer went with the write.
-                self.on_destination_failed("write stalled past the idle timeout");
-                None
-            }
-        }
-    }
-
     fn is_own_pong(&self, payload: &[u8]) -> bool {
         match self.src.ping_payload.get() {
             Some(own) if own.as_slice() == payload => {
@@ -976,6 +970,11 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         self.src.flush_pending(&self.pair.settings).await;
         self.close_other(self.src.id.failure_code_for_other(), "peer protocol error")
             .await;
+    }
+
+    /// Either side has control frames that [`Leg::flush_both`] would write now (checked without creating its future).
+    fn has_queued_frames(&self) -> bool {
+        self.dst.can_flush() || self.src.can_flush()
     }
 
     /// Writes what either side still has queued (each only if its stream is between frames).
