@@ -669,16 +669,14 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                 Ok(_) => arrived = Some(buf),
                 Err(e) if is_cancelled(&e) => {
                     let park = buf.is_empty();
-                    if park {
-                        self.pool.give(buf);
-                    } else {
-                        inbound.hold = Some(buf);
-                    }
                     tracing::trace!(side = self.src.id.name(), park, "read found nothing");
                     if park {
+                        self.pool.give(buf);
                         self.flush_both().await;
                         return HotExit::Park;
                     }
+                    // A partial frame is held: keep reading into the same buffer.
+                    inbound.hold = Some(buf);
                 }
                 Err(e) => {
                     self.pool.give(buf);
