@@ -50,6 +50,18 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         upstreams.push(upstream(name, u)?);
     }
     let routes = routes(raw.routes, &upstreams)?;
+    let trusted_proxies = match raw.trusted_proxies {
+        None => Vec::new(),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, s) in list.iter().enumerate() {
+                out.push(
+                    network(&s.0).map_err(|m| Problem::new(format!("trusted_proxies[{i}]"), m))?,
+                );
+            }
+            out
+        }
+    };
     Ok(Config {
         workers,
         driver,
@@ -57,7 +69,26 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         limits,
         upstreams,
         routes,
+        trusted_proxies,
     })
+}
+
+/// An address range `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7`, a /32 or /128).
+fn network(text: &str) -> std::result::Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    let net: ipnet::IpNet = text.parse().map_err(|_| {
+        format!("`{text}` is not an address range: write e.g. `10.0.0.0/8`, `2001:db8::/32` or `192.0.2.7`")
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set: did you mean `{}`?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 fn listeners(raw: Option<Vec<RawListener>>) -> Result<Vec<Listener>> {
@@ -131,6 +162,12 @@ fn limits(raw: RawLimits) -> Result<Limits> {
         },
         close_timeout: opt_timeout(raw.close_timeout, "limits.close_timeout")?
             .unwrap_or(d.close_timeout),
+        body_timeout: opt_timeout(raw.body_timeout, "limits.body_timeout")?
+            .unwrap_or(d.body_timeout),
+        body_min_rate: match raw.body_min_rate {
+            None => d.body_min_rate,
+            Some(s) => size(&s, "limits.body_min_rate", 0)?,
+        },
     })
 }
 

@@ -51,6 +51,10 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Routes, most specific first; at least one.
     pub routes: RouteTable,
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto/-Host`, `X-Real-IP` and `Forwarded` headers are kept and
+    /// extended. Everyone else's are replaced by what the gateway saw (a client cannot choose the address the
+    /// upstream logs or rate-limits). Default: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Which kernel interface the event loops use.
@@ -87,6 +91,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long to wait for the peer's Close reply before dropping the socket. Default 5s.
     pub close_timeout: Duration,
+    /// A request body must arrive within this plus one second per [`Limits::body_min_rate`] bytes received
+    /// (a client trickling a body holds a connection and an upstream request). Default 20s.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average after [`Limits::body_timeout`]; 0 = no extension per byte.
+    /// Default 500 (Apache's `mod_reqtimeout` defaults: `body=20,MinRate=500`).
+    pub body_min_rate: u64,
 }
 
 impl Default for Limits {
@@ -97,6 +107,8 @@ impl Default for Limits {
             max_headers: 64,
             max_connections: 10_000,
             close_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
         }
     }
 }
@@ -294,13 +306,20 @@ impl Config {
         let _ = writeln!(out, "driver: {driver}");
         let _ = writeln!(
             out,
-            "limits: handshake {}, request head <= {} / {} headers, {} connections, close wait {}",
+            "limits: handshake {}, request head <= {} / {} headers, {} connections, close wait {}, \
+             request body {} + 1s per {}",
             d(l.handshake_timeout),
             s(l.max_header_bytes as u64),
             l.max_headers,
             l.max_connections,
             d(l.close_timeout),
+            d(l.body_timeout),
+            s(l.body_min_rate),
         );
+        if !self.trusted_proxies.is_empty() {
+            let list: Vec<String> = self.trusted_proxies.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(out, "trusted proxies: {}", list.join(", "));
+        }
         let _ = writeln!(out, "listeners ({}):", self.listeners.len());
         for li in &self.listeners {
             let _ = writeln!(out, "  {} on {}", li.name, li.bind);
@@ -403,7 +422,8 @@ mod tests {
         let c = cfg(concat!(
             "workers: 3\ndriver: io_uring\n",
             "limits: {handshake_timeout: 500ms, max_header_bytes: 8KB, max_headers: 10, ",
-            "max_connections: 7, close_timeout: 1m}\n",
+            "max_connections: 7, close_timeout: 1m, body_timeout: 3s, body_min_rate: 2KiB}\n",
+            "trusted_proxies: [10.0.0.0/8, '2001:db8::/32', 192.0.2.7]\n",
             "upstreams:\n  a:\n    servers: [{address: '[::1]:9', weight: 5}, localhost:10]\n",
             "    balance: hash\n    hash_key: header:X-User\n    fail_cooldown: 0s\n",
             "    max_attempts: 1\n",
@@ -419,6 +439,10 @@ mod tests {
         assert_eq!(c.limits.max_header_bytes, 8000);
         assert_eq!(c.limits.max_headers, 10);
         assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.body_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.body_min_rate, 2048);
+        let trusted: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
         assert_eq!(c.limits.close_timeout, Duration::from_secs(60));
         let a = &c.upstreams[0];
         assert_eq!(a.balance, Balance::Hash(HashKey::Header("x-user".into())));

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub upstreams: Option<RawUpstreams>,
     pub routes: Option<Vec<RawRoute>>,
+    pub trusted_proxies: Option<Vec<Scalar>>,
 }
 
 /// One entry of `listeners:`.
@@ -41,6 +42,8 @@ pub struct RawLimits {
     pub max_headers: Option<Scalar>,
     pub max_connections: Option<Scalar>,
     pub close_timeout: Option<Scalar>,
+    pub body_timeout: Option<Scalar>,
+    pub body_min_rate: Option<Scalar>,
 }
 
 /// `upstreams:`, a mapping from name to pool, in file order.
