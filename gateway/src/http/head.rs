@@ -76,12 +76,18 @@ pub struct ResponseHead {
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed (nothing consumed); an
 /// error is returned as soon as the head is known to be bad or exceeds the limits.
+///
+/// Lines must end in CRLF: httparse accepts a bare LF, which RFC 9112 §2.2 lets a recipient accept, but a proxy that
+/// normalises it forwards a head other parsers may split differently, so it is refused.
 pub fn parse_request(buf: &[u8], limits: HeadLimits) -> Result<Option<RequestHead>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut storage);
     let scan = &buf[..buf.len().min(limits.max_bytes)];
     match req.parse(scan) {
         Ok(httparse::Status::Complete(head_len)) => {
+            if has_bare_lf(&scan[..head_len]) {
+                return Err(HeadError::Malformed("line ending without CR"));
+            }
             let minor_version = req.version.ok_or(HeadError::Malformed("missing version"))?;
             Ok(Some(RequestHead {
                 method: req
@@ -124,6 +130,13 @@ pub fn parse_response(buf: &[u8], limits: HeadLimits) -> Result<Option<ResponseH
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(map_parse_error(e, limits)),
     }
+}
+
+/// Whether any LF in `head` is not preceded by CR.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<Header> {
@@ -328,6 +341,27 @@ mod tests {
     fn obs_fold_is_rejected() {
         let raw = b"GET / HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n";
         assert_eq!(parse_request(raw, LIMITS).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn bare_lf_is_rejected_anywhere_in_a_request_head() {
+        for raw in [
+            &b"GET / HTTP/1.1\nHost: h\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\n",
+        ] {
+            assert_eq!(
+                parse_request(raw, LIMITS),
+                Err(HeadError::Malformed("line ending without CR")),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let ok = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody\nwith LF";
+        assert!(
+            parse_request(ok, LIMITS).is_ok_and(|h| h.is_some()),
+            "the body is not the head's business"
+        );
     }
 
     #[test]
