@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use ringway_config::WebSocketSettings;
 
+use crate::http::body::{BodyKind, request_body_kind};
 use crate::http::head::{Headers, RequestHead, write_header};
 
 /// A checked upgrade request: what the gateway needs to open the upstream leg and answer the client.
@@ -52,7 +53,8 @@ pub fn is_websocket_request(head: &RequestHead) -> bool {
 /// Checks an upgrade request per RFC 6455 §4.2.1 and the route's policy.
 ///
 /// Statuses: 405 for a method other than GET, 400 for a malformed handshake (HTTP/1.0, no Host, no `Connection:
-/// upgrade`, bad key), 426 with `Sec-WebSocket-Version: 13` for a missing or other version, 403 for a refused
+/// upgrade`, a bad or repeated key or version, a body: the upgrade request has none, and its framing headers would
+/// leave the upstream waiting for one), 426 with `Sec-WebSocket-Version: 13` for a missing or other version, 403 for a refused
 /// origin or when none of the offered subprotocols is allowed.
 pub fn check(
     head: &RequestHead,
@@ -78,6 +80,29 @@ pub fn check(
             400,
             "Connection header must contain `upgrade`",
         ));
+    }
+    if !matches!(
+        request_body_kind(head),
+        Ok(BodyKind::None | BodyKind::Length(0))
+    ) {
+        return Err(UpgradeRejection::new(
+            400,
+            "a WebSocket upgrade request cannot carry a body",
+        ));
+    }
+    for (name, reason) in [
+        (
+            "sec-websocket-key",
+            "more than one Sec-WebSocket-Key header",
+        ),
+        (
+            "sec-websocket-version",
+            "more than one Sec-WebSocket-Version header",
+        ),
+    ] {
+        if head.headers_named(name).nth(1).is_some() {
+            return Err(UpgradeRejection::new(400, reason));
+        }
     }
     match head.header_str("sec-websocket-version") {
         Some("13") => {}
@@ -260,6 +285,29 @@ mod tests {
         let mut h = head("Sec-WebSocket-Version: 13\r\n");
         h.minor_version = 0;
         assert_eq!(check(&h, &settings()).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn bodies_and_repeated_key_or_version_are_400() {
+        for extra in [
+            "Sec-WebSocket-Version: 13\r\nContent-Length: 5\r\n",
+            "Sec-WebSocket-Version: 13\r\nTransfer-Encoding: chunked\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+        ] {
+            assert_eq!(
+                check(&head(extra), &settings()).unwrap_err().status,
+                400,
+                "{extra}"
+            );
+        }
+        assert!(
+            check(
+                &head("Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n"),
+                &settings()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
