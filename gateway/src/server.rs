@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ringway_config::{Config, Driver};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -221,9 +222,13 @@ async fn worker_main(
 }
 
 async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if let Some(failures) = backoff.on_success() {
+                    tracing::info!(worker = ctx.id, failures, "accepting connections again");
+                }
                 let _ = stream.set_nodelay(true);
                 let fut = crate::conn::serve(stream, peer, ctx.clone());
                 tracing::trace!(
@@ -233,10 +238,90 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
                 monoio::spawn(fut);
             }
             Err(e) => {
-                // EMFILE and friends: log, back off briefly, keep accepting.
-                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
-                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // EMFILE and friends: the pending connection stays in the backlog, so retrying at once would spin.
+                let (wait, log) = backoff.on_error(Instant::now());
+                if let Some(suppressed) = log {
+                    tracing::warn!(worker = ctx.id, error = %e, suppressed, retry_in_ms = wait.as_millis() as u64, "accept failed");
+                }
+                monoio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// How the accept loop waits and logs while accepts fail (out of descriptors, typically): the wait doubles from
+/// [`AcceptBackoff::FIRST`] to [`AcceptBackoff::MAX`], and one log line is written for the first failure and then at
+/// most every [`AcceptBackoff::LOG_EVERY`], counting the failures it did not log.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u64,
+    wait: Duration,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_millis(500);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// A failed accept at `now`: how long to wait, and whether to log (with the failures not logged since).
+    fn on_error(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        self.failures += 1;
+        self.wait = if self.wait.is_zero() {
+            Self::FIRST
+        } else {
+            (self.wait * 2).min(Self::MAX)
+        };
+        let log = match self.last_log {
+            Some(at) if now.saturating_duration_since(at) < Self::LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_log = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        };
+        (self.wait, log)
+    }
+
+    /// A successful accept: the number of failures before it, if there were any.
+    fn on_success(&mut self) -> Option<u64> {
+        if self.failures == 0 {
+            return None;
+        }
+        let failures = std::mem::take(&mut self.failures);
+        *self = Self::default();
+        Some(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_and_log_rarely() {
+        let mut b = AcceptBackoff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.on_success(), None);
+        assert_eq!(b.on_error(t0), (Duration::from_millis(10), Some(0)));
+        assert_eq!(b.on_error(t0), (Duration::from_millis(20), None));
+        let mut last = Duration::ZERO;
+        for i in 0..20 {
+            let (wait, log) = b.on_error(t0 + Duration::from_millis(100 * i));
+            assert_eq!(log, None, "within 10 s of the first line");
+            last = wait;
+        }
+        assert_eq!(last, AcceptBackoff::MAX);
+        let (_, log) = b.on_error(t0 + Duration::from_secs(10));
+        assert_eq!(log, Some(21), "the next line counts what was not logged");
+        assert_eq!(b.on_success(), Some(23));
+        assert_eq!(
+            b.on_error(t0),
+            (Duration::from_millis(10), Some(0)),
+            "reset after a success"
+        );
     }
 }
