@@ -3,12 +3,15 @@
 //! Owns: deciding how a request or response body is delimited ([`request_body_kind`], [`response_body_kind`]),
 //! the request-smuggling defenses that go with it (conflicting or malformed `Content-Length`, `Transfer-Encoding`
 //! other than exactly `chunked`, both at once), and a streaming chunked decoder ([`ChunkedDecoder`]) that validates
-//! chunk framing byte by byte and re-encodes it (or strips it) without ever holding a whole body.
+//! chunk framing byte by byte and re-encodes it (or strips it) without ever holding a whole body, and the overall
+//! deadline of a request body ([`BodyDeadline`]).
 //! Does not own: sockets or buffers (the proxy feeds slices in), heads (see `head`).
 //!
 //! Policy: the gateway is strict where parsers are known to disagree. Only a single `chunked` transfer coding is
 //! accepted; chunk extensions are dropped (bounded to [`MAX_CHUNK_EXT`] bytes per chunk); trailer fields are
 //! validated, bounded to [`MAX_TRAILER_BYTES`], and discarded (RFC 9110 §6.5.1 allows it).
+
+use std::time::{Duration, Instant};
 
 use crate::http::head::{Headers, RequestHead, ResponseHead};
 
@@ -396,6 +399,39 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The overall deadline of a request body, as Apache's `mod_reqtimeout` sets it: `timeout` after the body started,
+/// plus one second for every `min_rate` bytes received, so a large upload at a fair pace never times out and a body
+/// trickled a byte at a time does (it would otherwise hold a connection and an upstream request for as long as the
+/// client likes, each byte resetting an idle timer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeadline {
+    start: Instant,
+    timeout: Duration,
+    min_rate: u64,
+}
+
+impl BodyDeadline {
+    /// A deadline for a body starting at `start`; `min_rate` 0 gives no extension per byte.
+    pub fn new(start: Instant, timeout: Duration, min_rate: u64) -> Self {
+        Self {
+            start,
+            timeout,
+            min_rate,
+        }
+    }
+
+    /// The deadline once `received` body bytes have arrived.
+    pub fn at(&self, received: u64) -> Instant {
+        let extension = match self.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis(received.saturating_mul(1000) / rate),
+        };
+        // A year is forever for one request body, and cannot overflow an `Instant`.
+        const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+        self.start + self.timeout.saturating_add(extension).min(FOREVER)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +707,18 @@ mod tests {
         assert!(!done);
         assert_eq!(consumed, 6);
         assert_eq!(out, b"hel");
+    }
+
+    #[test]
+    fn body_deadline_grows_with_the_bytes_received() {
+        let t0 = Instant::now();
+        let d = BodyDeadline::new(t0, Duration::from_secs(20), 500);
+        assert_eq!(d.at(0), t0 + Duration::from_secs(20));
+        assert_eq!(d.at(500), t0 + Duration::from_secs(21));
+        assert_eq!(d.at(750), t0 + Duration::from_millis(21_500));
+        let flat = BodyDeadline::new(t0, Duration::from_secs(3), 0);
+        assert_eq!(flat.at(1 << 40), t0 + Duration::from_secs(3));
+        assert!(d.at(u64::MAX) > t0, "no overflow");
     }
 
     #[test]
