@@ -16,17 +16,17 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use ringway_config::{Balance, Route, Target, UpstreamId};
 
-use crate::balancer::hash_input;
 use crate::http::body::{self, BodyKind};
 use crate::http::head::{
     HeadLimits, Headers, RequestHead, ResponseHead, parse_request, parse_response, simple_response,
 };
+use crate::http::rewrite::{self, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
 use crate::relay::{RelaySettings, relay};
 use crate::upgrade::{self, ClientUpgrade};
-use crate::upstream;
+use crate::upstream::{self, hash_input};
 use crate::worker::WorkerCtx;
-use crate::ws_upstream::{self, ForwardedFor};
+use crate::ws_upstream;
 
 /// Counts a worker's open connections for `max_connections`.
 struct ConnectionSlot(Rc<WorkerCtx>);
@@ -82,15 +82,29 @@ async fn serve_requests(
         };
         let mut leftover = buf.split_off(head.head_len);
         buf.clear();
-        let Some(route) = find_route(ctx, &head) else {
+        let dest = match rewrite::destination(&head) {
+            Ok(dest) => dest,
+            Err(e) => {
+                tracing::info!(%peer, target = %head.target, status = e.status(), "refused: {e}");
+                respond(&mut stream, e.status(), &[], &format!("{e}\n")).await;
+                return;
+            }
+        };
+        let Some(route) = find_route(ctx, &head, &dest) else {
             tracing::info!(%peer, target = %head.target, "no route");
             respond(&mut stream, 404, &[], "no route\n").await;
             return;
         };
+        let fwd = Forwarding {
+            peer: peer.ip(),
+            proto: "http",
+            trusted: rewrite::is_trusted(&ctx.config.trusted_proxies, peer.ip()),
+        };
         if upgrade::is_websocket_request(&head) {
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
             drop(std::mem::take(&mut buf));
-            serve_websocket(stream, peer, head, leftover, route, ctx, slot).await;
+            let request = Routed { head, dest, fwd };
+            serve_websocket(stream, peer, request, leftover, route, ctx, slot).await;
             return;
         }
         let persist = match route.target {
@@ -98,8 +112,9 @@ async fn serve_requests(
             Target::Upstream(id) => {
                 match Box::pin(http_proxy::forward(
                     &mut stream,
-                    peer,
+                    fwd,
                     head,
+                    &dest,
                     &mut leftover,
                     id,
                     ctx,
@@ -155,6 +170,8 @@ async fn read_request_head<S: AsyncReadRent>(
         let start = buf.len();
         let cap = buf.capacity();
         let wait = deadline.saturating_duration_since(Instant::now());
+        // The buffer moves into the read; a timeout drops it with the read, so whether a request had started is
+        // decided from `start`, not from the buffer.
         let read =
             monoio::time::timeout(wait, stream.read(std::mem::take(buf).slice_mut(start..cap)))
                 .await;
@@ -169,30 +186,22 @@ async fn read_request_head<S: AsyncReadRent>(
                     };
                 }
             }
-            Ok((Err(_), _)) => return HeadRead::Closed,
-            Err(_) if buf.is_empty() => return HeadRead::Closed,
+            Ok((Err(e), _)) => {
+                tracing::debug!(error = %e, "client read failed before a request head");
+                return HeadRead::Closed;
+            }
+            // An idle keep-alive connection (or one that never sent a byte) just ends, as RFC 9112 §9.5 allows.
+            Err(_) if start == 0 => return HeadRead::Closed,
             Err(_) => return HeadRead::Reject(408, "request head not received in time".into()),
         }
     }
 }
 
-fn find_route<'c>(ctx: &'c WorkerCtx, head: &RequestHead) -> Option<&'c Route> {
-    let (host_from_target, path) = split_target(&head.target);
-    let host = host_from_target.or_else(|| head.header_str("host"));
-    ctx.config.routes.find(host, path, |name| head.header(name))
-}
-
-/// Splits a request target into (authority for absolute form, path).
-fn split_target(target: &str) -> (Option<&str>, &str) {
-    for scheme in ["http://", "https://", "ws://", "wss://"] {
-        if let Some(rest) = target.strip_prefix(scheme) {
-            return match rest.find('/') {
-                Some(i) => (Some(&rest[..i]), &rest[i..]),
-                None => (Some(rest), "/"),
-            };
-        }
-    }
-    (None, target)
+/// The route for the destination's host and path: the same host the upstream will see in `Host`.
+fn find_route<'c>(ctx: &'c WorkerCtx, head: &RequestHead, dest: &Destination) -> Option<&'c Route> {
+    ctx.config
+        .routes
+        .find(dest.host.as_deref(), &dest.path, |name| head.header(name))
 }
 
 async fn respond<S: AsyncWriteRent>(
@@ -218,16 +227,23 @@ async fn serve_echo_http<S: AsyncWriteRent>(stream: &mut S, head: &RequestHead) 
     }
 }
 
+/// A request that passed the head checks: its head, where it goes and who sent it.
+struct Routed {
+    head: RequestHead,
+    dest: Destination,
+    fwd: Forwarding<'static>,
+}
+
 async fn serve_websocket(
     mut client: TcpStream,
     peer: SocketAddr,
-    head: RequestHead,
+    request: Routed,
     early: Vec<u8>,
     route: &Route,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
 ) {
-    let upgrade = match upgrade::check(&head, &route.websocket) {
+    let upgrade = match upgrade::check(&request.head, &route.websocket) {
         Ok(u) => u,
         Err(rejection) => {
             tracing::info!(%peer, status = rejection.status, reason = rejection.reason, "upgrade refused");
@@ -260,8 +276,15 @@ async fn serve_websocket(
             .await;
         }
         Target::Upstream(id) => {
-            let Some(opened) =
-                Box::pin(open_upstream(&mut client, peer, &head, &upgrade, id, ctx)).await
+            let Some(opened) = Box::pin(open_upstream(
+                &mut client,
+                peer,
+                &request,
+                &upgrade,
+                id,
+                ctx,
+            ))
+            .await
             else {
                 return;
             };
@@ -286,7 +309,7 @@ async fn serve_websocket(
             };
             // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days), so the
             // relay becomes a task of its own and this connection task, with all its handshake state, ends.
-            drop(head);
+            drop(request);
             drop(upgrade);
             tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
             let ctx = ctx.clone();
@@ -327,7 +350,7 @@ async fn serve_websocket(
 struct OpenedUpstream {
     stream: TcpStream,
     server: usize,
-    guard: crate::balancer::ActiveGuard,
+    guard: upstream::ActiveGuard,
     negotiated: ws_upstream::Negotiated,
     /// Bytes the upstream sent right behind its `101`.
     early: Vec<u8>,
@@ -338,11 +361,12 @@ struct OpenedUpstream {
 async fn open_upstream(
     client: &mut TcpStream,
     peer: SocketAddr,
-    head: &RequestHead,
+    request: &Routed,
     upgrade: &ClientUpgrade,
     id: UpstreamId,
     ctx: &Rc<WorkerCtx>,
 ) -> Option<OpenedUpstream> {
+    let head = &request.head;
     let upstream = &ctx.config.upstreams[id.0];
     let balancer = &ctx.balancers[id.0];
     let key = match &upstream.balance {
@@ -371,18 +395,11 @@ async fn open_upstream(
             tried.push(conn.server);
         }
         let key_sent = ws_upstream::fresh_key();
-        let request = ws_upstream::upstream_request(
-            head,
-            upgrade,
-            &key_sent,
-            ForwardedFor {
-                client_ip: peer.ip(),
-                proto: "http",
-            },
-        );
+        let upgrade_request =
+            ws_upstream::upstream_request(head, &request.dest, upgrade, &key_sent, request.fwd);
         let deadline = Instant::now() + limits.handshake_timeout.max(upstream.connect_timeout);
         let exchange = async {
-            let (res, _) = conn.stream.write_all(request).await;
+            let (res, _) = conn.stream.write_all(upgrade_request).await;
             res?;
             read_response_head(&mut conn.stream, head_limits).await
         };
@@ -403,8 +420,8 @@ async fn open_upstream(
                 continue;
             }
             Err(_) => {
+                // Slow to answer this client is not proof the server is down: no passive-health mark.
                 tracing::warn!(%server_addr, "upstream handshake timed out; trying the next server");
-                balancer.mark_failed(conn.server, Instant::now());
                 last_status = Some(504);
                 if tried.len() >= upstream.max_attempts {
                     respond(client, 504, &[], "upstream handshake timed out\n").await;
@@ -573,20 +590,5 @@ impl RefusalBody {
 
     fn done(&self) -> bool {
         self.finished
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absolute_form_targets_are_split() {
-        assert_eq!(split_target("/chat?x"), (None, "/chat?x"));
-        assert_eq!(
-            split_target("http://a.example:8080/ws"),
-            (Some("a.example:8080"), "/ws")
-        );
-        assert_eq!(split_target("http://a.example"), (Some("a.example"), "/"));
     }
 }

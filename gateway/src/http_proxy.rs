@@ -1,28 +1,29 @@
 //! Plain HTTP/1.1 reverse proxying: one request/response exchange between a client connection and an upstream
-//! server, plus the per-worker pool of idle keep-alive upstream connections.
+//! server.
 //!
-//! Owns: rewriting heads for the next hop (hop-by-hop headers dropped, `X-Forwarded-For/-Proto/-Host` added, body
-//! framing re-stated by the gateway itself), streaming bodies both ways through bounded buffers from the worker's
+//! Owns: the response head for the client (hop-by-hop headers dropped, framing re-stated by the gateway), streaming bodies both ways through bounded buffers from the worker's
 //! `BufferPool` (never a whole body in memory), upstream connection reuse and the one retry on a stale pooled
 //! connection, the persistence decision for the client connection, and the mapping of failures to a status.
-//! Does not own: reading the client's request head and routing (`crate::conn`), picking and connecting servers
-//! (`crate::balancer`, `crate::upstream`), body framing rules (`crate::http::body`).
+//! Does not own: reading the client's request head and routing (`crate::conn`), the request head for the upstream
+//! (`crate::http::rewrite`), picking, connecting and pooling servers (`crate::upstream`), body framing rules
+//! (`crate::http::body`).
 //!
 //! Timeouts (no config fields exist for these yet):
 //! - the upstream's response head must arrive within `limits.handshake_timeout` (default 10 s) after the request
-//!   was sent; otherwise 504 (and the server is marked failed for passive health);
+//!   was sent; otherwise 504 (the server is not marked failed: one slow request says nothing about the others);
+//!   at most [`MAX_INTERIM_RESPONSES`] 1xx responses are relayed before it;
 //! - every read or write of a body, on either side, must make progress within [`BODY_IDLE_TIMEOUT`] (60 s);
-//! - idle pooled upstream connections are closed after [`DEFAULT_IDLE_TIMEOUT`] (4 s, below the 5 s keep-alive of
-//!   Node.js and Apache, so the gateway rarely reuses a connection the server is closing).
+//! - a request body must arrive within `limits.body_timeout` plus one second per `limits.body_min_rate` bytes
+//!   (408 otherwise).
+//!
+//! Passive health: a server is marked failed only when it could not take the request or gave a broken response
+//! (connection closed without an answer, malformed head or framing), never for a slow answer.
 //!
 //! Not supported: request bodies and response bodies flowing at the same time (an upstream that answers before
 //! reading the whole request body waits until the gateway has sent it), `Expect: 100-continue` end to end (the
 //! gateway answers `100 Continue` itself once the upstream connection is open), trailers (validated, dropped).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,28 +32,26 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use ringway_config::{Balance, Upstream, UpstreamId};
 
-use crate::balancer::{ActiveGuard, Balancer, hash_input};
 use crate::http::body::{
-    BodyError, BodyKind, ChunkedDecoder, request_body_kind, response_body_kind,
+    BodyDeadline, BodyError, BodyKind, ChunkedDecoder, request_body_kind, response_body_kind,
 };
 use crate::http::head::{
     HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, parse_response,
     write_header,
 };
-use crate::upstream::{ConnectError, connect, connect_to};
+use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
+use crate::upstream::{ActiveGuard, Balancer, ConnectError, connect, connect_to, hash_input};
 use crate::worker::WorkerCtx;
 
 /// A body read or write on either side that makes no progress for this long fails the exchange.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per upstream server and worker.
-pub const DEFAULT_MAX_IDLE_PER_SERVER: usize = 32;
-/// How long an idle upstream connection stays pooled.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Limits for upstream response heads (more generous than for client requests: the upstream is trusted more).
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_bytes: 64 * 1024,
     max_headers: 256,
 };
+/// Interim (1xx) responses relayed for one request; an upstream sending more is broken (or hostile): 502.
+pub const MAX_INTERIM_RESPONSES: usize = 32;
 /// Room kept free in a read buffer so that re-encoding chunked data never outgrows the output buffer.
 const REENCODE_SLACK: usize = 64;
 
@@ -79,7 +78,8 @@ pub enum ProxyError {
     /// The request body's framing is invalid or ambiguous (smuggling defenses): 400.
     #[error("bad request body: {0}")]
     BadRequest(#[from] BodyError),
-    /// The client stopped sending its body for [`BODY_IDLE_TIMEOUT`]: 408.
+    /// The client stopped sending its body for [`BODY_IDLE_TIMEOUT`], or sent it slower than `limits.body_timeout`
+    /// and `limits.body_min_rate` allow: 408.
     #[error("client request body timed out")]
     ClientTimeout,
     /// Reading from or writing to the client failed (it went away): nothing to answer.
@@ -136,71 +136,6 @@ impl ProxyError {
     }
 }
 
-/// Idle keep-alive connections to upstream servers, per worker, keyed by (upstream, server index).
-///
-/// Bounded to `max_idle_per_server` per key (the oldest is closed when a new one arrives); connections idle
-/// longer than `idle_timeout` are closed when their key is next used. Most recently used connections are reused
-/// first, so surplus connections age out.
-pub struct UpstreamPool {
-    idle: RefCell<HashMap<(UpstreamId, usize), Vec<IdleConn>>>,
-    max_idle_per_server: usize,
-    idle_timeout: Duration,
-}
-
-struct IdleConn {
-    stream: TcpStream,
-    since: Instant,
-}
-
-impl Default for UpstreamPool {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl UpstreamPool {
-    /// A pool with [`DEFAULT_MAX_IDLE_PER_SERVER`] and [`DEFAULT_IDLE_TIMEOUT`].
-    pub fn new() -> Self {
-        Self::with_limits(DEFAULT_MAX_IDLE_PER_SERVER, DEFAULT_IDLE_TIMEOUT)
-    }
-
-    /// A pool keeping at most `max_idle_per_server` connections per server for at most `idle_timeout`.
-    pub fn with_limits(max_idle_per_server: usize, idle_timeout: Duration) -> Self {
-        Self {
-            idle: RefCell::new(HashMap::new()),
-            max_idle_per_server,
-            idle_timeout,
-        }
-    }
-
-    /// The most recently pooled live connection to `server` of `upstream`, if any.
-    pub fn take(&self, upstream: UpstreamId, server: usize, now: Instant) -> Option<TcpStream> {
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&(upstream, server))?;
-        list.retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
-        list.pop().map(|c| c.stream)
-    }
-
-    /// Keeps `stream` for reuse (or closes it when the server's share of the pool is full).
-    pub fn put(&self, upstream: UpstreamId, server: usize, stream: TcpStream, now: Instant) {
-        if self.max_idle_per_server == 0 || self.idle_timeout.is_zero() {
-            return;
-        }
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.entry((upstream, server)).or_default();
-        list.retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
-        if list.len() >= self.max_idle_per_server {
-            list.remove(0);
-        }
-        list.push(IdleConn { stream, since: now });
-    }
-
-    /// Number of pooled connections (expired ones included until their key is next used).
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
-    }
-}
-
 /// Proxies one request (whose head the caller already read) to `upstream` and its response back to `client`.
 ///
 /// `leftover` holds bytes the caller read after the head (body start, pipelined requests); on `Ok` it holds
@@ -208,8 +143,9 @@ impl UpstreamPool {
 /// rules and the response framing (a close-delimited response closes the client connection).
 pub async fn forward<S>(
     client: &mut S,
-    client_addr: SocketAddr,
+    fwd: Forwarding<'_>,
     head: RequestHead,
+    dest: &Destination,
     leftover: &mut Vec<u8>,
     upstream: UpstreamId,
     ctx: &WorkerCtx,
@@ -228,13 +164,27 @@ where
         && head.minor_version >= 1
         && head.has_token("expect", "100-continue");
     let key = match &pool.balance {
-        Balance::Hash(k) => hash_input(k, client_addr.ip(), &head),
+        Balance::Hash(k) => hash_input(k, fwd.peer, &head),
         _ => None,
     };
 
     // The request head for the upstream plus the body bytes already read; kept whole so a retry can resend it.
-    let mut initial = upstream_request_head(&head, client_addr, body_kind, expect_continue);
-    let mut body = RequestBody::new(body_kind);
+    let drop: &[&str] = if expect_continue { &["expect"] } else { &[] };
+    let mut initial = rewrite::upstream_head(
+        &head,
+        dest,
+        fwd,
+        UpstreamHead {
+            framing: body_kind,
+            drop,
+            add: &[],
+        },
+    );
+    let limits = &ctx.config.limits;
+    let mut body = RequestBody::new(
+        body_kind,
+        BodyDeadline::new(Instant::now(), limits.body_timeout, limits.body_min_rate),
+    );
     let used = body.feed(leftover, &mut initial)?;
     leftover.drain(..used);
 
@@ -317,43 +267,69 @@ enum AttemptError {
     Fatal(ProxyError),
 }
 
-/// Request body still to be read from the client.
-enum RequestBody {
+/// Request body still to be read from the client, and by when.
+struct RequestBody {
+    left: BodyLeft,
+    deadline: BodyDeadline,
+    received: u64,
+}
+
+enum BodyLeft {
     Done,
     Length(u64),
     Chunked(ChunkedDecoder),
 }
 
 impl RequestBody {
-    fn new(kind: BodyKind) -> Self {
-        match kind {
-            BodyKind::None | BodyKind::Length(0) | BodyKind::CloseDelimited => RequestBody::Done,
-            BodyKind::Length(n) => RequestBody::Length(n),
-            BodyKind::Chunked => RequestBody::Chunked(ChunkedDecoder::new(true)),
+    fn new(kind: BodyKind, deadline: BodyDeadline) -> Self {
+        let left = match kind {
+            BodyKind::None | BodyKind::Length(0) | BodyKind::CloseDelimited => BodyLeft::Done,
+            BodyKind::Length(n) => BodyLeft::Length(n),
+            BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(true)),
+        };
+        Self {
+            left,
+            deadline,
+            received: 0,
         }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.left, BodyLeft::Done)
+    }
+
+    /// How long the next read may wait: the idle bound, cut short by the body's overall deadline.
+    fn read_timeout(&self, now: Instant) -> Option<Duration> {
+        let left = self
+            .deadline
+            .at(self.received)
+            .checked_duration_since(now)?;
+        (!left.is_zero()).then(|| left.min(BODY_IDLE_TIMEOUT))
     }
 
     /// Consumes body bytes from `input`, appending what to send upstream to `out`; returns the bytes consumed.
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, BodyError> {
-        match self {
-            RequestBody::Done => Ok(0),
-            RequestBody::Length(remaining) => {
+        let used = match &mut self.left {
+            BodyLeft::Done => 0,
+            BodyLeft::Length(remaining) => {
                 let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
                 out.extend_from_slice(&input[..take]);
                 *remaining -= take as u64;
                 if *remaining == 0 {
-                    *self = RequestBody::Done;
+                    self.left = BodyLeft::Done;
                 }
-                Ok(take)
+                take
             }
-            RequestBody::Chunked(decoder) => {
+            BodyLeft::Chunked(decoder) => {
                 let progress = decoder.feed(input, out)?;
                 if progress.done {
-                    *self = RequestBody::Done;
+                    self.left = BodyLeft::Done;
                 }
-                Ok(progress.consumed)
+                progress.consumed
             }
-        }
+        };
+        self.received += used as u64;
+        Ok(used)
     }
 }
 
@@ -380,8 +356,12 @@ impl<'a> Exchange<'a> {
                 ConnectError::Exhausted(tried.len())
             });
         };
-        if allow_pooled && let Some(stream) = self.ctx.http_pool.take(self.upstream_id, server, now)
-        {
+        let pooled = if allow_pooled {
+            self.ctx.http_pool.take(self.upstream_id, server, now).await
+        } else {
+            None
+        };
+        if let Some(stream) = pooled {
             let guard = self.balancer.acquire(server);
             return Ok(Conn {
                 stream,
@@ -434,7 +414,7 @@ impl<'a> Exchange<'a> {
             Err((e, _)) => return Err(self.fatal_before_response(&conn, ProxyError::UpstreamIo(e))),
         };
         // 2. The rest of the body, streamed from the client. From here on a retry is impossible.
-        let streamed = !matches!(body, RequestBody::Done);
+        let streamed = !body.is_done();
         if streamed {
             if self.expect_continue && !*sent_continue {
                 *sent_continue = true;
@@ -466,30 +446,45 @@ impl<'a> Exchange<'a> {
                 error,
                 nothing_received,
             }) => {
-                return Err(
-                    if nothing_received || matches!(error, ProxyError::UpstreamTimeout) {
-                        self.fatal_before_response(&conn, error)
-                    } else {
-                        AttemptError::Fatal(error)
-                    },
-                );
+                // A slow answer is this request's problem (504), not proof the server is down; a connection closed
+                // without an answer or a malformed answer is a broken response.
+                let broken = match &error {
+                    ProxyError::UpstreamTimeout | ProxyError::ClientIo(_) => false,
+                    _ => !nothing_received || !conn.reused,
+                };
+                if broken {
+                    self.mark_failed(conn.server);
+                }
+                return Err(AttemptError::Fatal(error));
             }
         };
         self.ctx.buffers.give(initial);
         // 4. The response itself.
+        let server = conn.server;
         let persist = self
             .relay_response(client, conn, &response, rbuf)
             .await
-            .map_err(AttemptError::Fatal)?;
+            .map_err(|e| {
+                if matches!(e, ProxyError::BadResponse(_)) {
+                    self.mark_failed(server);
+                }
+                AttemptError::Fatal(e)
+            })?;
         Ok(persist)
     }
 
     /// A failure on a fresh connection before any response: the server counts as failed (passive health).
     fn fatal_before_response(&self, conn: &Conn, error: ProxyError) -> AttemptError {
         if !conn.reused {
-            self.balancer.mark_failed(conn.server, Instant::now());
+            self.mark_failed(conn.server);
         }
         AttemptError::Fatal(error)
+    }
+
+    /// Passive health: the server gave a broken response (or could not take the request).
+    fn mark_failed(&self, server: usize) {
+        tracing::info!(upstream = %self.upstream.name, server = %self.balancer.address(server), "upstream server marked failed (passive health)");
+        self.balancer.mark_failed(server, Instant::now());
     }
 
     async fn stream_request_body<S>(
@@ -504,13 +499,16 @@ impl<'a> Exchange<'a> {
     {
         let mut inbuf = self.ctx.buffers.take();
         let mut out = self.ctx.buffers.take();
-        while !matches!(body, RequestBody::Done) {
+        while !body.is_done() {
             inbuf.clear();
             let limit = inbuf
                 .capacity()
                 .saturating_sub(REENCODE_SLACK)
                 .max(REENCODE_SLACK);
-            let (n, buf) = match read_timed(client, inbuf, limit, BODY_IDLE_TIMEOUT).await {
+            let Some(timeout) = body.read_timeout(Instant::now()) else {
+                return Err(ProxyError::ClientTimeout);
+            };
+            let (n, buf) = match read_timed(client, inbuf, limit, timeout).await {
                 Ok(r) => r,
                 Err(ReadFailure::TimedOut) => return Err(ProxyError::ClientTimeout),
                 Err(ReadFailure::Io(e)) => return Err(ProxyError::ClientIo(e)),
@@ -545,6 +543,7 @@ impl<'a> Exchange<'a> {
         let deadline = Instant::now() + self.ctx.config.limits.handshake_timeout;
         let mut buf = self.ctx.buffers.take();
         let mut received = false;
+        let mut interim = 0;
         loop {
             if !buf.is_empty() {
                 match parse_response(&buf, RESPONSE_HEAD_LIMITS) {
@@ -554,6 +553,12 @@ impl<'a> Exchange<'a> {
                         ));
                     }
                     Ok(Some(head)) if (100..200).contains(&head.status) => {
+                        interim += 1;
+                        if interim > MAX_INTERIM_RESPONSES {
+                            return Err(HeadFailure::bad(
+                                "more interim (1xx) responses than the gateway relays",
+                            ));
+                        }
                         buf.drain(..head.head_len);
                         let relay =
                             self.client_minor >= 1 && !(head.status == 100 && sent_continue);
@@ -793,57 +798,6 @@ fn is_idempotent(method: &str) -> bool {
     )
 }
 
-/// The request head sent upstream: HTTP/1.1, end-to-end headers only, `X-Forwarded-*` added, and the body
-/// framing stated by the gateway (a single `Content-Length` or `Transfer-Encoding: chunked`), so a `Connection`
-/// header naming framing headers cannot desynchronise the hops.
-fn upstream_request_head(
-    head: &RequestHead,
-    client_addr: SocketAddr,
-    body: BodyKind,
-    strip_expect: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.head_len + 160);
-    out.extend_from_slice(head.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<u8> = Vec::new();
-    for h in &head.headers {
-        let name = h.name.as_str();
-        let is = |other: &str| name.eq_ignore_ascii_case(other);
-        if is("x-forwarded-for") {
-            if !forwarded_for.is_empty() {
-                forwarded_for.extend_from_slice(b", ");
-            }
-            forwarded_for.extend_from_slice(h.value.trim_ascii());
-            continue;
-        }
-        let framing = is("content-length") || is("transfer-encoding");
-        let replaced = is("x-forwarded-proto") || is("x-forwarded-host");
-        let hop = is_hop_by_hop(head, name) && !is("host");
-        if framing || replaced || hop || (strip_expect && is("expect")) {
-            continue;
-        }
-        write_header(&mut out, name, &h.value);
-    }
-    if !forwarded_for.is_empty() {
-        forwarded_for.extend_from_slice(b", ");
-    }
-    forwarded_for.extend_from_slice(client_addr.ip().to_canonical().to_string().as_bytes());
-    write_header(&mut out, "X-Forwarded-For", &forwarded_for);
-    write_header(&mut out, "X-Forwarded-Proto", b"http");
-    if let Some(host) = head.header("host") {
-        write_header(&mut out, "X-Forwarded-Host", host);
-    }
-    match body {
-        BodyKind::Length(n) => write_header(&mut out, "Content-Length", n.to_string().as_bytes()),
-        BodyKind::Chunked => write_header(&mut out, "Transfer-Encoding", b"chunked"),
-        BodyKind::None | BodyKind::CloseDelimited => {}
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 /// The response head sent to the client: end-to-end headers only, framing stated by the gateway, and
 /// `Connection` as decided for the client connection.
 fn response_head(
@@ -933,77 +887,6 @@ mod tests {
         parse_request(raw.as_bytes(), LIMITS).unwrap().unwrap()
     }
 
-    fn rewritten(raw: &str, body: BodyKind, strip_expect: bool) -> RequestHead {
-        let head = request(raw);
-        let addr: SocketAddr = "[::ffff:192.0.2.9]:4000".parse().unwrap();
-        let out = upstream_request_head(&head, addr, body, strip_expect);
-        let parsed = request(std::str::from_utf8(&out).unwrap());
-        assert_eq!(parsed.head_len, out.len(), "exactly one head");
-        parsed
-    }
-
-    #[test]
-    fn request_head_drops_hop_by_hop_and_adds_forwarding_headers() {
-        let head = rewritten(
-            "GET /p?q=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, X-Hop, Host\r\nX-Hop: 1\r\n\
-             Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\
-             X-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
-            BodyKind::None,
-            false,
-        );
-        assert_eq!(
-            (
-                head.method.as_str(),
-                head.target.as_str(),
-                head.minor_version
-            ),
-            ("GET", "/p?q=1", 1)
-        );
-        for name in [
-            "connection",
-            "x-hop",
-            "keep-alive",
-            "te",
-            "content-length",
-            "transfer-encoding",
-        ] {
-            assert_eq!(head.header(name), None, "{name}");
-        }
-        assert_eq!(
-            head.header_str("host"),
-            Some("a.example"),
-            "Host survives even when named in Connection"
-        );
-        assert_eq!(head.header_str("accept"), Some("*/*"));
-        assert_eq!(head.headers_named("x-forwarded-for").count(), 1);
-        assert_eq!(
-            head.header_str("x-forwarded-for"),
-            Some("10.0.0.1, 10.0.0.2, 192.0.2.9")
-        );
-        assert_eq!(head.header_str("x-forwarded-proto"), Some("http"));
-        assert_eq!(head.header_str("x-forwarded-host"), Some("a.example"));
-    }
-
-    #[test]
-    fn request_head_restates_framing_itself() {
-        // `Connection: content-length` must not strip the framing the gateway relies on.
-        let head = rewritten(
-            "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
-            BodyKind::Length(5),
-            false,
-        );
-        assert_eq!(head.header_str("content-length"), Some("5"));
-        let head = rewritten(
-            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
-            BodyKind::Chunked,
-            true,
-        );
-        assert_eq!(head.header_str("transfer-encoding"), Some("chunked"));
-        assert_eq!(head.headers_named("transfer-encoding").count(), 1);
-        assert_eq!(head.header("expect"), None);
-        assert_eq!(request_body_kind(&head), Ok(BodyKind::Chunked));
-    }
-
     #[test]
     fn response_head_strips_hop_by_hop_and_states_framing_and_connection() {
         let raw = "HTTP/1.1 200 Fine\r\nConnection: X-Up\r\nX-Up: 1\r\nKeep-Alive: 1\r\nTransfer-Encoding: chunked\r\n\
@@ -1071,38 +954,5 @@ mod tests {
             ProxyError::ClientIo(io::ErrorKind::BrokenPipe.into()).status(),
             None
         );
-    }
-
-    #[test]
-    fn pool_is_bounded_lifo_and_expires() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let pool = UpstreamPool::with_limits(2, Duration::from_secs(4));
-            let id = UpstreamId(0);
-            let t0 = Instant::now();
-            let mut ports = Vec::new();
-            for i in 0..3u64 {
-                let s = TcpStream::connect_addr(addr).await.unwrap();
-                ports.push(s.local_addr().unwrap().port());
-                pool.put(id, 0, s, t0 + Duration::from_secs(i));
-            }
-            assert_eq!(pool.idle_count(), 2, "the oldest was closed");
-            assert!(pool.take(id, 1, t0).is_none(), "other server");
-            assert!(pool.take(UpstreamId(1), 0, t0).is_none(), "other upstream");
-            let newest = pool.take(id, 0, t0 + Duration::from_secs(3)).unwrap();
-            assert_eq!(
-                newest.local_addr().unwrap().port(),
-                ports[2],
-                "most recent first"
-            );
-            // The remaining one was pooled at t0+1s and expires at t0+5s.
-            assert!(pool.take(id, 0, t0 + Duration::from_secs(5)).is_none());
-            assert_eq!(pool.idle_count(), 0);
-        });
     }
 }

@@ -6,7 +6,6 @@
 //! plain HTTP exchange ([`http_proxy`]) or performs the WebSocket upgrade ([`upgrade`], [`ws_upstream`]) and hands
 //! both legs to the frame-aware [`relay`].
 
-pub mod balancer;
 pub mod buffer_pool;
 pub mod clock;
 pub mod conn;

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use ringway_config::Config;
 
-use crate::balancer::Balancer;
 use crate::buffer_pool::BufferPool;
-use crate::http_proxy::UpstreamPool;
 use crate::sweeper::Sweeper;
+use crate::upstream::{Balancer, UpstreamPool};
 
 /// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
 pub const IO_BUFFER_SIZE: usize = 32 * 1024;

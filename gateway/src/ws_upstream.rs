@@ -1,15 +1,15 @@
 //! The upstream side of the WebSocket opening handshake: the request the gateway sends and the checks on the answer.
 //!
-//! Owns: building the upstream upgrade request (fresh key, forwarded subprotocols/extensions/cookies/auth,
-//! `X-Forwarded-*`, hop-by-hop headers dropped) and verifying the upstream's `101` (RFC 6455 §4.1: status, Upgrade,
+//! Owns: the WebSocket part of the upstream upgrade request (fresh key, the subprotocols and extensions to offer;
+//! the rest of the head is `crate::http::rewrite`'s) and verifying the upstream's `101` (RFC 6455 §4.1: status, Upgrade,
 //! Connection, `Sec-WebSocket-Accept`, a subprotocol and extensions it may choose). Sans-IO; `crate::conn` does the
 //! socket work.
 
-use std::net::IpAddr;
-
 use base64::Engine as _;
 
-use crate::http::head::{Headers, RequestHead, ResponseHead, is_hop_by_hop, write_header};
+use crate::http::body::BodyKind;
+use crate::http::head::{Headers, RequestHead, ResponseHead};
+use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
 use crate::upgrade::ClientUpgrade;
 
 /// The upstream's `101` was not acceptable; the client gets 502.
@@ -55,76 +55,48 @@ pub fn fresh_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-/// Context for the `X-Forwarded-*` headers.
-#[derive(Debug, Clone, Copy)]
-pub struct ForwardedFor<'a> {
-    pub client_ip: IpAddr,
-    /// `http` or `https`.
-    pub proto: &'a str,
-}
+/// Client headers the upgrade path restates itself (the upstream gets the gateway's own key and version, and the
+/// subprotocols and extensions the route allows).
+const RESTATED: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
 
-/// The upgrade request sent upstream for `head`, with `key` as its `Sec-WebSocket-Key`.
+/// The upgrade request sent upstream for `head` going to `dest`, with `key` as its `Sec-WebSocket-Key`. Everything
+/// but the WebSocket headers follows the same rules as plain HTTP ([`rewrite::upstream_head`]).
 pub fn upstream_request(
     head: &RequestHead,
+    dest: &Destination,
     upgrade: &ClientUpgrade,
     key: &str,
-    fwd: ForwardedFor<'_>,
+    fwd: Forwarding<'_>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(head.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut prior_xff: Option<&[u8]> = None;
-    for h in &head.headers {
-        let name = h.name.as_str();
-        if is_hop_by_hop(head, name)
-            || name.eq_ignore_ascii_case("sec-websocket-key")
-            || name.eq_ignore_ascii_case("sec-websocket-version")
-            || name.eq_ignore_ascii_case("sec-websocket-protocol")
-            || name.eq_ignore_ascii_case("sec-websocket-extensions")
-            || name.eq_ignore_ascii_case("sec-websocket-accept")
-            || name.eq_ignore_ascii_case("x-forwarded-proto")
-            || name.eq_ignore_ascii_case("x-forwarded-host")
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            prior_xff = Some(&h.value);
-            continue;
-        }
-        write_header(&mut out, name, &h.value);
-    }
-    write_header(&mut out, "Upgrade", b"websocket");
-    write_header(&mut out, "Connection", b"Upgrade");
-    write_header(&mut out, "Sec-WebSocket-Key", key.as_bytes());
-    write_header(&mut out, "Sec-WebSocket-Version", b"13");
-    if !upgrade.subprotocols.is_empty() {
-        write_header(
-            &mut out,
-            "Sec-WebSocket-Protocol",
-            upgrade.subprotocols.join(", ").as_bytes(),
-        );
+    let protocols = upgrade.subprotocols.join(", ");
+    let mut add: Vec<(&str, &[u8])> = vec![
+        ("Upgrade", b"websocket"),
+        ("Connection", b"Upgrade"),
+        ("Sec-WebSocket-Key", key.as_bytes()),
+        ("Sec-WebSocket-Version", b"13"),
+    ];
+    if !protocols.is_empty() {
+        add.push(("Sec-WebSocket-Protocol", protocols.as_bytes()));
     }
     for ext in &upgrade.extensions {
-        write_header(&mut out, "Sec-WebSocket-Extensions", ext.as_bytes());
+        add.push(("Sec-WebSocket-Extensions", ext.as_bytes()));
     }
-    let ip = fwd.client_ip.to_string();
-    match prior_xff {
-        Some(prior) => {
-            let mut v = prior.to_vec();
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            write_header(&mut out, "X-Forwarded-For", &v);
-        }
-        None => write_header(&mut out, "X-Forwarded-For", ip.as_bytes()),
-    }
-    write_header(&mut out, "X-Forwarded-Proto", fwd.proto.as_bytes());
-    if let Some(host) = head.header("host") {
-        write_header(&mut out, "X-Forwarded-Host", host);
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+    rewrite::upstream_head(
+        head,
+        dest,
+        fwd,
+        UpstreamHead {
+            framing: BodyKind::None,
+            drop: RESTATED,
+            add: &add,
+        },
+    )
 }
 
 /// Checks a `101` answer against the key sent and what the client offered.
@@ -210,13 +182,17 @@ mod tests {
 
     #[test]
     fn request_forwards_end_to_end_headers_and_drops_hop_by_hop() {
-        let fwd = ForwardedFor {
-            client_ip: "192.0.2.7".parse().unwrap(),
+        let fwd = Forwarding {
+            peer: "192.0.2.7".parse().unwrap(),
             proto: "http",
+            trusted: true,
         };
         let key = fresh_key();
+        let head = client_head();
+        let dest = rewrite::destination(&head).unwrap();
         let raw = upstream_request(
-            &client_head(),
+            &head,
+            &dest,
             &offer(&["chat"], &["permessage-deflate"]),
             &key,
             fwd,

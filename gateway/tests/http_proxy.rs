@@ -50,7 +50,11 @@ fn keep_alive_on_both_hops_with_forwarded_headers() {
     assert_eq!(up.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     let r = &reqs[0];
     assert_eq!(r.header("host"), Some("shop.example"));
-    assert_eq!(r.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        r.header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "an untrusted client's X-Forwarded-For is replaced"
+    );
     assert_eq!(r.headers("x-forwarded-for").len(), 1);
     assert_eq!(r.header("x-forwarded-proto"), Some("http"));
     assert_eq!(r.header("x-forwarded-host"), Some("shop.example"));
@@ -283,7 +287,7 @@ fn smuggling_attempts_get_400_and_never_reach_the_upstream_as_sent() {
 }
 
 #[test]
-fn upstream_down_is_502_then_503_while_cooling() {
+fn upstream_down_is_502_and_a_lone_cooling_server_is_still_tried() {
     let gw = gateway(
         &[dead_address().to_string()],
         "fail_cooldown: 30s\nconnect_timeout: 1s",
@@ -291,7 +295,7 @@ fn upstream_down_is_502_then_503_while_cooling() {
     let (status, _) = status_and_close(&gw, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(status, 502);
     let (status, _) = status_and_close(&gw, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(status, 503, "the only server is cooling down");
+    assert_eq!(status, 502, "tried again, not 503 for the whole cooldown");
 }
 
 #[test]

@@ -27,10 +27,23 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with extra command-line arguments (e.g. `["--driver", "epoll"]`).
     pub fn start_with(yaml: &str, args: &[&str]) -> Gateway {
+        Self::start_wrapped(yaml, args, &[])
+    }
+
+    /// Like [`Gateway::start_with`], run through `wrapper` (e.g. `["prlimit", "--nofile=64:64", "--"]`).
+    pub fn start_wrapped(yaml: &str, args: &[&str], wrapper: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringway.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_ringway"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ringway")),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .args(args)

@@ -1,8 +1,9 @@
 //! Server selection for one upstream pool on one worker: weighted round robin, least connections and consistent
-//! hashing, plus passive health (a server that failed is skipped for the pool's `fail_cooldown`).
+//! hashing, plus passive health (a server that failed is skipped for the pool's `fail_cooldown`, unless every
+//! server is cooling: then they are all tried, so passive health never turns a pool into 503s for everyone).
 //!
 //! Owns: the per-server counters and cooldown deadlines, the smooth weighted round-robin state and the hash ring.
-//! Does not own: sockets or connecting (see `crate::upstream`), nor clocks — every time-dependent call takes `now`,
+//! Does not own: sockets or connecting (see `super::connect`), nor clocks — every time-dependent call takes `now`,
 //! so the policy is deterministic and unit-tested without sleeping. One `Balancer` per upstream per worker, so state
 //! lives in `Cell`/`RefCell` (`!Sync` by design); workers balance independently.
 
@@ -80,12 +81,21 @@ impl Balancer {
         }
     }
 
-    /// Chooses a server that is not in `tried` and not cooling down at `now`; `None` when there is none.
+    /// Chooses a server that is not in `tried`, preferring those not cooling down at `now`; `None` when every
+    /// server was tried.
+    ///
+    /// When every untried server is cooling, one of them is chosen all the same (Envoy's panic routing; nginx never
+    /// ejects a lone server): a cooldown steers traffic to healthy servers, it must not answer 503 for a whole pool
+    /// because of one refused connect.
     ///
     /// `key` is the request's hash input (see [`hash_input`]); it is used only by hash pools, which fall back to
     /// round robin when it is `None`.
     pub fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
-        let eligible = |i: usize| !tried.contains(&i) && !self.is_cooling(i, now);
+        self.pick_among(key, |i| !tried.contains(&i) && !self.is_cooling(i, now))
+            .or_else(|| self.pick_among(key, |i| !tried.contains(&i)))
+    }
+
+    fn pick_among(&self, key: Option<u64>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         match (self.policy, key) {
             (Policy::Hash, Some(key)) => self.pick_hash(key, eligible),
             (Policy::LeastConn, _) => self.pick_least_conn(eligible),
@@ -396,10 +406,12 @@ mod tests {
         assert_eq!(counts(&b, 10, t0 + Duration::from_secs(9)), vec![0, 10]);
         b.mark_failed(1, t0);
         assert_eq!(
-            b.pick(None, &[], t0 + Duration::from_secs(9)),
-            None,
-            "all cooling"
+            counts(&b, 10, t0 + Duration::from_secs(9)),
+            vec![5, 5],
+            "all cooling: all are tried rather than none"
         );
+        assert_eq!(b.pick(None, &[0], t0 + Duration::from_secs(9)), Some(1));
+        assert_eq!(b.pick(None, &[0, 1], t0 + Duration::from_secs(9)), None);
         assert_eq!(
             counts(&b, 10, t0 + Duration::from_secs(10)),
             vec![5, 5],

@@ -1,9 +1,11 @@
 //! Opening TCP connections to an upstream pool: pick a server with the pool's [`Balancer`], connect within the
 //! pool's `connect_timeout`, and on failure mark the server for passive health and try the next one.
 //!
-//! Owns: the connect-and-retry loop and the mapping of connect failures to 502 / 503 / 504.
+//! Owns: the connect-and-retry loop and the mapping of connect failures to 502 / 503 / 504. A refused or timed-out
+//! connect is the server's fault and marks it failed; running out of local resources (descriptors, memory,
+//! ephemeral ports) is the gateway's and leaves every server's health alone.
 //! Does not own: what is sent on the connection (HTTP in `crate::http_proxy`, the WebSocket handshake in
-//! `crate::ws_upstream`), nor keep-alive pooling (`crate::http_proxy::UpstreamPool`).
+//! `crate::ws_upstream`), nor keep-alive pooling (`super::pool`).
 //!
 //! `tried` accumulates the servers that failed for one client request or connection, across calls: a caller that
 //! gives up on a connection after it opened (say the upstream's WebSocket handshake failed) pushes the server and
@@ -17,7 +19,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use ringway_config::Upstream;
 
-use crate::balancer::{ActiveGuard, Balancer};
+use super::balancer::{ActiveGuard, Balancer};
 
 /// An open connection to one server of a pool.
 #[derive(Debug)]
@@ -48,13 +50,17 @@ pub enum ConnectError {
     /// `max_attempts` servers were already tried for this request before this call: 502.
     #[error("gave up after {0} upstream attempts")]
     Exhausted(usize),
+    /// The gateway itself is out of descriptors, memory or local ports (EMFILE, ENFILE, ENOBUFS, ENOMEM,
+    /// EADDRNOTAVAIL): 503, and no server is blamed.
+    #[error("gateway out of local resources for an upstream connect: {0}")]
+    LocalResources(io::Error),
 }
 
 impl ConnectError {
     /// The HTTP status for the client.
     pub fn status(&self) -> u16 {
         match self {
-            ConnectError::NoHealthyServer => 503,
+            ConnectError::NoHealthyServer | ConnectError::LocalResources(_) => 503,
             ConnectError::Failed { .. } | ConnectError::Exhausted(_) => 502,
             ConnectError::TimedOut => 504,
         }
@@ -62,10 +68,11 @@ impl ConnectError {
 }
 
 /// Connects to a server of `upstream`, trying further servers on failure until `upstream.max_attempts` servers are
-/// in `tried`. `key` is the request's hash input (`crate::balancer::hash_input`) for hash pools.
+/// in `tried`. `key` is the request's hash input (`super::hash_input`) for hash pools.
 ///
-/// Errors: [`ConnectError::NoHealthyServer`] when no attempt could be made because every remaining server is
-/// cooling down; otherwise the error of the last attempt.
+/// Errors: [`ConnectError::NoHealthyServer`] when no attempt could be made (an empty pool);
+/// [`ConnectError::LocalResources`] at once when the gateway is out of descriptors (other servers would fail the
+/// same way); otherwise the error of the last attempt.
 pub async fn connect(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
@@ -83,6 +90,7 @@ pub async fn connect(
         };
         match connect_to(balancer, upstream, server, tried).await {
             Ok(conn) => return Ok(conn),
+            Err(e @ ConnectError::LocalResources(_)) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
@@ -90,7 +98,8 @@ pub async fn connect(
 }
 
 /// One attempt on `server` (already chosen by the caller): connects within `connect_timeout` and sets
-/// TCP_NODELAY. On failure the server is marked failed (passive health) and pushed to `tried`.
+/// TCP_NODELAY. On failure the server is marked failed (passive health) and pushed to `tried`, unless the failure is
+/// the gateway's own ([`ConnectError::LocalResources`]).
 pub async fn connect_to(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
@@ -112,6 +121,10 @@ pub async fn connect_to(
                 guard,
             });
         }
+        Ok(Err(source)) if is_local_exhaustion(&source) => {
+            tracing::warn!(upstream = %upstream.name, %address, error = %source, "cannot open an upstream connection: the gateway is out of local resources");
+            return Err(ConnectError::LocalResources(source));
+        }
         Ok(Err(source)) => ConnectError::Failed { address, source },
         Err(_elapsed) => ConnectError::TimedOut,
     };
@@ -119,6 +132,14 @@ pub async fn connect_to(
     balancer.mark_failed(server, Instant::now());
     tried.push(server);
     Err(error)
+}
+
+/// Errors that say the gateway, not the server, ran out of something.
+pub(crate) fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 #[cfg(test)]
@@ -184,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn all_dead_is_502_then_503_while_cooling() {
+    fn all_dead_is_502_and_cooling_servers_are_still_tried() {
         let u = upstream(&[dead_address(), dead_address()], 2);
         let b = Rc::new(Balancer::new(&u));
         run(async {
@@ -192,10 +213,22 @@ mod tests {
             let err = connect(&b, &u, None, &mut tried).await.unwrap_err();
             assert_eq!(err.status(), 502, "{err}");
             assert_eq!(tried.len(), 2);
-            let err = connect(&b, &u, None, &mut Vec::new()).await.unwrap_err();
-            assert!(matches!(err, ConnectError::NoHealthyServer));
-            assert_eq!(err.status(), 503);
+            // Both are cooling: they are tried again rather than answered 503 unseen.
+            let mut tried = Vec::new();
+            let err = connect(&b, &u, None, &mut tried).await.unwrap_err();
+            assert_eq!(err.status(), 502, "{err}");
+            assert_eq!(tried.len(), 2);
         });
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_503_and_blames_no_server() {
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(is_local_exhaustion(&e));
+        assert_eq!(ConnectError::LocalResources(e).status(), 503);
+        assert!(!is_local_exhaustion(&io::Error::from_raw_os_error(
+            libc::ECONNREFUSED
+        )));
     }
 
     #[test]
