@@ -3,9 +3,10 @@
 //! Shape: [`server`] starts one monoio runtime per worker thread, each with its own SO_REUSEPORT listener and its own
 //! [`worker::WorkerCtx`] (balancers, buffer pool, upstream connection pool) — nothing shared and mutable between
 //! workers. Each accepted connection is served by [`conn`]: it reads a request head, routes it, and either proxies a
-//! plain HTTP exchange ([`http_proxy`]) or performs the WebSocket upgrade ([`upgrade`], [`ws_upstream`]) and hands
-//! both legs to the frame-aware [`relay`].
+//! plain HTTP exchange ([`http_proxy`]) or performs the WebSocket upgrade ([`ws`]) and hands both legs to the
+//! frame-aware [`relay`]. Upstream servers are chosen, connected and pooled by [`upstream`].
 
+mod answer;
 pub mod buffer_pool;
 pub mod clock;
 pub mod conn;
@@ -15,7 +16,6 @@ pub mod http_proxy;
 pub mod relay;
 pub mod server;
 pub mod sweeper;
-pub mod upgrade;
 pub mod upstream;
 pub mod worker;
-pub mod ws_upstream;
+pub mod ws;

@@ -55,3 +55,25 @@ impl WorkerCtx {
         }
     }
 }
+
+/// One client connection counted against the worker's share of `max_connections`, until dropped.
+pub(crate) struct ConnectionSlot(Rc<WorkerCtx>);
+
+impl ConnectionSlot {
+    /// Counts one more connection, or `None` when the worker is at its limit.
+    pub(crate) fn claim(ctx: &Rc<WorkerCtx>) -> Option<Self> {
+        if ctx.connections.get() >= ctx.max_connections {
+            return None;
+        }
+        ctx.connections.set(ctx.connections.get() + 1);
+        Some(Self(ctx.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .set(self.0.connections.get().saturating_sub(1));
+    }
+}

@@ -2,7 +2,7 @@
 //! easy-to-inspect values, and writing heads back out.
 //!
 //! Owns: the request line / status line and header list, `Connection` token handling, hop-by-hop header rules.
-//! Does not own: bodies (see `body`), routing, or the WebSocket upgrade rules (see `crate::upgrade`).
+//! Does not own: bodies (see `body`), routing, or the WebSocket upgrade rules (see `crate::ws::accept`).
 
 use std::fmt::Write as _;
 

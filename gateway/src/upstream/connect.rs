@@ -5,7 +5,7 @@
 //! connect is the server's fault and marks it failed; running out of local resources (descriptors, memory,
 //! ephemeral ports) is the gateway's and leaves every server's health alone.
 //! Does not own: what is sent on the connection (HTTP in `crate::http_proxy`, the WebSocket handshake in
-//! `crate::ws_upstream`), nor keep-alive pooling (`super::pool`).
+//! `crate::ws::dial`), nor keep-alive pooling (`super::pool`).
 //!
 //! `tried` accumulates the servers that failed for one client request or connection, across calls: a caller that
 //! gives up on a connection after it opened (say the upstream's WebSocket handshake failed) pushes the server and

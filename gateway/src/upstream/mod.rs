@@ -2,7 +2,7 @@
 //! connection to it ([`connect`]), and keeping idle keep-alive connections for reuse ([`pool`]).
 //!
 //! Does not own: what is said on a connection (plain HTTP in `crate::http_proxy`, the WebSocket handshake in
-//! `crate::ws_upstream`). Depends on nothing above it, so the worker context can hold these parts without a cycle.
+//! `crate::ws`). Depends on nothing above it, so the worker context can hold these parts without a cycle.
 
 pub mod balancer;
 pub mod connect;

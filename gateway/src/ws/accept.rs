@@ -2,7 +2,7 @@
 //!
 //! Owns: deciding whether a request is an upgrade attempt, checking it against the RFC and the route's policy (origin
 //! allowlist, subprotocol allowlist), and writing the gateway's `101` answer. Does not own: the upstream handshake
-//! (`crate::ws_upstream`) or any socket.
+//! (`super::handshake`) or any socket.
 
 use base64::Engine as _;
 use ringway_config::WebSocketSettings;

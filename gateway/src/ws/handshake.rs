@@ -2,15 +2,15 @@
 //!
 //! Owns: the WebSocket part of the upstream upgrade request (fresh key, the subprotocols and extensions to offer;
 //! the rest of the head is `crate::http::rewrite`'s) and verifying the upstream's `101` (RFC 6455 §4.1: status, Upgrade,
-//! Connection, `Sec-WebSocket-Accept`, a subprotocol and extensions it may choose). Sans-IO; `crate::conn` does the
+//! Connection, `Sec-WebSocket-Accept`, a subprotocol and extensions it may choose). Sans-IO; `super::dial` does the
 //! socket work.
 
 use base64::Engine as _;
 
+use super::accept::ClientUpgrade;
 use crate::http::body::BodyKind;
 use crate::http::head::{Headers, RequestHead, ResponseHead};
 use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
-use crate::upgrade::ClientUpgrade;
 
 /// The upstream's `101` was not acceptable; the client gets 502.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

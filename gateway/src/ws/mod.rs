@@ -1,0 +1,148 @@
+//! The WebSocket path of a client connection, from its checked upgrade request to the relay task.
+//!
+//! Owns: the order of the upgrade: the client's handshake checks ([`accept`]), opening the upstream leg
+//! ([`dial`]: connect, the upstream handshake ([`handshake`]), retries; non-101 answers forwarded by [`refusal`]),
+//! the `101` to the client, and spawning the relay (or the built-in echo) as a task of its own, so no handshake state
+//! stays alive for the life of the WebSocket.
+//! Does not own: reading the request head and routing (`crate::conn`), the frame relay itself (`crate::relay`).
+
+pub mod accept;
+pub(crate) mod dial;
+pub mod handshake;
+pub(crate) mod refusal;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use ringway_config::{Route, Target};
+
+use crate::answer::respond;
+use crate::http::head::RequestHead;
+use crate::http::rewrite::{Destination, Forwarding};
+use crate::relay::{RelaySettings, relay};
+use crate::worker::{ConnectionSlot, WorkerCtx};
+
+/// An upgrade request that passed the head checks: who sent it, its head, where it goes, and the bytes the client
+/// sent behind it (frames may follow the head in the same read).
+pub(crate) struct UpgradeRequest {
+    pub(crate) peer: SocketAddr,
+    pub(crate) head: RequestHead,
+    pub(crate) dest: Destination,
+    pub(crate) fwd: Forwarding<'static>,
+    pub(crate) early: Vec<u8>,
+}
+
+/// Serves the upgrade: refusals are answered (and logged) here; on success the relay runs as its own task.
+pub(crate) async fn serve(
+    mut client: TcpStream,
+    mut request: UpgradeRequest,
+    route: &Route,
+    ctx: &Rc<WorkerCtx>,
+    slot: ConnectionSlot,
+) {
+    let peer = request.peer;
+    let early = std::mem::take(&mut request.early);
+    let upgrade = match accept::check(&request.head, &route.websocket) {
+        Ok(u) => u,
+        Err(rejection) => {
+            tracing::info!(%peer, status = rejection.status, reason = rejection.reason, "upgrade refused");
+            respond(
+                &mut client,
+                rejection.status,
+                rejection.headers(),
+                &format!("{}\n", rejection.reason),
+            )
+            .await;
+            return;
+        }
+    };
+    let limits = &ctx.config.limits;
+    match route.target {
+        Target::Echo => {
+            let protocol = upgrade.subprotocols.first().map(String::as_str);
+            let answer = accept::switching_protocols(&upgrade.key, protocol, None);
+            if client.write_all(answer).await.0.is_err() {
+                return;
+            }
+            tracing::debug!(%peer, "websocket echo session");
+            Box::pin(crate::echo::serve(
+                client,
+                early,
+                &route.websocket,
+                limits.close_timeout,
+                &ctx.buffers,
+            ))
+            .await;
+        }
+        Target::Upstream(id) => {
+            let Some(opened) = Box::pin(dial::open_upstream(
+                &mut client,
+                &request,
+                &upgrade,
+                id,
+                ctx,
+            ))
+            .await
+            else {
+                return;
+            };
+            let answer = accept::switching_protocols(
+                &upgrade.key,
+                opened.negotiated.protocol.as_deref(),
+                opened.negotiated.extensions.as_deref(),
+            );
+            if client.write_all(answer).await.0.is_err() {
+                return;
+            }
+            let ws = &route.websocket;
+            let settings = RelaySettings {
+                idle_timeout: ws.idle_timeout,
+                ping_interval: ws.ping_interval,
+                pong_timeout: ws.pong_timeout,
+                close_timeout: limits.close_timeout,
+                max_frame_size: ws.max_frame_size,
+                max_message_size: ws.max_message_size,
+                validate_utf8: ws.validate_utf8,
+                deflate: opened.negotiated.deflate,
+            };
+            // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days), so the
+            // relay becomes a task of its own and this connection task, with all its handshake state, ends.
+            drop(request);
+            drop(upgrade);
+            tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
+            let ctx = ctx.clone();
+            let relay_task = async move {
+                let started = Instant::now();
+                let outcome = relay(
+                    client,
+                    opened.stream,
+                    early,
+                    opened.early,
+                    &settings,
+                    &ctx.buffers,
+                    &ctx.sweeper,
+                )
+                .await;
+                drop(opened.guard);
+                drop(slot);
+                tracing::info!(
+                    %peer,
+                    upstream = %ctx.config.upstreams[id.0].name,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    bytes_in = outcome.bytes_client_to_upstream,
+                    bytes_out = outcome.bytes_upstream_to_client,
+                    "websocket closed: {}",
+                    outcome.reason
+                );
+            };
+            tracing::trace!(
+                task_bytes = std::mem::size_of_val(&relay_task),
+                "relay task"
+            );
+            monoio::spawn(relay_task);
+        }
+    }
+}
