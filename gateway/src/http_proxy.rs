@@ -11,7 +11,7 @@
 //! Timeouts (no config fields exist for these yet):
 //! - the upstream's response head must arrive within `limits.handshake_timeout` (default 10 s) after the request
 //!   was sent; otherwise 504 (the server is not marked failed: one slow request says nothing about the others);
-//!   at most [`MAX_INTERIM_RESPONSES`] 1xx responses are relayed before it;
+//!   at most [`MAX_INTERIM_RESPONSES`] 1xx responses are forwarded before it;
 //! - every read or write of a body, on either side, must make progress within [`BODY_IDLE_TIMEOUT`] (60 s);
 //! - a request body must arrive within `limits.body_timeout` plus one second per `limits.body_min_rate` bytes
 //!   (408 otherwise).
@@ -33,13 +33,13 @@ use monoio::net::TcpStream;
 use ringway_config::{Balance, Upstream, UpstreamId};
 
 use crate::http::body::{
-    BodyDeadline, BodyError, BodyKind, ChunkedDecoder, request_body_kind, response_body_kind,
+    BodyDeadline, BodyError, BodyKind, BodyProgress, request_body_kind, response_body_kind,
 };
 use crate::http::head::{
-    HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, parse_response,
-    write_header,
+    HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, write_header,
 };
 use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
+use crate::upstream::response::{HeadReadError, read_response_head};
 use crate::upstream::{ActiveGuard, Balancer, ConnectError, connect, connect_to, hash_input};
 use crate::worker::WorkerCtx;
 
@@ -50,7 +50,7 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_bytes: 64 * 1024,
     max_headers: 256,
 };
-/// Interim (1xx) responses relayed for one request; an upstream sending more is broken (or hostile): 502.
+/// Interim (1xx) responses forwarded for one request; an upstream sending more is broken (or hostile): 502.
 pub const MAX_INTERIM_RESPONSES: usize = 32;
 /// Room kept free in a read buffer so that re-encoding chunked data never outgrows the output buffer.
 const REENCODE_SLACK: usize = 64;
@@ -62,9 +62,9 @@ pub enum Persist {
     Close,
 }
 
-/// Which side an error came from.
+/// Whose fault a failed exchange was (for logs and metrics; the WebSocket relay's sides are another idea).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum Blame {
     Client,
     Upstream,
     Internal,
@@ -121,17 +121,17 @@ impl ProxyError {
     }
 
     /// Where the failure came from (for logs and metrics).
-    pub fn side(&self) -> Side {
+    pub fn blame(&self) -> Blame {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientTimeout | ProxyError::ClientIo(_) => {
-                Side::Client
+                Blame::Client
             }
             ProxyError::Connect(_)
             | ProxyError::UpstreamIo(_)
             | ProxyError::UpstreamTimeout
-            | ProxyError::BadResponse(_) => Side::Upstream,
-            ProxyError::UnknownUpstream(_) => Side::Internal,
-            ProxyError::Aborted(inner) => inner.side(),
+            | ProxyError::BadResponse(_) => Blame::Upstream,
+            ProxyError::UnknownUpstream(_) => Blame::Internal,
+            ProxyError::Aborted(inner) => inner.blame(),
         }
     }
 }
@@ -269,33 +269,22 @@ enum AttemptError {
 
 /// Request body still to be read from the client, and by when.
 struct RequestBody {
-    left: BodyLeft,
+    progress: BodyProgress,
     deadline: BodyDeadline,
     received: u64,
 }
 
-enum BodyLeft {
-    Done,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
 impl RequestBody {
     fn new(kind: BodyKind, deadline: BodyDeadline) -> Self {
-        let left = match kind {
-            BodyKind::None | BodyKind::Length(0) | BodyKind::CloseDelimited => BodyLeft::Done,
-            BodyKind::Length(n) => BodyLeft::Length(n),
-            BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(true)),
-        };
         Self {
-            left,
+            progress: BodyProgress::new(kind, true),
             deadline,
             received: 0,
         }
     }
 
     fn is_done(&self) -> bool {
-        matches!(self.left, BodyLeft::Done)
+        self.progress.is_done()
     }
 
     /// How long the next read may wait: the idle bound, cut short by the body's overall deadline.
@@ -309,36 +298,10 @@ impl RequestBody {
 
     /// Consumes body bytes from `input`, appending what to send upstream to `out`; returns the bytes consumed.
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, BodyError> {
-        let used = match &mut self.left {
-            BodyLeft::Done => 0,
-            BodyLeft::Length(remaining) => {
-                let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
-                out.extend_from_slice(&input[..take]);
-                *remaining -= take as u64;
-                if *remaining == 0 {
-                    self.left = BodyLeft::Done;
-                }
-                take
-            }
-            BodyLeft::Chunked(decoder) => {
-                let progress = decoder.feed(input, out)?;
-                if progress.done {
-                    self.left = BodyLeft::Done;
-                }
-                progress.consumed
-            }
-        };
+        let used = self.progress.feed(input, out)?;
         self.received += used as u64;
         Ok(used)
     }
-}
-
-/// Response body still to be sent to the client.
-enum ResponseBody {
-    Done,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
 }
 
 impl<'a> Exchange<'a> {
@@ -388,7 +351,7 @@ impl<'a> Exchange<'a> {
         })
     }
 
-    /// One try on `conn`: send the request, relay the response, pool the connection if it stays usable.
+    /// One try on `conn`: send the request, stream the response, pool the connection if it stays usable.
     async fn attempt<S>(
         &self,
         client: &mut S,
@@ -430,7 +393,7 @@ impl<'a> Exchange<'a> {
                 .await
                 .map_err(AttemptError::Fatal)?;
         }
-        // 3. The response head (interim 1xx responses are relayed on the way).
+        // 3. The response head (interim 1xx responses are forwarded on the way).
         let (response, rbuf) = match self
             .read_response_head(client, &mut conn.stream, *sent_continue)
             .await
@@ -462,7 +425,7 @@ impl<'a> Exchange<'a> {
         // 4. The response itself.
         let server = conn.server;
         let persist = self
-            .relay_response(client, conn, &response, rbuf)
+            .stream_response(client, conn, &response, rbuf)
             .await
             .map_err(|e| {
                 if matches!(e, ProxyError::BadResponse(_)) {
@@ -529,7 +492,7 @@ impl<'a> Exchange<'a> {
         Ok(())
     }
 
-    /// Reads the final response head within the head timeout, relaying 1xx interim responses to the client.
+    /// Reads the final response head within the head timeout, forwarding 1xx interim responses to the client.
     /// Returns the head and the buffer holding it followed by the first body bytes.
     async fn read_response_head<S>(
         &self,
@@ -545,77 +508,57 @@ impl<'a> Exchange<'a> {
         let mut received = false;
         let mut interim = 0;
         loop {
-            if !buf.is_empty() {
-                match parse_response(&buf, RESPONSE_HEAD_LIMITS) {
-                    Ok(Some(head)) if head.status == 101 => {
-                        return Err(HeadFailure::bad(
-                            "unexpected 101 to a request without Upgrade",
-                        ));
-                    }
-                    Ok(Some(head)) if (100..200).contains(&head.status) => {
-                        interim += 1;
-                        if interim > MAX_INTERIM_RESPONSES {
-                            return Err(HeadFailure::bad(
-                                "more interim (1xx) responses than the gateway relays",
-                            ));
-                        }
-                        buf.drain(..head.head_len);
-                        let relay =
-                            self.client_minor >= 1 && !(head.status == 100 && sent_continue);
-                        if relay {
-                            let bytes = response_head(&head, BodyKind::None, false, None);
-                            write_all_timed(client, bytes, BODY_IDLE_TIMEOUT)
-                                .await
-                                .map_err(|(e, _)| HeadFailure {
-                                    error: ProxyError::ClientIo(e),
-                                    nothing_received: false,
-                                })?;
-                        }
-                        continue;
-                    }
-                    Ok(Some(head)) => return Ok((head, buf)),
-                    Ok(None) => {}
-                    Err(e) => return Err(HeadFailure::bad_head(&e)),
-                }
-            }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(buf.capacity().max(4096));
-            }
-            let limit = buf.capacity() - buf.len();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let nothing_received = !received;
-            let (n, b) = match read_timed(upstream, buf, limit, remaining).await {
-                Ok(r) => r,
-                Err(ReadFailure::TimedOut) => {
+            let read = read_response_head(upstream, buf, RESPONSE_HEAD_LIMITS, deadline).await;
+            buf = read.buf;
+            received |= read.received;
+            let head = match read.head {
+                Ok(head) => head,
+                Err(e) => {
+                    let error = match e {
+                        HeadReadError::TimedOut => ProxyError::UpstreamTimeout,
+                        HeadReadError::Io(e) => ProxyError::UpstreamIo(e),
+                        HeadReadError::Closed => ProxyError::UpstreamIo(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "upstream closed the connection before a complete response head",
+                        )),
+                        HeadReadError::Malformed(e) => return Err(HeadFailure::bad_head(&e)),
+                    };
                     return Err(HeadFailure {
-                        error: ProxyError::UpstreamTimeout,
-                        nothing_received,
-                    });
-                }
-                Err(ReadFailure::Io(e)) => {
-                    return Err(HeadFailure {
-                        error: ProxyError::UpstreamIo(e),
-                        nothing_received,
+                        error,
+                        nothing_received: !received,
                     });
                 }
             };
-            buf = b;
-            if n == 0 {
-                let error = ProxyError::UpstreamIo(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upstream closed the connection before a complete response head",
+            if head.status == 101 {
+                return Err(HeadFailure::bad(
+                    "unexpected 101 to a request without Upgrade",
                 ));
-                return Err(HeadFailure {
-                    error,
-                    nothing_received,
-                });
             }
-            received = true;
+            if !(100..200).contains(&head.status) {
+                return Ok((head, buf));
+            }
+            interim += 1;
+            if interim > MAX_INTERIM_RESPONSES {
+                return Err(HeadFailure::bad(
+                    "more interim (1xx) responses than the gateway forwards",
+                ));
+            }
+            buf.drain(..head.head_len);
+            let forward = self.client_minor >= 1 && !(head.status == 100 && sent_continue);
+            if forward {
+                let bytes = response_head(&head, BodyKind::None, false, None);
+                write_all_timed(client, bytes, BODY_IDLE_TIMEOUT)
+                    .await
+                    .map_err(|(e, _)| HeadFailure {
+                        error: ProxyError::ClientIo(e),
+                        nothing_received: false,
+                    })?;
+            }
         }
     }
 
     /// Sends the response head and streams the body; pools the upstream connection when it stays usable.
-    async fn relay_response<S>(
+    async fn stream_response<S>(
         &self,
         client: &mut S,
         mut conn: Conn,
@@ -643,17 +586,13 @@ impl<'a> Exchange<'a> {
         };
         let mut upstream_reusable =
             wants_keep_alive(response.minor_version, response) && kind != BodyKind::CloseDelimited;
-        let mut body = match kind {
-            BodyKind::None | BodyKind::Length(0) => ResponseBody::Done,
-            BodyKind::Length(n) => ResponseBody::Length(n),
-            BodyKind::Chunked => ResponseBody::Chunked(ChunkedDecoder::new(client_chunked)),
-            BodyKind::CloseDelimited => ResponseBody::UntilClose,
-        };
+        let mut body = BodyProgress::new(kind, client_chunked);
 
         // Head and the body bytes that came with it, in one write.
         let mut out = response_head(response, kind, client_chunked, connection);
         let first = &rbuf[response.head_len..];
-        let used = relay_feed(&mut body, first, &mut out)
+        let used = body
+            .feed(first, &mut out)
             .map_err(|e| ProxyError::BadResponse(e.to_string()))?;
         if used < first.len() {
             upstream_reusable = false; // bytes beyond the response: the upstream is confused
@@ -663,7 +602,7 @@ impl<'a> Exchange<'a> {
             .await
             .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
 
-        while !matches!(body, ResponseBody::Done) {
+        while !body.is_done() {
             rbuf.clear();
             let limit = rbuf
                 .capacity()
@@ -677,39 +616,30 @@ impl<'a> Exchange<'a> {
             };
             rbuf = buf;
             if n == 0 {
-                if matches!(body, ResponseBody::UntilClose) {
+                if matches!(body, BodyProgress::UntilClose) {
                     break;
                 }
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed mid-body");
                 return Err(aborted(ProxyError::UpstreamIo(eof)));
             }
-            let to_send = match &mut body {
-                // Pass-through bodies go out of the read buffer itself; only chunked bodies are rewritten.
-                ResponseBody::Length(remaining) => {
-                    let take = usize::try_from(*remaining).map_or(n, |r| r.min(n));
-                    if take < n {
-                        upstream_reusable = false;
-                        rbuf.truncate(take);
-                    }
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        body = ResponseBody::Done;
-                    }
-                    None
+            // Verbatim bodies go out of the read buffer itself; only chunked bodies are rewritten into `out`.
+            let (used, rewritten) = match body.advance_verbatim(n) {
+                Some(used) => {
+                    rbuf.truncate(used);
+                    (used, false)
                 }
-                ResponseBody::UntilClose => None,
-                ResponseBody::Chunked(_) => {
+                None => {
                     out.clear();
-                    let used = relay_feed(&mut body, &rbuf, &mut out)
+                    let used = body
+                        .feed(&rbuf, &mut out)
                         .map_err(|e| aborted(ProxyError::BadResponse(e.to_string())))?;
-                    if used < n {
-                        upstream_reusable = false;
-                    }
-                    Some(())
+                    (used, true)
                 }
-                ResponseBody::Done => None,
             };
-            if to_send.is_some() {
+            if used < n {
+                upstream_reusable = false; // bytes beyond the response: the upstream is confused
+            }
+            if rewritten {
                 out = write_all_timed(client, out, BODY_IDLE_TIMEOUT)
                     .await
                     .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
@@ -728,37 +658,6 @@ impl<'a> Exchange<'a> {
                 .put(self.upstream_id, conn.server, conn.stream, Instant::now());
         }
         Ok(persist)
-    }
-}
-
-/// Feeds response body bytes; returns how many belonged to the body.
-fn relay_feed(
-    body: &mut ResponseBody,
-    input: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<usize, BodyError> {
-    match body {
-        ResponseBody::Done => Ok(0),
-        ResponseBody::Length(remaining) => {
-            let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
-            out.extend_from_slice(&input[..take]);
-            *remaining -= take as u64;
-            if *remaining == 0 {
-                *body = ResponseBody::Done;
-            }
-            Ok(take)
-        }
-        ResponseBody::Chunked(decoder) => {
-            let progress = decoder.feed(input, out)?;
-            if progress.done {
-                *body = ResponseBody::Done;
-            }
-            Ok(progress.consumed)
-        }
-        ResponseBody::UntilClose => {
-            out.extend_from_slice(input);
-            Ok(input.len())
-        }
     }
 }
 
@@ -949,7 +848,7 @@ mod tests {
         assert_eq!(ProxyError::UpstreamTimeout.status(), Some(504));
         assert_eq!(ProxyError::BadResponse("x".into()).status(), Some(502));
         let aborted = ProxyError::Aborted(Box::new(ProxyError::UpstreamTimeout));
-        assert_eq!((aborted.status(), aborted.side()), (None, Side::Upstream));
+        assert_eq!((aborted.status(), aborted.blame()), (None, Blame::Upstream));
         assert_eq!(
             ProxyError::ClientIo(io::ErrorKind::BrokenPipe.into()).status(),
             None

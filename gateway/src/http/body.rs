@@ -106,6 +106,75 @@ pub fn response_body_kind(
     }
 }
 
+/// Where a body stands while it streams, in either direction: fed each slice as it arrives, it says how many bytes
+/// belong to the body and when the body has ended. One type for request bodies, response bodies and refusals.
+#[derive(Debug, Clone)]
+pub enum BodyProgress {
+    /// Nothing (more) belongs to the body.
+    Done,
+    /// This many bytes are still to come.
+    Length(u64),
+    /// A chunked body; the decoder knows where it ends.
+    Chunked(ChunkedDecoder),
+    /// Everything until the sender closes the connection.
+    UntilClose,
+}
+
+impl BodyProgress {
+    /// The progress of a body framed as `kind`. For a chunked body, `reencode` chooses whether [`BodyProgress::feed`]
+    /// re-encodes it (for a chunked hop) or strips the framing (for an HTTP/1.0 recipient).
+    pub fn new(kind: BodyKind, reencode: bool) -> Self {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) => BodyProgress::Done,
+            BodyKind::Length(n) => BodyProgress::Length(n),
+            BodyKind::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(reencode)),
+            BodyKind::CloseDelimited => BodyProgress::UntilClose,
+        }
+    }
+
+    /// Whether the body has ended.
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyProgress::Done)
+    }
+
+    /// Feeds `input`, appending the body's bytes as they are to be forwarded to `out` (a chunked body re-encoded or
+    /// stripped, any other as is); returns how many input bytes belong to the body. Bytes past the end are left.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, BodyError> {
+        match self {
+            BodyProgress::Chunked(decoder) => {
+                let progress = decoder.feed(input, out)?;
+                if progress.done {
+                    *self = BodyProgress::Done;
+                }
+                Ok(progress.consumed)
+            }
+            _ => {
+                let n = self.advance_verbatim(input.len()).unwrap_or(0);
+                out.extend_from_slice(&input[..n]);
+                Ok(n)
+            }
+        }
+    }
+
+    /// For a body forwarded verbatim out of the read buffer: how many of `available` bytes belong to it, counted
+    /// without copying. `None` for a chunked body, whose framing only [`BodyProgress::feed`] can check.
+    pub fn advance_verbatim(&mut self, available: usize) -> Option<usize> {
+        match self {
+            BodyProgress::Done => Some(0),
+            BodyProgress::Length(remaining) => {
+                let take = usize::try_from(*remaining).map_or(available, |r| r.min(available));
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *self = BodyProgress::Done;
+                }
+                Some(take)
+            }
+            BodyProgress::UntilClose => Some(available),
+            BodyProgress::Chunked(_) => None,
+        }
+    }
+}
+
 enum Framing {
     Chunked,
     Length(u64),
@@ -707,6 +776,30 @@ mod tests {
         assert!(!done);
         assert_eq!(consumed, 6);
         assert_eq!(out, b"hel");
+    }
+
+    #[test]
+    fn body_progress_counts_every_framing() {
+        let mut out = Vec::new();
+        let mut p = BodyProgress::new(BodyKind::Length(5), true);
+        assert_eq!(p.feed(b"abc", &mut out), Ok(3));
+        assert_eq!(p.advance_verbatim(10), Some(2));
+        assert!(p.is_done());
+        assert_eq!(p.feed(b"next", &mut out), Ok(0));
+        assert_eq!(out, b"abc");
+
+        let mut p = BodyProgress::new(BodyKind::Chunked, false);
+        out.clear();
+        assert_eq!(p.advance_verbatim(3), None);
+        assert_eq!(p.feed(b"3\r\nabc\r\n0\r\n\r\nGET", &mut out), Ok(13));
+        assert!(p.is_done());
+        assert_eq!(out, b"abc");
+
+        let mut p = BodyProgress::new(BodyKind::CloseDelimited, true);
+        assert_eq!(p.advance_verbatim(7), Some(7));
+        assert!(!p.is_done());
+        assert!(BodyProgress::new(BodyKind::None, true).is_done());
+        assert!(BodyProgress::new(BodyKind::Length(0), true).is_done());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Everything about upstream servers that is not a protocol: choosing a server ([`balancer`]), opening a
-//! connection to it ([`connect`]), and keeping idle keep-alive connections for reuse ([`pool`]).
+//! Everything about upstream servers and their connections: choosing a server ([`balancer`]), opening a connection
+//! to it ([`connect`]), reading its response head ([`response`]), and keeping idle keep-alive connections for reuse
+//! ([`pool`]).
 //!
 //! Does not own: what is said on a connection (plain HTTP in `crate::http_proxy`, the WebSocket handshake in
 //! `crate::ws`). Depends on nothing above it, so the worker context can hold these parts without a cycle.
@@ -7,6 +8,7 @@
 pub mod balancer;
 pub mod connect;
 pub mod pool;
+pub mod response;
 
 pub use balancer::{ActiveGuard, Balancer, hash_input};
 pub use connect::{ConnectError, UpstreamConn, connect, connect_to};

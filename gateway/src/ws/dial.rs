@@ -10,15 +10,15 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringway_config::{Balance, UpstreamId};
 
 use super::accept::ClientUpgrade;
 use super::{UpgradeRequest, handshake, refusal};
 use crate::answer::respond;
-use crate::http::head::{HeadLimits, ResponseHead, parse_response};
+use crate::http::head::HeadLimits;
+use crate::upstream::response::{HeadReadError, read_response_head};
 use crate::upstream::{self, hash_input};
 use crate::worker::WorkerCtx;
 
@@ -33,7 +33,7 @@ pub(crate) struct OpenedUpstream {
 }
 
 /// Connects to the route's pool and performs the upstream handshake, trying further servers when one fails. On
-/// failure the client has been answered (non-101 answers are relayed as is) and `None` is returned.
+/// failure the client has been answered (non-101 answers are forwarded as is) and `None` is returned.
 pub(crate) async fn open_upstream(
     client: &mut TcpStream,
     request: &UpgradeRequest,
@@ -74,28 +74,29 @@ pub(crate) async fn open_upstream(
         let upgrade_request =
             handshake::upstream_request(head, &request.dest, upgrade, &key_sent, request.fwd);
         let deadline = Instant::now() + limits.handshake_timeout.max(upstream.connect_timeout);
-        let exchange = async {
-            let (res, _) = conn.stream.write_all(upgrade_request).await;
-            res?;
-            read_response_head(&mut conn.stream, head_limits).await
-        };
-        let answer =
-            monoio::time::timeout(deadline.saturating_duration_since(Instant::now()), exchange)
+        let write = monoio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            conn.stream.write_all(upgrade_request),
+        )
+        .await;
+        let answer = match write {
+            Ok((Ok(_), _)) => {
+                let read = read_response_head(
+                    &mut conn.stream,
+                    Vec::with_capacity(4096),
+                    head_limits,
+                    deadline,
+                )
                 .await;
+                read.head.map(|head| (head, read.buf))
+            }
+            Ok((Err(e), _)) => Err(HeadReadError::Io(e)),
+            Err(_) => Err(HeadReadError::TimedOut),
+        };
         let server_addr = balancer.address(conn.server);
         let (res_head, mut buf) = match answer {
-            Ok(Ok(ok)) => ok,
-            Ok(Err(e)) => {
-                tracing::warn!(%server_addr, error = %e, "upstream handshake failed; trying the next server");
-                balancer.mark_failed(conn.server, Instant::now());
-                last_status = Some(502);
-                if tried.len() >= upstream.max_attempts {
-                    respond(client, 502, &[], "upstream handshake failed\n").await;
-                    return None;
-                }
-                continue;
-            }
-            Err(_) => {
+            Ok(ok) => ok,
+            Err(HeadReadError::TimedOut) => {
                 // Slow to answer this client is not proof the server is down: no passive-health mark.
                 tracing::warn!(%server_addr, "upstream handshake timed out; trying the next server");
                 last_status = Some(504);
@@ -105,9 +106,19 @@ pub(crate) async fn open_upstream(
                 }
                 continue;
             }
+            Err(e) => {
+                tracing::warn!(%server_addr, error = %e, "upstream handshake failed; trying the next server");
+                balancer.mark_failed(conn.server, Instant::now());
+                last_status = Some(502);
+                if tried.len() >= upstream.max_attempts {
+                    respond(client, 502, &[], "upstream handshake failed\n").await;
+                    return None;
+                }
+                continue;
+            }
         };
         if res_head.status != 101 {
-            tracing::info!(%peer, %server_addr, status = res_head.status, "upstream refused the upgrade; relaying its answer");
+            tracing::info!(%peer, %server_addr, status = res_head.status, "upstream refused the upgrade; forwarding its answer");
             balancer.mark_ok(conn.server);
             refusal::forward(
                 client,
@@ -140,31 +151,6 @@ pub(crate) async fn open_upstream(
                     return None;
                 }
             }
-        }
-    }
-}
-
-/// Reads an upstream response head; returns it with the buffer holding the head and whatever followed it.
-async fn read_response_head<S: AsyncReadRent>(
-    stream: &mut S,
-    limits: HeadLimits,
-) -> std::io::Result<(ResponseHead, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        match parse_response(&buf, limits) {
-            Ok(Some(head)) => return Ok((head, buf)),
-            Ok(None) => {}
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        }
-        if buf.len() == buf.capacity() {
-            buf.reserve(4096);
-        }
-        let start = buf.len();
-        let cap = buf.capacity();
-        let (res, slice) = stream.read(buf.slice_mut(start..cap)).await;
-        buf = slice.into_inner();
-        if res? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
 }

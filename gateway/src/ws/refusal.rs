@@ -10,10 +10,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Spli
 use monoio::net::TcpStream;
 
 use crate::answer::respond;
-use crate::http::body::{self, BodyKind};
+use crate::http::body::{self, BodyKind, BodyProgress};
 use crate::http::head::ResponseHead;
 
-/// Relays an upstream's non-101 answer (e.g. 401) to the client as is: the head, then the body as the upstream
+/// Forwards an upstream's non-101 answer (e.g. 401) to the client as is: the head, then the body as the upstream
 /// framed it (Content-Length, chunked, or until it closes), bounded by `timeout`. The client connection is closed
 /// after it (`Connection: close` semantics: the upgrade request is not reused).
 pub(crate) async fn forward<S>(
@@ -59,56 +59,33 @@ pub(crate) async fn forward<S>(
     let _ = monoio::time::timeout(timeout, work).await;
 }
 
-/// Tracks where a refusal's body ends.
+/// Tracks where a refusal's body ends; its bytes are forwarded as the upstream framed them.
 struct RefusalBody {
-    kind: BodyKind,
-    /// Bytes of a Content-Length body still to come.
-    remaining: u64,
-    chunked: body::ChunkedDecoder,
-    finished: bool,
+    progress: BodyProgress,
     scratch: Vec<u8>,
 }
 
 impl RefusalBody {
     fn new(kind: BodyKind) -> Self {
-        let remaining = if let BodyKind::Length(n) = kind { n } else { 0 };
         Self {
-            kind,
-            remaining,
-            chunked: body::ChunkedDecoder::new(true),
-            finished: matches!(kind, BodyKind::None | BodyKind::Length(0)),
+            progress: BodyProgress::new(kind, true),
             scratch: Vec::new(),
         }
     }
 
-    /// How many bytes of `input` belong to the body (the rest is dropped).
+    /// How many bytes of `input` belong to the body (the rest is dropped). Broken framing ends the body.
     fn take(&mut self, input: &[u8]) -> usize {
-        match self.kind {
-            BodyKind::None => 0,
-            BodyKind::Length(_) => {
-                let n = (input.len() as u64).min(self.remaining);
-                self.remaining -= n;
-                self.finished = self.remaining == 0;
-                n as usize
+        self.scratch.clear();
+        match self.progress.feed(input, &mut self.scratch) {
+            Ok(n) => n,
+            Err(_) => {
+                self.progress = BodyProgress::Done;
+                0
             }
-            BodyKind::Chunked => {
-                self.scratch.clear();
-                match self.chunked.feed(input, &mut self.scratch) {
-                    Ok(progress) => {
-                        self.finished = progress.done;
-                        progress.consumed
-                    }
-                    Err(_) => {
-                        self.finished = true;
-                        0
-                    }
-                }
-            }
-            BodyKind::CloseDelimited => input.len(),
         }
     }
 
     fn done(&self) -> bool {
-        self.finished
+        self.progress.is_done()
     }
 }
