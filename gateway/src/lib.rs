@@ -4,7 +4,7 @@
 //! [`worker::WorkerCtx`] (balancers, buffer pool, upstream connection pool) — nothing shared and mutable between
 //! workers. Each accepted connection is served by [`conn`]: it reads a request head, routes it, and either proxies a
 //! plain HTTP exchange ([`http_proxy`]) or performs the WebSocket upgrade ([`ws`]) and hands both legs to the
-//! frame-aware [`relay`]. Upstream servers are chosen, connected and pooled by [`upstream`].
+//! frame-aware relay ([`ws::relay`]). Upstream servers are chosen, connected and pooled by [`upstream`].
 
 mod answer;
 pub mod buffer_pool;
@@ -13,7 +13,6 @@ pub mod conn;
 pub mod echo;
 pub mod http;
 pub mod http_proxy;
-pub mod relay;
 pub mod server;
 pub mod sweeper;
 pub mod upstream;

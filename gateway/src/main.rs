@@ -101,6 +101,11 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
         Some(DriverArg::Epoll) => Driver::Epoll,
         None => config.driver,
     };
+    // Masking keys towards upstreams must be unpredictable (RFC 6455 §5.3): no random source, no start.
+    if let Err(e) = getrandom::fill(&mut [0u8; 4]) {
+        eprintln!("ringway: the operating system's random source is unavailable: {e}");
+        return ExitCode::FAILURE;
+    }
     raise_fd_limit();
     let uring = match driver {
         Driver::Epoll => false,

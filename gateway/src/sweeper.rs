@@ -1,7 +1,7 @@
 //! A per-worker coarse timer for relays.
 //!
 //! Owns: one periodic tick per worker that looks at every live relay and wakes the legs that must act: a read that
-//! has waited [`crate::relay::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
+//! has waited [`crate::ws::relay::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
 //! (keepalive, idle, close timeouts), a write stalled past the idle timeout. One timer per worker instead of one
 //! per leg keeps each idle connection small (a monoio timer entry is 640 bytes) and the hot path free of timer
 //! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late. Each tick also advances the worker's coarse

@@ -4,12 +4,13 @@
 //! ([`dial`]: connect, the upstream handshake ([`handshake`]), retries; non-101 answers forwarded by [`refusal`]),
 //! the `101` to the client, and spawning the relay (or the built-in echo) as a task of its own, so no handshake state
 //! stays alive for the life of the WebSocket.
-//! Does not own: reading the request head and routing (`crate::conn`), the frame relay itself (`crate::relay`).
+//! Does not own: reading the request head and routing (`crate::conn`), the frame rules of the relay ([`relay`]).
 
 pub mod accept;
 pub(crate) mod dial;
 pub mod handshake;
 pub(crate) mod refusal;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -22,8 +23,8 @@ use ringway_config::{Route, Target};
 use crate::answer::respond;
 use crate::http::head::RequestHead;
 use crate::http::rewrite::{Destination, Forwarding};
-use crate::relay::{RelaySettings, relay};
 use crate::worker::{ConnectionSlot, WorkerCtx};
+use relay::{RelaySettings, relay};
 
 /// An upgrade request that passed the head checks: who sent it, its head, where it goes, and the bytes the client
 /// sent behind it (frames may follow the head in the same read).

@@ -1,0 +1,1095 @@
+//! The rules of one relayed WebSocket pair, sans-IO: fed decoded batches, socket events and `now`, it decides what
+//! is forwarded, which control frames the gateway owes each side, and when the pair ends.
+//!
+//! Owns: each side's close handshake as a [`CloseState`], the control frames queued for each side (the gateway's
+//! pings and Closes, and the Close held back from a side that broke the protocol until the other side answered),
+//! keepalive (ping after silence, cut out the pong that answers it, give up on a peer that does not answer), the
+//! idle and close deadlines, what a protocol violation or a dropped connection means for the other side, and the
+//! counters and reason for the log line. Every time-dependent call takes `now`, so the rules are unit-tested on a
+//! virtual clock.
+//! Does not own: sockets, buffers, timers or wake-ups (`super::io` drives a session over two sockets and turns its
+//! requests into I/O), nor frame validation (`frame_simd`'s decoder, which the batch decoding here feeds).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use frame_simd::{Decoded, FrameDecoder, FrameError, OpCode};
+
+/// How a relay is configured (from the route's `websocket:` settings and the negotiated extensions).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub idle_timeout: Duration,
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_frame_size: u64,
+    pub max_message_size: u64,
+    pub validate_utf8: bool,
+    /// permessage-deflate negotiated end to end: RSV1 allowed on data frames.
+    pub deflate: bool,
+}
+
+/// Which socket of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideId {
+    Client,
+    Upstream,
+}
+
+impl SideId {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SideId::Client => "client",
+            SideId::Upstream => "upstream",
+        }
+    }
+
+    pub(crate) fn other(self) -> SideId {
+        match self {
+            SideId::Client => SideId::Upstream,
+            SideId::Upstream => SideId::Client,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            SideId::Client => 0,
+            SideId::Upstream => 1,
+        }
+    }
+
+    /// The close code the *other* side gets when this side fails: an upstream failure is an unexpected condition
+    /// for the client (1011); a client failure means the client went away (1001).
+    fn failure_code_for_other(self) -> u16 {
+        match self {
+            SideId::Client => 1001,
+            SideId::Upstream => 1011,
+        }
+    }
+}
+
+/// Where one side's close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseState {
+    /// No Close either way.
+    Open,
+    /// A Close was written to this side (forwarded or the gateway's own); its answer is awaited.
+    Sent,
+    /// This side's Close was read (or the gateway stopped caring for it); a Close to it is still owed.
+    Received,
+    /// Both ways: this side is done.
+    Closed,
+    /// Dead or misbehaved: neither read nor written any more.
+    Gone,
+}
+
+impl CloseState {
+    fn sent(self) -> bool {
+        matches!(self, CloseState::Sent | CloseState::Closed)
+    }
+
+    fn received(self) -> bool {
+        matches!(self, CloseState::Received | CloseState::Closed)
+    }
+
+    fn after_send(self) -> Self {
+        match self {
+            CloseState::Open => CloseState::Sent,
+            CloseState::Received => CloseState::Closed,
+            other => other,
+        }
+    }
+
+    fn after_receive(self) -> Self {
+        match self {
+            CloseState::Open => CloseState::Received,
+            CloseState::Sent => CloseState::Closed,
+            other => other,
+        }
+    }
+}
+
+/// A Close the gateway owes a side: code and reason.
+pub(crate) type CloseFrame = (u16, &'static str);
+
+/// Control frames to write to one side now, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transmit {
+    pub(crate) ping: Option<[u8; 8]>,
+    pub(crate) close: Option<CloseFrame>,
+}
+
+/// What decoding one batch of bytes from a side found.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// Bytes `..forward_end` go to the other side (0: none).
+    pub(crate) forward_end: usize,
+    /// The forwarded bytes end inside a data frame.
+    pub(crate) mid_frame: bool,
+    /// Where decoding stopped: bytes from here on wait for the next read.
+    pub(crate) pos: usize,
+    /// The side's Close frame was among the bytes (and is the last thing forwarded).
+    pub(crate) saw_close: bool,
+    /// A protocol violation, and whether the destination had been left inside a frame by an earlier batch.
+    pub(crate) failure: Option<(FrameError, bool)>,
+}
+
+/// What the leg reading a side does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The leg is finished.
+    Done,
+    /// A deadline passed at this time: act on it first ([`Session::on_deadline`]).
+    Due(Instant),
+    /// Read the side, until `deadline` at the latest.
+    Read { now: Instant, deadline: Instant },
+}
+
+/// How a relay ended, for the connection log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// Human description of what ended the relay first.
+    pub reason: String,
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+}
+
+/// One side's part of the session.
+#[derive(Debug)]
+struct SideState {
+    close: CloseState,
+    /// The byte stream written to this side is inside a forwarded frame: nothing may be injected now.
+    tx_mid_frame: bool,
+    pending_ping: Option<[u8; 8]>,
+    pending_close: Option<CloseFrame>,
+    /// This side broke the protocol: its Close (with this code) is sent once the other side has answered the
+    /// gateway's Close, so whatever the other side still sends back (e.g. the echo of frames forwarded before the
+    /// violation) reaches it first, as if it talked to the upstream directly.
+    deferred_close: Option<CloseFrame>,
+    last_rx: Instant,
+    /// Payload of the gateway's last ping to this side; the pong carrying it is not forwarded.
+    ping_payload: Option<[u8; 8]>,
+    pong_deadline: Option<Instant>,
+    /// A frame from this side is partly received: it cannot answer a ping before the frame ends.
+    rx_mid_frame: bool,
+}
+
+impl SideState {
+    fn new(now: Instant) -> Self {
+        Self {
+            close: CloseState::Open,
+            tx_mid_frame: false,
+            pending_ping: None,
+            pending_close: None,
+            deferred_close: None,
+            last_rx: now,
+            ping_payload: None,
+            pong_deadline: None,
+            rx_mid_frame: false,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.close, CloseState::Gone | CloseState::Closed)
+    }
+
+    fn abandon(&mut self) {
+        self.close = CloseState::Gone;
+    }
+
+    /// Queues a Close for this side unless one was already sent or it is gone.
+    fn queue_close(&mut self, close: CloseFrame) {
+        if !self.close.sent() && self.close != CloseState::Gone && self.pending_close.is_none() {
+            self.pending_close = Some(close);
+        }
+    }
+
+    /// Turns a deferred Close into a queued one (the other side answered, failed, or time is up).
+    fn release_deferred_close(&mut self) {
+        if let Some(close) = self.deferred_close.take() {
+            self.queue_close(close);
+        }
+    }
+
+    fn can_flush(&self) -> bool {
+        !self.tx_mid_frame
+            && !matches!(self.close, CloseState::Gone)
+            && !self.close.sent()
+            && (self.pending_close.is_some() || self.pending_ping.is_some())
+    }
+}
+
+/// The state of one relayed pair.
+#[derive(Debug)]
+pub(crate) struct Session {
+    settings: RelaySettings,
+    sides: [SideState; 2],
+    /// Last data frame in either direction (the idle timer); the gateway's own pings do not count.
+    last_activity: Instant,
+    /// Set when a close handshake starts: by then both sides must have finished.
+    closing_deadline: Option<Instant>,
+    stopped: bool,
+    reason: Option<String>,
+    /// Bytes forwarded client→upstream and upstream→client.
+    bytes: [u64; 2],
+    ping_counter: u64,
+    /// Sides whose reader must look at the session again (its pending read is to be cancelled).
+    wake: [bool; 2],
+}
+
+impl Session {
+    pub(crate) fn new(settings: RelaySettings, now: Instant) -> Self {
+        Self {
+            settings,
+            sides: [SideState::new(now), SideState::new(now)],
+            last_activity: now,
+            closing_deadline: None,
+            stopped: false,
+            reason: None,
+            bytes: [0, 0],
+            ping_counter: 0,
+            wake: [false, false],
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &RelaySettings {
+        &self.settings
+    }
+
+    fn side(&self, id: SideId) -> &SideState {
+        &self.sides[id.index()]
+    }
+
+    fn side_mut(&mut self, id: SideId) -> &mut SideState {
+        &mut self.sides[id.index()]
+    }
+
+    /// Where `side`'s close handshake stands.
+    #[cfg(test)]
+    pub(crate) fn close_state(&self, side: SideId) -> CloseState {
+        self.side(side).close
+    }
+
+    /// The pair is over: both legs stop, pending writes are abandoned.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Takes the set of sides whose reader must be woken.
+    pub(crate) fn take_wakes(&mut self) -> [bool; 2] {
+        std::mem::take(&mut self.wake)
+    }
+
+    /// Whether anything was asked to be woken (cheap check before [`Session::take_wakes`]).
+    pub(crate) fn wants_wake(&self) -> bool {
+        self.wake[0] | self.wake[1] | self.stopped
+    }
+
+    /// The log summary.
+    pub(crate) fn outcome(&mut self) -> RelayOutcome {
+        RelayOutcome {
+            reason: self.reason.take().unwrap_or_else(|| "closed".to_owned()),
+            bytes_client_to_upstream: self.bytes[0],
+            bytes_upstream_to_client: self.bytes[1],
+        }
+    }
+
+    fn note(&mut self, reason: impl FnOnce() -> String) {
+        if self.reason.is_none() {
+            self.reason = Some(reason());
+        }
+    }
+
+    fn start_closing(&mut self, now: Instant) {
+        if self.closing_deadline.is_none() {
+            self.closing_deadline = Some(now + self.settings.close_timeout);
+        }
+    }
+
+    fn wake(&mut self, side: SideId) {
+        self.wake[side.index()] = true;
+    }
+
+    // ---- input from a side ----
+
+    /// Bytes arrived from `src`: it is alive. Returns whether they are to be decoded (anything after the side's
+    /// Close is ignored, RFC 6455 §5.5.1).
+    pub(crate) fn on_input(&mut self, src: SideId, now: Instant) -> bool {
+        let side = self.side_mut(src);
+        side.last_rx = now;
+        side.pong_deadline = None;
+        !side.close.received()
+    }
+
+    /// Decodes the bytes in `buf` from `src` (a pong answering the gateway's own ping is cut out of it) and decides
+    /// what may be forwarded to the other side.
+    pub(crate) fn decode(
+        &mut self,
+        src: SideId,
+        buf: &mut Vec<u8>,
+        decoder: &mut FrameDecoder,
+        in_frame: &mut bool,
+        now: Instant,
+    ) -> Batch {
+        let dst_deferred = self.side(src.other()).deferred_close.is_some();
+        let mut pos = 0;
+        // Where the destination stream is between frames, within this batch (None: mid-frame since an earlier batch).
+        let mut boundary = if *in_frame { None } else { Some(0) };
+        let mut data_seen = false;
+        let mut failure: Option<FrameError> = None;
+        let mut saw_close = false;
+        while pos < buf.len() {
+            match decoder.decode(&mut buf[pos..]) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::DataHeader { len, .. }) => {
+                    pos += len;
+                    *in_frame = true;
+                    data_seen = true;
+                }
+                Ok(Decoded::DataPayload { len, frame_end, .. }) => {
+                    pos += len;
+                    data_seen = true;
+                    if frame_end {
+                        *in_frame = false;
+                        boundary = Some(pos);
+                    }
+                }
+                Ok(Decoded::Control { opcode, len }) => {
+                    if opcode == OpCode::Pong && self.is_own_pong(src, decoder.control_payload()) {
+                        // The answer to the gateway's own ping: not forwarded.
+                        buf.copy_within(pos + len.., pos);
+                        buf.truncate(buf.len() - len);
+                        boundary = Some(pos);
+                        continue;
+                    }
+                    pos += len;
+                    boundary = Some(pos);
+                    if opcode == OpCode::Close {
+                        saw_close = true;
+                        if dst_deferred {
+                            // The destination broke the protocol; it gets the gateway's own Close instead.
+                            pos -= len;
+                            boundary = Some(pos);
+                        }
+                        buf.truncate(pos);
+                        break;
+                    }
+                    data_seen |= opcode == OpCode::Ping;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if data_seen {
+            self.last_activity = now;
+        }
+        self.side_mut(src).rx_mid_frame = *in_frame;
+        // On a violation only whole frames are forwarded, so the destination can still be closed cleanly.
+        let forward_end = if failure.is_some() {
+            boundary.unwrap_or(0)
+        } else {
+            pos
+        };
+        Batch {
+            forward_end,
+            mid_frame: failure.is_none() && *in_frame,
+            pos,
+            saw_close,
+            failure: failure.map(|e| (e, boundary.is_none())),
+        }
+    }
+
+    fn is_own_pong(&mut self, src: SideId, payload: &[u8]) -> bool {
+        let side = self.side_mut(src);
+        match side.ping_payload {
+            Some(own) if own.as_slice() == payload => {
+                side.ping_payload = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether bytes from `src` may be written to the other side (it has not been sent a Close and is not gone).
+    pub(crate) fn forwards_from(&self, src: SideId) -> bool {
+        matches!(
+            self.side(src.other()).close,
+            CloseState::Open | CloseState::Received
+        )
+    }
+
+    /// `len` bytes from `src` reached the other side, ending inside a data frame when `mid_frame`.
+    pub(crate) fn on_forwarded(&mut self, src: SideId, len: usize, mid_frame: bool) {
+        self.bytes[src.index()] += len as u64;
+        self.side_mut(src.other()).tx_mid_frame = mid_frame;
+    }
+
+    /// `src`'s Close was forwarded (or, when the destination broke the protocol, replaced by the gateway's own).
+    pub(crate) fn on_close_received(&mut self, src: SideId, now: Instant) {
+        let close = self.side(src).close.after_receive();
+        self.side_mut(src).close = close;
+        let dst = self.side_mut(src.other());
+        if dst.deferred_close.is_some() {
+            dst.release_deferred_close();
+        } else {
+            dst.close = dst.close.after_send();
+        }
+        self.start_closing(now);
+        tracing::debug!(from = src.name(), "close frame relayed");
+        self.wake(src.other());
+    }
+
+    /// A frame from `src` broke the rules: it is closed with the violation's code (once the other side answered
+    /// the gateway's Close, unless the other side already has part of the offending frame), the other side with
+    /// 1001 (client offended) or 1011 (upstream offended).
+    pub(crate) fn on_violation(
+        &mut self,
+        src: SideId,
+        e: &FrameError,
+        dst_mid_frame: bool,
+        now: Instant,
+    ) {
+        let code = e.close_code();
+        tracing::warn!(side = src.name(), code, error = %e, "protocol violation; closing");
+        self.note(|| format!("{} violated the protocol ({code}): {e}", src.name()));
+        let side = self.side_mut(src);
+        // Nothing more is read from it, and its answer to our Close is not awaited.
+        side.close = side.close.after_receive();
+        side.deferred_close = Some((code, close_reason(code)));
+        if dst_mid_frame {
+            // The destination already has part of the offending frame: it can only be cut off, and the
+            // offender's Close need not wait for it.
+            self.side_mut(src.other()).abandon();
+            self.side_mut(src).release_deferred_close();
+        }
+        self.close_other(
+            src,
+            src.failure_code_for_other(),
+            "peer protocol error",
+            now,
+        );
+    }
+
+    /// `src` closed its TCP stream (`err` is `None`) or failed.
+    pub(crate) fn on_source_closed(&mut self, src: SideId, err: Option<&io::Error>, now: Instant) {
+        let side = self.side(src);
+        if side.close != CloseState::Open {
+            // A close handshake was under way; the TCP close is its normal end (or the peer's shortcut).
+            self.side_mut(src).abandon();
+            self.side_mut(src.other()).release_deferred_close();
+            self.wake(src.other());
+            return;
+        }
+        match err {
+            Some(e) => tracing::info!(side = src.name(), error = %e, "connection failed"),
+            None => tracing::info!(side = src.name(), "connection closed without a close frame"),
+        }
+        self.note(|| format!("{} disconnected without closing", src.name()));
+        self.side_mut(src).abandon();
+        let dst = self.side_mut(src.other());
+        dst.release_deferred_close();
+        dst.queue_close((src.failure_code_for_other(), "peer disconnected"));
+        self.start_closing(now);
+        // The source's leg ends here; the other leg flushes the close when it can and then waits for the answer.
+        self.wake(src.other());
+        self.wake(src);
+    }
+
+    /// Writing to `dst` failed or stalled past the idle timeout: it is given up and the other side is closed.
+    pub(crate) fn on_destination_failed(&mut self, dst: SideId, what: &str, now: Instant) {
+        tracing::info!(side = dst.name(), "{what}");
+        self.note(|| format!("{} {what}", dst.name()));
+        self.side_mut(dst).abandon();
+        let src = self.side_mut(dst.other());
+        src.release_deferred_close();
+        src.queue_close((dst.failure_code_for_other(), "peer disconnected"));
+        self.start_closing(now);
+        self.wake(dst);
+        self.wake(dst.other());
+    }
+
+    /// Queues a Close for the side other than `side`.
+    fn close_other(&mut self, side: SideId, code: u16, reason: &'static str, now: Instant) {
+        self.side_mut(side.other()).queue_close((code, reason));
+        self.start_closing(now);
+        self.wake(side.other());
+    }
+
+    // ---- time ----
+
+    /// What the leg reading `src` does next: stop, act on a passed deadline, or read until a deadline.
+    #[inline]
+    pub(crate) fn next_step(&mut self, src: SideId, now: Instant) -> Step {
+        self.check_done();
+        if self.stopped || self.side(src).finished() {
+            return Step::Done;
+        }
+        let deadline = self.deadline(src, now);
+        if deadline <= now {
+            Step::Due(now)
+        } else {
+            Step::Read { now, deadline }
+        }
+    }
+
+    /// The earliest moment the leg reading `src` must act without input.
+    fn deadline(&self, src: SideId, now: Instant) -> Instant {
+        let s = &self.settings;
+        let far = now + Duration::from_secs(3600);
+        if let Some(closing) = self.closing_deadline {
+            // Closing: only the close timeout matters now. (The idle deadline is usually already past here — it is
+            // what started the close — and taking it into account would make the leg spin until the close timeout.)
+            return closing.min(far);
+        }
+        let side = self.side(src);
+        let mut deadline = self.last_activity + s.idle_timeout;
+        if let Some(interval) = s.ping_interval
+            && side.pending_ping.is_none()
+        {
+            match side.pong_deadline {
+                // A peer in the middle of sending a frame cannot answer before the frame ends; the idle
+                // timeout still bounds a peer that stalls mid-frame.
+                Some(_) if side.rx_mid_frame => {}
+                Some(pong) => deadline = deadline.min(pong),
+                None => deadline = deadline.min(side.last_rx + interval),
+            }
+        }
+        deadline.min(far)
+    }
+
+    /// A deadline of the leg reading `src` passed: close handshake timeout, idle timeout, a missing pong, or time
+    /// to ping.
+    pub(crate) fn on_deadline(&mut self, src: SideId, now: Instant) {
+        let idle_timeout = self.settings.idle_timeout;
+        if let Some(closing) = self.closing_deadline {
+            if now >= closing {
+                self.note(|| "close handshake timed out".to_owned());
+                self.side_mut(src).release_deferred_close();
+                self.side_mut(src.other()).release_deferred_close();
+                self.stop();
+            }
+            return;
+        }
+        if now >= self.last_activity + idle_timeout {
+            self.note(|| format!("idle for {idle_timeout:?}"));
+            self.side_mut(src).queue_close((1001, "idle timeout"));
+            self.side_mut(src.other())
+                .queue_close((1001, "idle timeout"));
+            self.start_closing(now);
+            self.wake(src.other());
+            return;
+        }
+        let side = self.side(src);
+        if let Some(pong) = side.pong_deadline {
+            if now >= pong && !side.rx_mid_frame {
+                tracing::info!(
+                    side = src.name(),
+                    "peer did not answer the gateway's ping; closing"
+                );
+                self.note(|| format!("{} did not answer ping", src.name()));
+                self.side_mut(src).abandon();
+                self.close_other(
+                    src,
+                    src.failure_code_for_other(),
+                    "peer not responding",
+                    now,
+                );
+            }
+            return;
+        }
+        if self.settings.ping_interval.is_some() && side.pending_ping.is_none() {
+            self.ping_counter = self.ping_counter.wrapping_add(1);
+            let payload = self.ping_counter.to_be_bytes();
+            let side = self.side_mut(src);
+            side.ping_payload = Some(payload);
+            side.pending_ping = Some(payload);
+        }
+    }
+
+    // ---- control frames the gateway writes ----
+
+    /// Whether `side` has control frames queued and its stream is between frames, so they can be written now.
+    #[inline]
+    pub(crate) fn can_flush(&self, side: SideId) -> bool {
+        self.side(side).can_flush()
+    }
+
+    /// Takes the control frames to write to `side` now (a Close supersedes a ping), if any.
+    pub(crate) fn poll_transmit(&mut self, side: SideId) -> Option<Transmit> {
+        let state = self.side_mut(side);
+        if !state.can_flush() {
+            return None;
+        }
+        let close = state.pending_close.take();
+        let ping = state.pending_ping.take().filter(|_| close.is_none());
+        if close.is_some() {
+            state.close = state.close.after_send();
+        }
+        Some(Transmit { ping, close })
+    }
+
+    /// The control frames from [`Session::poll_transmit`] were written to `side` (or could not be).
+    pub(crate) fn on_transmitted(&mut self, side: SideId, sent: Transmit, ok: bool, now: Instant) {
+        if !ok {
+            tracing::debug!(
+                side = side.name(),
+                "could not write a control frame; abandoning"
+            );
+            self.side_mut(side).abandon();
+        } else if sent.close.is_none() {
+            // The pong clock starts when the ping is on the wire, not when it was queued behind a long frame.
+            self.side_mut(side).pong_deadline = Some(now + self.settings.pong_timeout);
+            self.wake(side);
+        }
+    }
+
+    // ---- the end ----
+
+    /// Stops the pair once both sides are finished.
+    pub(crate) fn check_done(&mut self) {
+        if !self.stopped && self.sides[0].finished() && self.sides[1].finished() {
+            self.stop();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.wake = [true, true];
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        1002 => "protocol error",
+        1007 => "invalid payload data",
+        1009 => "message too big",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay's rules on a virtual clock: every close path, violation, ping/pong and deadline, without sockets or
+    //! sleeps. Frames are fed as bytes, exactly as a leg would after a read.
+
+    use frame_simd::{DecoderConfig, FrameHeader, MAX_HEADER_LEN, PayloadMode, Role, Rsv};
+
+    use super::*;
+    use crate::ws::relay::side::push_control_frame;
+
+    const T: Duration = Duration::from_secs(1);
+    const CLIENT: SideId = SideId::Client;
+    const UPSTREAM: SideId = SideId::Upstream;
+
+    fn settings() -> RelaySettings {
+        RelaySettings {
+            idle_timeout: 60 * T,
+            ping_interval: Some(10 * T),
+            pong_timeout: 5 * T,
+            close_timeout: 2 * T,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 22,
+            validate_utf8: true,
+            deflate: false,
+        }
+    }
+
+    /// A session, both legs' decoders, and the virtual clock's origin.
+    struct Pair {
+        s: Session,
+        t0: Instant,
+        decoders: [FrameDecoder; 2],
+        in_frame: [bool; 2],
+    }
+
+    impl Pair {
+        fn new(settings: RelaySettings) -> Self {
+            let decoder = |peer| {
+                FrameDecoder::new(DecoderConfig {
+                    peer,
+                    max_frame_size: settings.max_frame_size,
+                    max_message_size: settings.max_message_size,
+                    allowed_rsv: Rsv::default(),
+                    validate_utf8: settings.validate_utf8,
+                    payload: PayloadMode::Preserve,
+                })
+            };
+            let t0 = Instant::now();
+            Self {
+                decoders: [decoder(Role::Client), decoder(Role::Server)],
+                s: Session::new(settings, t0),
+                t0,
+                in_frame: [false, false],
+            }
+        }
+
+        fn at(&self, offset: Duration) -> Instant {
+            self.t0 + offset
+        }
+
+        /// Bytes from `src` at `offset`, as a leg feeds them; returns the batch and the bytes left to forward.
+        fn feed(
+            &mut self,
+            src: SideId,
+            bytes: &[u8],
+            offset: Duration,
+        ) -> Option<(Batch, Vec<u8>)> {
+            let now = self.at(offset);
+            if !self.s.on_input(src, now) {
+                return None;
+            }
+            let mut buf = bytes.to_vec();
+            let i = src.index();
+            let batch = self.s.decode(
+                src,
+                &mut buf,
+                &mut self.decoders[i],
+                &mut self.in_frame[i],
+                now,
+            );
+            if batch.forward_end > 0 && self.s.forwards_from(src) {
+                self.s.on_forwarded(src, batch.forward_end, batch.mid_frame);
+            }
+            Some((batch, buf))
+        }
+
+        /// Feeds a whole batch that carried a Close and does what the leg does after it.
+        fn feed_close(&mut self, src: SideId, code: u16, offset: Duration) {
+            let (batch, _) = self
+                .feed(src, &close_frame(src, code), offset)
+                .expect("decoded");
+            assert!(batch.saw_close);
+            self.s.on_close_received(src, self.at(offset));
+        }
+
+        fn transmit(&mut self, side: SideId, offset: Duration) -> Option<Transmit> {
+            let frames = self.s.poll_transmit(side)?;
+            self.s.on_transmitted(side, frames, true, self.at(offset));
+            Some(frames)
+        }
+
+        /// Runs the leg reading `src` at `offset` the way the I/O loop does: act on a due deadline.
+        fn tick(&mut self, src: SideId, offset: Duration) -> Step {
+            let now = self.at(offset);
+            let step = self.s.next_step(src, now);
+            if let Step::Due(now) = step {
+                self.s.on_deadline(src, now);
+            }
+            step
+        }
+    }
+
+    /// A frame as `from` sends it (clients mask).
+    fn frame(from: SideId, fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mask = (from == CLIENT).then_some([1, 2, 3, 4]);
+        if opcode.is_control() {
+            let mut out = Vec::new();
+            push_control_frame(&mut out, opcode, payload, mask);
+            return out;
+        }
+        let header = FrameHeader {
+            fin,
+            rsv: Rsv::default(),
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            frame_simd::apply_mask(&mut out[start..], key, 0);
+        }
+        out
+    }
+
+    fn close_frame(from: SideId, code: u16) -> Vec<u8> {
+        frame(from, true, OpCode::Close, &code.to_be_bytes())
+    }
+
+    #[test]
+    fn data_is_forwarded_verbatim_and_counted() {
+        let mut p = Pair::new(settings());
+        let text = frame(CLIENT, true, OpCode::Text, b"hello");
+        let (batch, buf) = p.feed(CLIENT, &text, T).expect("decoded");
+        assert_eq!(
+            (batch.forward_end, batch.mid_frame, batch.failure.is_none()),
+            (text.len(), false, true)
+        );
+        assert_eq!(buf, text, "masked bytes go out as received");
+        let (batch, _) = p
+            .feed(
+                UPSTREAM,
+                &frame(UPSTREAM, true, OpCode::Binary, &[7; 300]),
+                T,
+            )
+            .expect("decoded");
+        assert_eq!(batch.forward_end, 304);
+        let out = p.s.outcome();
+        assert_eq!(
+            (out.bytes_client_to_upstream, out.bytes_upstream_to_client),
+            (11, 304)
+        );
+    }
+
+    #[test]
+    fn a_close_is_bridged_and_the_answer_ends_the_pair() {
+        let mut p = Pair::new(settings());
+        p.feed_close(CLIENT, 1000, T);
+        assert_eq!(p.s.close_state(CLIENT), CloseState::Received);
+        assert_eq!(
+            p.s.close_state(UPSTREAM),
+            CloseState::Sent,
+            "the client's Close was forwarded"
+        );
+        assert_eq!(
+            p.s.take_wakes(),
+            [false, true],
+            "the upstream's leg looks again"
+        );
+        // Data after a side's Close is ignored.
+        assert!(
+            p.feed(CLIENT, &frame(CLIENT, true, OpCode::Text, b"late"), T)
+                .is_none()
+        );
+        p.feed_close(UPSTREAM, 1000, 2 * T);
+        assert_eq!(p.s.close_state(CLIENT), CloseState::Closed);
+        assert_eq!(p.s.close_state(UPSTREAM), CloseState::Closed);
+        assert_eq!(p.tick(CLIENT, 2 * T), Step::Done);
+        assert!(p.s.stopped());
+        assert_eq!(p.s.outcome().reason, "closed");
+    }
+
+    #[test]
+    fn an_unanswered_close_times_out() {
+        let mut p = Pair::new(settings());
+        p.feed_close(CLIENT, 1000, T);
+        match p.s.next_step(UPSTREAM, p.at(2 * T)) {
+            Step::Read { deadline, .. } => {
+                assert_eq!(deadline, p.at(3 * T), "only the close timeout counts")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.tick(UPSTREAM, 3 * T), Step::Due(p.at(3 * T)));
+        assert!(p.s.stopped());
+        assert_eq!(p.s.outcome().reason, "close handshake timed out");
+    }
+
+    #[test]
+    fn a_silent_peer_is_pinged_and_its_pong_is_not_forwarded() {
+        let mut p = Pair::new(settings());
+        assert!(matches!(p.tick(UPSTREAM, 9 * T), Step::Read { .. }));
+        assert_eq!(p.tick(UPSTREAM, 10 * T), Step::Due(p.at(10 * T)));
+        assert!(p.s.can_flush(UPSTREAM));
+        let sent = p.transmit(UPSTREAM, 10 * T).expect("a ping");
+        let payload = sent.ping.expect("ping payload");
+        assert_eq!(sent.close, None);
+        // The pong carrying our payload is cut out; the data around it goes on.
+        let mut bytes = frame(UPSTREAM, true, OpCode::Text, b"a");
+        bytes.extend(frame(UPSTREAM, true, OpCode::Pong, &payload));
+        bytes.extend(frame(UPSTREAM, true, OpCode::Text, b"b"));
+        let (batch, buf) = p.feed(UPSTREAM, &bytes, 11 * T).expect("decoded");
+        assert_eq!(
+            buf,
+            [
+                frame(UPSTREAM, true, OpCode::Text, b"a"),
+                frame(UPSTREAM, true, OpCode::Text, b"b")
+            ]
+            .concat()
+        );
+        assert_eq!(batch.forward_end, buf.len());
+        // Any other pong (say the client's own keepalive) is forwarded.
+        let other = frame(UPSTREAM, true, OpCode::Pong, b"theirs");
+        let (batch, _) = p.feed(UPSTREAM, &other, 12 * T).expect("decoded");
+        assert_eq!(batch.forward_end, other.len());
+    }
+
+    #[test]
+    fn a_peer_that_does_not_answer_the_ping_is_dropped_and_the_other_side_closed() {
+        for (dead, code) in [(UPSTREAM, 1011), (CLIENT, 1001)] {
+            let mut p = Pair::new(settings());
+            p.tick(dead, 10 * T);
+            p.transmit(dead, 10 * T).expect("a ping");
+            assert!(
+                matches!(p.tick(dead, 14 * T), Step::Read { .. }),
+                "pong timeout not yet over"
+            );
+            assert_eq!(p.tick(dead, 15 * T), Step::Due(p.at(15 * T)));
+            assert_eq!(p.s.close_state(dead), CloseState::Gone);
+            let to_other = p
+                .transmit(dead.other(), 15 * T)
+                .expect("a close for the other side");
+            assert_eq!(to_other.close, Some((code, "peer not responding")));
+            assert!(p.s.outcome().reason.contains("did not answer ping"));
+        }
+    }
+
+    #[test]
+    fn a_peer_in_the_middle_of_a_frame_gets_time_to_finish_it_before_its_pong() {
+        let mut p = Pair::new(settings());
+        // The upstream starts a long frame, then goes quiet: pinged after 10 s of silence.
+        let long = frame(UPSTREAM, true, OpCode::Binary, &[0; 1000]);
+        let (batch, _) = p.feed(UPSTREAM, &long[..100], T).expect("decoded");
+        assert!(batch.mid_frame);
+        assert_eq!(p.tick(UPSTREAM, 11 * T), Step::Due(p.at(11 * T)));
+        p.transmit(UPSTREAM, 11 * T).expect("a ping");
+        // It cannot answer before its frame ends, so the pong timeout does not apply; the idle timeout does.
+        match p.tick(UPSTREAM, 16 * T) {
+            Step::Read { deadline, .. } => assert_eq!(deadline, p.at(61 * T)),
+            other => panic!("{other:?}"),
+        }
+        assert_ne!(p.s.close_state(UPSTREAM), CloseState::Gone);
+        // Any bytes count as a sign of life.
+        p.feed(UPSTREAM, &long[100..], 20 * T);
+        match p.tick(UPSTREAM, 21 * T) {
+            Step::Read { deadline, .. } => {
+                assert_eq!(deadline, p.at(30 * T), "next ping after 10 s")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn idle_pairs_get_1001_both_ways() {
+        let mut s = settings();
+        s.ping_interval = None;
+        let mut p = Pair::new(s);
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Text, b"x"), 5 * T);
+        assert!(
+            matches!(p.tick(CLIENT, 64 * T), Step::Read { .. }),
+            "activity moved the idle timer"
+        );
+        assert_eq!(p.tick(CLIENT, 65 * T), Step::Due(p.at(65 * T)));
+        for side in [CLIENT, UPSTREAM] {
+            let sent = p.transmit(side, 65 * T).expect("a close");
+            assert_eq!(sent.close, Some((1001, "idle timeout")));
+            assert_eq!(p.s.close_state(side), CloseState::Sent);
+        }
+    }
+
+    #[test]
+    fn a_client_violation_closes_it_with_its_code_after_the_upstream_answered() {
+        let mut p = Pair::new(settings());
+        let good = frame(CLIENT, true, OpCode::Text, b"ok");
+        let mut bytes = good.clone();
+        bytes.extend(frame(UPSTREAM, true, OpCode::Text, b"unmasked")); // a client must mask
+        let (batch, _) = p.feed(CLIENT, &bytes, T).expect("decoded");
+        assert_eq!(
+            batch.forward_end,
+            good.len(),
+            "the whole frames before it are forwarded"
+        );
+        let (e, dst_mid_frame) = batch.failure.expect("a violation");
+        assert_eq!(e.close_code(), 1002);
+        p.s.on_violation(CLIENT, &e, dst_mid_frame, p.at(T));
+        assert_eq!(
+            p.s.poll_transmit(CLIENT),
+            None,
+            "held until the upstream answered"
+        );
+        assert_eq!(
+            p.transmit(UPSTREAM, T).and_then(|t| t.close),
+            Some((1001, "peer protocol error"))
+        );
+        // The upstream's answer is not forwarded: the client gets the gateway's own Close instead.
+        let (batch, _) = p
+            .feed(UPSTREAM, &close_frame(UPSTREAM, 1001), 2 * T)
+            .expect("decoded");
+        assert!(batch.saw_close);
+        assert_eq!(batch.forward_end, 0);
+        p.s.on_close_received(UPSTREAM, p.at(2 * T));
+        assert_eq!(
+            p.transmit(CLIENT, 2 * T).and_then(|t| t.close),
+            Some((1002, "protocol error"))
+        );
+        assert!(
+            p.s.outcome()
+                .reason
+                .contains("client violated the protocol (1002)")
+        );
+    }
+
+    #[test]
+    fn an_upstream_violation_mid_frame_cuts_the_client_off_and_closes_the_upstream_at_once() {
+        let mut p = Pair::new(settings());
+        let mut payload = vec![b'a'; 100];
+        payload.push(0xff); // invalid UTF-8, found after the first part was forwarded
+        let text = frame(UPSTREAM, true, OpCode::Text, &payload);
+        let (batch, _) = p.feed(UPSTREAM, &text[..50], T).expect("decoded");
+        assert!(batch.mid_frame && batch.failure.is_none());
+        let (batch, _) = p.feed(UPSTREAM, &text[50..], T).expect("decoded");
+        let (e, dst_mid_frame) = batch.failure.expect("a violation");
+        assert_eq!(
+            (e.close_code(), dst_mid_frame, batch.forward_end),
+            (1007, true, 0)
+        );
+        p.s.on_violation(UPSTREAM, &e, dst_mid_frame, p.at(T));
+        assert_eq!(
+            p.s.close_state(CLIENT),
+            CloseState::Gone,
+            "holds part of the frame: cut off"
+        );
+        assert_eq!(
+            p.transmit(UPSTREAM, T).and_then(|t| t.close),
+            Some((1007, "invalid payload data")),
+            "nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn a_dropped_connection_closes_the_other_side_with_the_right_code() {
+        for (gone, code) in [(UPSTREAM, 1011), (CLIENT, 1001)] {
+            let mut p = Pair::new(settings());
+            p.s.on_source_closed(gone, None, p.at(T));
+            assert_eq!(p.s.close_state(gone), CloseState::Gone);
+            assert_eq!(
+                p.transmit(gone.other(), T).and_then(|t| t.close),
+                Some((code, "peer disconnected"))
+            );
+            assert!(
+                p.s.outcome()
+                    .reason
+                    .contains("disconnected without closing")
+            );
+        }
+        let mut p = Pair::new(settings());
+        p.s.on_destination_failed(UPSTREAM, "write failed", p.at(T));
+        assert_eq!(
+            p.transmit(CLIENT, T).and_then(|t| t.close),
+            Some((1011, "peer disconnected"))
+        );
+    }
+
+    #[test]
+    fn control_frames_wait_for_a_frame_boundary() {
+        let mut p = Pair::new(settings());
+        let long = frame(UPSTREAM, true, OpCode::Binary, &[0; 200]);
+        p.feed(UPSTREAM, &long[..50], 9 * T);
+        // The client is due a ping, but its stream is inside a forwarded frame.
+        assert_eq!(p.tick(CLIENT, 10 * T), Step::Due(p.at(10 * T)));
+        assert!(!p.s.can_flush(CLIENT));
+        assert_eq!(p.s.poll_transmit(CLIENT), None);
+        p.feed(UPSTREAM, &long[50..], 10 * T);
+        assert!(p.s.can_flush(CLIENT), "the frame ended");
+        assert!(p.transmit(CLIENT, 10 * T).and_then(|t| t.ping).is_some());
+    }
+
+    #[test]
+    fn a_failed_control_write_gives_the_side_up() {
+        let mut p = Pair::new(settings());
+        p.tick(UPSTREAM, 10 * T);
+        let frames = p.s.poll_transmit(UPSTREAM).expect("a ping");
+        p.s.on_transmitted(UPSTREAM, frames, false, p.at(10 * T));
+        assert_eq!(p.s.close_state(UPSTREAM), CloseState::Gone);
+    }
+
+    #[test]
+    fn failure_codes_follow_the_failing_side() {
+        assert_eq!(SideId::Client.failure_code_for_other(), 1001);
+        assert_eq!(SideId::Upstream.failure_code_for_other(), 1011);
+    }
+}
