@@ -22,7 +22,7 @@ use crate::worker::{ConnectionSlot, WorkerCtx};
 use crate::ws;
 
 /// Serves one accepted client connection.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) {
+pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) {
     let Some(slot) = ConnectionSlot::claim(&ctx) else {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
         let answer = simple_response(
@@ -109,7 +109,7 @@ async fn serve_requests(
                 {
                     Ok(persist) => persist,
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "http proxy failed");
+                        tracing::info!(%peer, error = %e, blame = ?e.blame(), "http proxy failed");
                         if let Some(status) = e.status() {
                             respond(&mut stream, status, &[], &format!("{e}\n")).await;
                         }

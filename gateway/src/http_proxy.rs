@@ -44,27 +44,27 @@ use crate::upstream::{ActiveGuard, Balancer, ConnectError, connect, connect_to, 
 use crate::worker::WorkerCtx;
 
 /// A body read or write on either side that makes no progress for this long fails the exchange.
-pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Limits for upstream response heads (more generous than for client requests: the upstream is trusted more).
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_bytes: 64 * 1024,
     max_headers: 256,
 };
 /// Interim (1xx) responses forwarded for one request; an upstream sending more is broken (or hostile): 502.
-pub const MAX_INTERIM_RESPONSES: usize = 32;
+pub(crate) const MAX_INTERIM_RESPONSES: usize = 32;
 /// Room kept free in a read buffer so that re-encoding chunked data never outgrows the output buffer.
 const REENCODE_SLACK: usize = 64;
 
 /// Whether the client connection may carry another request after this exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Persist {
+pub(crate) enum Persist {
     KeepAlive,
     Close,
 }
 
 /// Whose fault a failed exchange was (for logs and metrics; the WebSocket relay's sides are another idea).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
+pub(crate) enum Blame {
     Client,
     Upstream,
     Internal,
@@ -74,7 +74,7 @@ pub enum Blame {
 /// should be closed (its request body may be half read).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The request body's framing is invalid or ambiguous (smuggling defenses): 400.
     #[error("bad request body: {0}")]
     BadRequest(#[from] BodyError),
@@ -108,7 +108,7 @@ pub enum ProxyError {
 impl ProxyError {
     /// The status to send the client, or `None` when part of the response was already sent (or the client is
     /// gone) and the connection must simply be closed.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             ProxyError::BadRequest(e) => Some(e.status()),
             ProxyError::ClientTimeout => Some(408),
@@ -121,7 +121,7 @@ impl ProxyError {
     }
 
     /// Where the failure came from (for logs and metrics).
-    pub fn blame(&self) -> Blame {
+    pub(crate) fn blame(&self) -> Blame {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientTimeout | ProxyError::ClientIo(_) => {
                 Blame::Client
@@ -141,7 +141,7 @@ impl ProxyError {
 /// `leftover` holds bytes the caller read after the head (body start, pipelined requests); on `Ok` it holds
 /// exactly the bytes after this request's body. The returned [`Persist`] follows HTTP/1.0 / 1.1 and `Connection`
 /// rules and the response framing (a close-delimited response closes the client connection).
-pub async fn forward<S>(
+pub(crate) async fn forward<S>(
     client: &mut S,
     fwd: Forwarding<'_>,
     head: RequestHead,

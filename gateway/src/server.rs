@@ -170,13 +170,12 @@ enum RingSetup {
     /// socket's readiness) runs only when the worker waits on the ring, batched, and never interrupts it. The ring
     /// is used by its own thread only, as monoio's thread-per-core runtime does. Completions then appear only when
     /// the worker's run queue is empty and it waits; no gateway task wakes itself in a loop, so the queue always
-    /// drains (a task that did would hold back all I/O of its worker). Against COOP_TASKRUN, interleaved
-    /// rounds at 64 B x 100 connections: CPU per message -2% at 14,000 msg/s (lower in 7 of 10 rounds), -10% at
-    /// 24,000 (6 of 10), -6% at saturation (5 of 8); service-time p99 lower at all three rates.
+    /// drains (a task that did would hold back all I/O of its worker). Cheaper per message than COOP_TASKRUN at
+    /// every rate measured (README, "Measurements behind the design").
     DeferTaskrun,
     /// IORING_SETUP_COOP_TASKRUN (Linux 5.19+): the kernel no longer interrupts the running worker with an IPI for
-    /// every completed receive; the worker picks completions up on its next ring entry. Against a plain ring,
-    /// 64 B x 100 connections closed loop: 60.4k -> 70.1k msgs per gateway CPU-second (+16%), 16 KiB x 50: +14%.
+    /// every completed receive; the worker picks completions up on its next ring entry (measured against a plain
+    /// ring: README, "Measurements behind the design").
     CoopTaskrun,
     /// Neither (kernels before 5.19): every completion interrupts the worker.
     Plain,

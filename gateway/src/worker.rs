@@ -6,33 +6,33 @@ use std::sync::Arc;
 
 use ringway_config::Config;
 
-use crate::buffer_pool::BufferPool;
-use crate::sweeper::Sweeper;
+use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::sweeper::Sweeper;
 use crate::upstream::{Balancer, UpstreamPool};
 
 /// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
-pub const IO_BUFFER_SIZE: usize = 32 * 1024;
+pub(crate) const IO_BUFFER_SIZE: usize = 32 * 1024;
 
 /// The state one worker thread owns.
-pub struct WorkerCtx {
-    pub id: usize,
-    pub config: Arc<Config>,
+pub(crate) struct WorkerCtx {
+    pub(crate) id: usize,
+    pub(crate) config: Arc<Config>,
     /// One balancer per upstream, indexed like `config.upstreams`.
-    pub balancers: Vec<Rc<Balancer>>,
+    pub(crate) balancers: Vec<Rc<Balancer>>,
     /// Idle keep-alive connections to upstreams for plain HTTP requests.
-    pub http_pool: UpstreamPool,
-    pub buffers: BufferPool,
+    pub(crate) http_pool: UpstreamPool,
+    pub(crate) buffers: BufferPool,
     /// The coarse timer of this worker's relays.
-    pub sweeper: Rc<Sweeper>,
+    pub(crate) sweeper: Rc<Sweeper>,
     /// Open client connections on this worker.
-    pub connections: Cell<usize>,
+    pub(crate) connections: Cell<usize>,
     /// This worker's share of `limits.max_connections`.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl WorkerCtx {
     /// Builds the state for worker `id` of `workers`.
-    pub fn new(id: usize, workers: usize, config: Arc<Config>) -> Self {
+    pub(crate) fn new(id: usize, workers: usize, config: Arc<Config>) -> Self {
         let balancers = config
             .upstreams
             .iter()

@@ -18,17 +18,17 @@ use super::head::{Headers, RequestHead, is_hop_by_hop, write_header};
 
 /// Where a request goes: the host it names and its target in origin form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     /// `host[:port]` from an absolute-form target, else from `Host`; `None` only for HTTP/1.0 without `Host`.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// The target as the upstream receives it: origin form (`/path?query`), or `*` for `OPTIONS *`.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 /// Why a request head is refused (always 400: the request is malformed, RFC 9112 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error("HTTP/1.1 request without a Host header")]
     MissingHost,
     #[error("more than one Host header")]
@@ -45,13 +45,13 @@ pub enum TargetError {
 
 impl TargetError {
     /// The status for the client.
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         400
     }
 }
 
 /// Checks a request's `Host` and target and says where it goes.
-pub fn destination(head: &RequestHead) -> Result<Destination, TargetError> {
+pub(crate) fn destination(head: &RequestHead) -> Result<Destination, TargetError> {
     let mut hosts = head.headers_named("host");
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -145,30 +145,30 @@ fn is_authority(text: &str) -> bool {
 
 /// The forwarding facts of one client connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding<'a> {
+pub(crate) struct Forwarding<'a> {
     /// The address the gateway accepted the connection from.
-    pub peer: IpAddr,
+    pub(crate) peer: IpAddr,
     /// `http` or `https`: the scheme the client used to reach the gateway.
-    pub proto: &'a str,
+    pub(crate) proto: &'a str,
     /// The peer is in `trusted_proxies`: its forwarding headers are kept and extended, not replaced.
-    pub trusted: bool,
+    pub(crate) trusted: bool,
 }
 
 /// Whether `ip` is in one of `ranges` (an IPv4-mapped IPv6 peer counts as its IPv4 address).
-pub fn is_trusted(ranges: &[ipnet::IpNet], ip: IpAddr) -> bool {
+pub(crate) fn is_trusted(ranges: &[ipnet::IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     ranges.iter().any(|r| r.contains(&ip))
 }
 
 /// What one path adds to the common rules.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamHead<'a> {
+pub(crate) struct UpstreamHead<'a> {
     /// The body framing the gateway will send (only `Content-Length` or `Transfer-Encoding: chunked` is written).
-    pub framing: BodyKind,
+    pub(crate) framing: BodyKind,
     /// Further client headers not to forward (the path restates them, or they end here, like `Expect`).
-    pub drop: &'a [&'a str],
+    pub(crate) drop: &'a [&'a str],
     /// Headers the path states itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`).
-    pub add: &'a [(&'a str, &'a [u8])],
+    pub(crate) add: &'a [(&'a str, &'a [u8])],
 }
 
 /// Client headers the gateway always restates.
@@ -185,7 +185,7 @@ const RESTATED: &[&str] = &[
 
 /// The request head sent upstream: HTTP/1.1, the destination's origin-form target and `Host`, end-to-end client
 /// headers, the path's own headers, the framing, and the forwarding headers.
-pub fn upstream_head(
+pub(crate) fn upstream_head(
     head: &RequestHead,
     dest: &Destination,
     fwd: Forwarding<'_>,

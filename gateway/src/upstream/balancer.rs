@@ -23,7 +23,7 @@ const VNODES_PER_WEIGHT: u64 = 100;
 const MAX_VNODES: u64 = 10_000;
 
 /// Chooses servers of one upstream pool.
-pub struct Balancer {
+pub(crate) struct Balancer {
     servers: Vec<ServerState>,
     policy: Policy,
     fail_cooldown: Duration,
@@ -51,7 +51,7 @@ struct ServerState {
 
 impl Balancer {
     /// A balancer for `upstream`'s servers and policy.
-    pub fn new(upstream: &Upstream) -> Self {
+    pub(crate) fn new(upstream: &Upstream) -> Self {
         let servers: Vec<ServerState> = upstream
             .servers
             .iter()
@@ -90,7 +90,7 @@ impl Balancer {
     ///
     /// `key` is the request's hash input (see [`hash_input`]); it is used only by hash pools, which fall back to
     /// round robin when it is `None`.
-    pub fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
+    pub(crate) fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
         self.pick_among(key, |i| !tried.contains(&i) && !self.is_cooling(i, now))
             .or_else(|| self.pick_among(key, |i| !tried.contains(&i)))
     }
@@ -104,7 +104,7 @@ impl Balancer {
     }
 
     /// Passive health: `server` failed at `now` and is skipped until `now + fail_cooldown`.
-    pub fn mark_failed(&self, server: usize, now: Instant) {
+    pub(crate) fn mark_failed(&self, server: usize, now: Instant) {
         if let Some(s) = self.servers.get(server)
             && !self.fail_cooldown.is_zero()
         {
@@ -113,14 +113,14 @@ impl Balancer {
     }
 
     /// `server` worked: any cooldown ends now.
-    pub fn mark_ok(&self, server: usize) {
+    pub(crate) fn mark_ok(&self, server: usize) {
         if let Some(s) = self.servers.get(server) {
             s.cooling_until.set(None);
         }
     }
 
     /// Counts one active connection (or request) on `server` until the guard is dropped (used by least_conn).
-    pub fn acquire(self: &Rc<Self>, server: usize) -> ActiveGuard {
+    pub(crate) fn acquire(self: &Rc<Self>, server: usize) -> ActiveGuard {
         if let Some(s) = self.servers.get(server) {
             s.active.set(s.active.get() + 1);
         }
@@ -134,22 +134,19 @@ impl Balancer {
     ///
     /// # Panics
     /// If `server` is not an index returned by [`Balancer::pick`] (`server >= len()`).
-    pub fn address(&self, server: usize) -> SocketAddr {
+    pub(crate) fn address(&self, server: usize) -> SocketAddr {
         self.servers[server].address
     }
 
+    #[cfg(test)]
     /// Number of servers in the pool.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.servers.len()
     }
 
-    /// Whether the pool has no servers (never true for a validated config).
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
-    }
-
+    #[cfg(test)]
     /// Active connections currently counted on `server`.
-    pub fn active(&self, server: usize) -> usize {
+    pub(crate) fn active(&self, server: usize) -> usize {
         self.servers.get(server).map_or(0, |s| s.active.get())
     }
 
@@ -241,16 +238,9 @@ impl Balancer {
 }
 
 /// Keeps one connection counted as active on a server; dropping it decrements the count.
-pub struct ActiveGuard {
+pub(crate) struct ActiveGuard {
     balancer: Rc<Balancer>,
     server: usize,
-}
-
-impl ActiveGuard {
-    /// The server this guard counts on.
-    pub fn server(&self) -> usize {
-        self.server
-    }
 }
 
 impl std::fmt::Debug for ActiveGuard {
@@ -272,7 +262,7 @@ impl Drop for ActiveGuard {
 /// The hash input of a request for a `hash` pool: the client IP, a header's value or a cookie's value, hashed to
 /// 64 bits with a fixed (process- and worker-independent) function. `None` when the header or cookie is absent;
 /// the caller then falls back to round robin.
-pub fn hash_input(key: &HashKey, client_ip: IpAddr, head: &RequestHead) -> Option<u64> {
+pub(crate) fn hash_input(key: &HashKey, client_ip: IpAddr, head: &RequestHead) -> Option<u64> {
     match key {
         HashKey::ClientIp => Some(match client_ip {
             IpAddr::V4(v4) => stable_hash(&v4.octets()),

@@ -23,18 +23,18 @@ use super::balancer::{ActiveGuard, Balancer};
 
 /// An open connection to one server of a pool.
 #[derive(Debug)]
-pub struct UpstreamConn {
-    pub stream: TcpStream,
+pub(crate) struct UpstreamConn {
+    pub(crate) stream: TcpStream,
     /// Index of the server in the pool (for `Balancer::mark_failed` and pooling).
-    pub server: usize,
+    pub(crate) server: usize,
     /// Counts this connection as active on the server (least_conn) until dropped.
-    pub guard: ActiveGuard,
+    pub(crate) guard: ActiveGuard,
 }
 
 /// Why no upstream connection could be opened. [`ConnectError::status`] is what the client gets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// Every server is cooling down after a failure (or the pool is empty): 503.
     #[error("no healthy upstream server")]
     NoHealthyServer,
@@ -58,7 +58,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// The HTTP status for the client.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             ConnectError::NoHealthyServer | ConnectError::LocalResources(_) => 503,
             ConnectError::Failed { .. } | ConnectError::Exhausted(_) => 502,
@@ -73,7 +73,7 @@ impl ConnectError {
 /// Errors: [`ConnectError::NoHealthyServer`] when no attempt could be made (an empty pool);
 /// [`ConnectError::LocalResources`] at once when the gateway is out of descriptors (other servers would fail the
 /// same way); otherwise the error of the last attempt.
-pub async fn connect(
+pub(crate) async fn connect(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
     key: Option<u64>,
@@ -100,7 +100,7 @@ pub async fn connect(
 /// One attempt on `server` (already chosen by the caller): connects within `connect_timeout` and sets
 /// TCP_NODELAY. On failure the server is marked failed (passive health) and pushed to `tried`, unless the failure is
 /// the gateway's own ([`ConnectError::LocalResources`]).
-pub async fn connect_to(
+pub(crate) async fn connect_to(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
     server: usize,

@@ -5,11 +5,11 @@
 //! Does not own: what is said on a connection (plain HTTP in `crate::http_proxy`, the WebSocket handshake in
 //! `crate::ws`). Depends on nothing above it, so the worker context can hold these parts without a cycle.
 
-pub mod balancer;
-pub mod connect;
-pub mod pool;
-pub mod response;
+pub(crate) mod balancer;
+pub(crate) mod connect;
+pub(crate) mod pool;
+pub(crate) mod response;
 
-pub use balancer::{ActiveGuard, Balancer, hash_input};
-pub use connect::{ConnectError, UpstreamConn, connect, connect_to};
-pub use pool::UpstreamPool;
+pub(crate) use balancer::{ActiveGuard, Balancer, hash_input};
+pub(crate) use connect::{ConnectError, connect, connect_to};
+pub(crate) use pool::UpstreamPool;

@@ -31,7 +31,7 @@ pub(crate) const DEFAULT_MAX_IDLE_PER_SERVER: usize = 32;
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The idle connections of one worker.
-pub struct UpstreamPool {
+pub(crate) struct UpstreamPool {
     idle: RefCell<HashMap<ServerKey, Vec<Rc<IdleSlot>>>>,
     max_idle_per_server: usize,
     idle_timeout: Duration,
@@ -72,12 +72,12 @@ impl Default for UpstreamPool {
 
 impl UpstreamPool {
     /// A pool with [`DEFAULT_MAX_IDLE_PER_SERVER`] and [`DEFAULT_IDLE_TIMEOUT`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_limits(DEFAULT_MAX_IDLE_PER_SERVER, DEFAULT_IDLE_TIMEOUT)
     }
 
     /// A pool keeping at most `max_idle_per_server` connections per server for at most `idle_timeout`.
-    pub fn with_limits(max_idle_per_server: usize, idle_timeout: Duration) -> Self {
+    pub(crate) fn with_limits(max_idle_per_server: usize, idle_timeout: Duration) -> Self {
         Self {
             idle: RefCell::new(HashMap::new()),
             max_idle_per_server,
@@ -87,7 +87,7 @@ impl UpstreamPool {
 
     /// The most recently pooled connection to `server` of `upstream` that is still clean: open, unexpired and with
     /// nothing to read. Must run on a monoio runtime (the watcher hands the connection back).
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         upstream: UpstreamId,
         server: usize,
@@ -121,7 +121,7 @@ impl UpstreamPool {
 
     /// Keeps `stream` for reuse (or closes it when the server's share of the pool is full). Must run on a monoio
     /// runtime: it spawns the connection's watcher.
-    pub fn put(&self, upstream: UpstreamId, server: usize, stream: TcpStream, now: Instant) {
+    pub(crate) fn put(&self, upstream: UpstreamId, server: usize, stream: TcpStream, now: Instant) {
         if self.max_idle_per_server == 0 || self.idle_timeout.is_zero() {
             return;
         }
@@ -144,8 +144,9 @@ impl UpstreamPool {
         monoio::spawn(watch(slot, stream, server, self.idle_timeout));
     }
 
+    #[cfg(test)]
     /// Number of pooled connections that are still open.
-    pub fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.idle
             .borrow()
             .values()

@@ -16,7 +16,7 @@ use crate::http::head::{HeadError, HeadLimits, ResponseHead, parse_response};
 /// Why no response head could be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum HeadReadError {
+pub(crate) enum HeadReadError {
     /// The deadline passed first.
     #[error("upstream response head timed out")]
     TimedOut,
@@ -34,16 +34,16 @@ pub enum HeadReadError {
 /// The outcome of [`read_response_head`]: the buffer (the head and whatever followed it on success), whether any
 /// byte arrived, and the head or the error.
 #[derive(Debug)]
-pub struct HeadRead {
-    pub buf: Vec<u8>,
-    pub received: bool,
-    pub head: Result<ResponseHead, HeadReadError>,
+pub(crate) struct HeadRead {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) received: bool,
+    pub(crate) head: Result<ResponseHead, HeadReadError>,
 }
 
 /// Reads from `stream`, appending to `buf`, until `buf` starts with a complete response head or `deadline` passes.
 /// Bytes already in `buf` count as received and are parsed first. On a timeout the buffer is lost with the read
 /// (an empty one is returned).
-pub async fn read_response_head<S: AsyncReadRent>(
+pub(crate) async fn read_response_head<S: AsyncReadRent>(
     stream: &mut S,
     mut buf: Vec<u8>,
     limits: HeadLimits,

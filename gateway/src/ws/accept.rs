@@ -12,21 +12,21 @@ use crate::http::head::{Headers, RequestHead, write_header};
 
 /// A checked upgrade request: what the gateway needs to open the upstream leg and answer the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientUpgrade {
+pub(crate) struct ClientUpgrade {
     /// The client's `Sec-WebSocket-Key`, trimmed.
-    pub key: String,
+    pub(crate) key: String,
     /// Subprotocols to offer upstream: the client's list, filtered by the route's allowlist, in client order.
-    pub subprotocols: Vec<String>,
+    pub(crate) subprotocols: Vec<String>,
     /// The client's `Sec-WebSocket-Extensions` values, forwarded as is (end-to-end negotiation).
-    pub extensions: Vec<String>,
+    pub(crate) extensions: Vec<String>,
 }
 
 /// Why an upgrade request is refused; `status` is the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {reason}")]
-pub struct UpgradeRejection {
-    pub status: u16,
-    pub reason: &'static str,
+pub(crate) struct UpgradeRejection {
+    pub(crate) status: u16,
+    pub(crate) reason: &'static str,
 }
 
 impl UpgradeRejection {
@@ -35,7 +35,7 @@ impl UpgradeRejection {
     }
 
     /// Extra headers the refusal carries (`Sec-WebSocket-Version: 13` on 426, as §4.4 asks).
-    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+    pub(crate) fn headers(&self) -> &'static [(&'static str, &'static str)] {
         if self.status == 426 {
             &[("sec-websocket-version", "13")]
         } else {
@@ -46,7 +46,7 @@ impl UpgradeRejection {
 
 /// Whether the request asks for a WebSocket upgrade at all (an `Upgrade` header naming `websocket`). Such requests
 /// are checked strictly by [`check`]; everything else is plain HTTP.
-pub fn is_websocket_request(head: &RequestHead) -> bool {
+pub(crate) fn is_websocket_request(head: &RequestHead) -> bool {
     head.has_token("upgrade", "websocket")
 }
 
@@ -56,7 +56,7 @@ pub fn is_websocket_request(head: &RequestHead) -> bool {
 /// upgrade`, a bad or repeated key or version, a body: the upgrade request has none, and its framing headers would
 /// leave the upstream waiting for one), 426 with `Sec-WebSocket-Version: 13` for a missing or other version, 403 for a refused
 /// origin or when none of the offered subprotocols is allowed.
-pub fn check(
+pub(crate) fn check(
     head: &RequestHead,
     ws: &WebSocketSettings,
 ) -> Result<ClientUpgrade, UpgradeRejection> {
@@ -166,7 +166,7 @@ pub fn check(
 }
 
 /// Whether `key` is base64 of exactly 16 bytes.
-pub fn is_valid_key(key: &str) -> bool {
+pub(crate) fn is_valid_key(key: &str) -> bool {
     key.len() == 24
         && base64::engine::general_purpose::STANDARD
             .decode(key)
@@ -175,7 +175,7 @@ pub fn is_valid_key(key: &str) -> bool {
 
 /// The gateway's `101 Switching Protocols` answer to the client: its own accept key, and the subprotocol and
 /// extensions the upstream chose.
-pub fn switching_protocols(
+pub(crate) fn switching_protocols(
     client_key: &str,
     protocol: Option<&str>,
     extensions: Option<&str>,

@@ -15,7 +15,7 @@ use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
 /// The upstream's `101` was not acceptable; the client gets 502.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum UpstreamHandshakeError {
+pub(crate) enum UpstreamHandshakeError {
     #[error("upstream answered 101 without `Upgrade: websocket`")]
     NotWebSocket,
     #[error("upstream answered 101 without `Connection: upgrade`")]
@@ -32,16 +32,16 @@ pub enum UpstreamHandshakeError {
 
 /// What the upstream agreed to in its `101`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Negotiated {
-    pub protocol: Option<String>,
+pub(crate) struct Negotiated {
+    pub(crate) protocol: Option<String>,
     /// The upstream's `Sec-WebSocket-Extensions`, passed to the client as is.
-    pub extensions: Option<String>,
+    pub(crate) extensions: Option<String>,
     /// permessage-deflate is on: data frames may carry RSV1 and compressed text is not UTF-8-checked.
-    pub deflate: bool,
+    pub(crate) deflate: bool,
 }
 
 /// A fresh random `Sec-WebSocket-Key` (16 random bytes, base64).
-pub fn fresh_key() -> String {
+pub(crate) fn fresh_key() -> String {
     let mut raw = [0u8; 16];
     // getrandom only fails when the OS has no entropy source at all; a time-derived key still satisfies the
     // handshake (the key is a nonce against caching intermediaries, not a secret).
@@ -67,7 +67,7 @@ const RESTATED: &[&str] = &[
 
 /// The upgrade request sent upstream for `head` going to `dest`, with `key` as its `Sec-WebSocket-Key`. Everything
 /// but the WebSocket headers follows the same rules as plain HTTP ([`rewrite::upstream_head`]).
-pub fn upstream_request(
+pub(crate) fn upstream_request(
     head: &RequestHead,
     dest: &Destination,
     upgrade: &ClientUpgrade,
@@ -100,7 +100,7 @@ pub fn upstream_request(
 }
 
 /// Checks a `101` answer against the key sent and what the client offered.
-pub fn verify_switching(
+pub(crate) fn verify_switching(
     res: &ResponseHead,
     key: &str,
     upgrade: &ClientUpgrade,

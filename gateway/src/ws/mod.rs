@@ -6,11 +6,12 @@
 //! stays alive for the life of the WebSocket.
 //! Does not own: reading the request head and routing (`crate::conn`), the frame rules of the relay ([`relay`]).
 
-pub mod accept;
+pub(crate) mod accept;
 pub(crate) mod dial;
-pub mod handshake;
+pub(crate) mod echo;
+pub(crate) mod handshake;
 pub(crate) mod refusal;
-pub mod relay;
+pub(crate) mod relay;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -69,7 +70,7 @@ pub(crate) async fn serve(
                 return;
             }
             tracing::debug!(%peer, "websocket echo session");
-            Box::pin(crate::echo::serve(
+            Box::pin(echo::serve(
                 client,
                 early,
                 &route.websocket,

@@ -25,13 +25,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Split, 
 
 use super::session::{Batch, RelayOutcome, RelaySettings, Session, SideId, Step};
 use super::side::Side;
-use crate::buffer_pool::BufferPool;
-use crate::clock;
-use crate::sweeper::{Sweep, Sweeper};
+use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::clock;
+use crate::runtime::sweeper::{Sweep, Sweeper};
 
 /// Relays frames between `client` and `upstream` until both are closed. `client_early` / `upstream_early` are bytes
 /// already read past each side's handshake head (frames sent right behind it).
-pub async fn relay<C, U>(
+pub(crate) async fn relay<C, U>(
     client: C,
     upstream: U,
     client_early: Vec<u8>,

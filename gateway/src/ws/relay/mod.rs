@@ -10,9 +10,8 @@
 //! [`io`] is the loop that drives a session over two sockets.
 
 mod io;
-pub mod session;
+pub(crate) mod session;
 pub(crate) mod side;
 
-pub use io::relay;
-pub use session::{RelayOutcome, RelaySettings, SideId};
-pub use side::PARK_AFTER;
+pub(crate) use io::relay;
+pub(crate) use session::RelaySettings;

@@ -17,21 +17,21 @@ use frame_simd::{Decoded, FrameDecoder, FrameError, OpCode};
 
 /// How a relay is configured (from the route's `websocket:` settings and the negotiated extensions).
 #[derive(Debug, Clone)]
-pub struct RelaySettings {
-    pub idle_timeout: Duration,
-    pub ping_interval: Option<Duration>,
-    pub pong_timeout: Duration,
-    pub close_timeout: Duration,
-    pub max_frame_size: u64,
-    pub max_message_size: u64,
-    pub validate_utf8: bool,
+pub(crate) struct RelaySettings {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_frame_size: u64,
+    pub(crate) max_message_size: u64,
+    pub(crate) validate_utf8: bool,
     /// permessage-deflate negotiated end to end: RSV1 allowed on data frames.
-    pub deflate: bool,
+    pub(crate) deflate: bool,
 }
 
 /// Which socket of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SideId {
+pub(crate) enum SideId {
     Client,
     Upstream,
 }
@@ -70,7 +70,7 @@ impl SideId {
 
 /// Where one side's close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseState {
+pub(crate) enum CloseState {
     /// No Close either way.
     Open,
     /// A Close was written to this side (forwarded or the gateway's own); its answer is awaited.
@@ -147,11 +147,11 @@ pub(crate) enum Step {
 
 /// How a relay ended, for the connection log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayOutcome {
+pub(crate) struct RelayOutcome {
     /// Human description of what ended the relay first.
-    pub reason: String,
-    pub bytes_client_to_upstream: u64,
-    pub bytes_upstream_to_client: u64,
+    pub(crate) reason: String,
+    pub(crate) bytes_client_to_upstream: u64,
+    pub(crate) bytes_upstream_to_client: u64,
 }
 
 /// One side's part of the session.

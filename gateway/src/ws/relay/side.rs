@@ -18,7 +18,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Canceller};
 use super::session::{SideId, Transmit};
 
 /// A read that sees no data this long gives its buffer back and parks on a one-byte read.
-pub const PARK_AFTER: Duration = Duration::from_millis(50);
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// One socket of the pair.
 pub(crate) struct Side<W> {
@@ -97,7 +97,7 @@ impl<W> Side<W> {
     /// Polls a write to this side unless [`Side::cancel_write`] aborted it (then `Ready(None)`).
     ///
     /// The write is a plain one, raced against the abort flag, rather than a monoio cancelable write: a cancel
-    /// handle costs two SipHash set operations per write (measured with callgrind, see README). Dropping a pending
+    /// handle costs two SipHash set operations per write (README, "Measurements behind the design"). Dropping a pending
     /// io_uring write is safe for this purpose: the side is abandoned afterwards, so it does not matter how much of
     /// the buffer reached it.
     pub(crate) fn poll_write_abortable<F: Future>(

@@ -14,10 +14,10 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use ringway_config::WebSocketSettings;
 
-use crate::buffer_pool::BufferPool;
+use crate::runtime::buffer_pool::BufferPool;
 
 /// Serves an echo session until the close handshake completes, the peer fails, or `idle_timeout` passes.
-pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
+pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     mut stream: S,
     early: Vec<u8>,
     ws: &WebSocketSettings,

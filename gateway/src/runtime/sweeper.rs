@@ -1,18 +1,18 @@
 //! A per-worker coarse timer for relays.
 //!
 //! Owns: one periodic tick per worker that looks at every live relay and wakes the legs that must act: a read that
-//! has waited [`crate::ws::relay::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
+//! has waited [`crate::ws::relay::side::PARK_AFTER`] (so it parks and gives its buffer back), a leg whose deadline passed
 //! (keepalive, idle, close timeouts), a write stalled past the idle timeout. One timer per worker instead of one
 //! per leg keeps each idle connection small (a monoio timer entry is 640 bytes) and the hot path free of timer
 //! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late. Each tick also advances the worker's coarse
-//! [`crate::clock`], which the relay uses to stamp its batches.
+//! [`crate::runtime::clock`], which the relay uses to stamp its batches.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the sweeper looks at the relays.
-pub const TICK: Duration = Duration::from_millis(20);
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 /// Lets the allocator return memory freed a while ago to the OS (called on every tick).
 ///
@@ -35,19 +35,19 @@ fn nudge_allocator() {
 const NUDGE_BLOCK_BYTES: usize = 1 << 20;
 
 /// Something the sweeper looks at on every tick.
-pub trait Sweep {
+pub(crate) trait Sweep {
     fn sweep(&self, now: Instant);
 }
 
 /// The registry of live relays of one worker.
 #[derive(Default)]
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     entries: RefCell<Vec<Option<Weak<dyn Sweep>>>>,
     free: RefCell<Vec<usize>>,
 }
 
 /// Unregisters its entry when dropped.
-pub struct Registration {
+pub(crate) struct Registration {
     sweeper: Rc<Sweeper>,
     index: usize,
 }
@@ -62,12 +62,12 @@ impl Drop for Registration {
 }
 
 impl Sweeper {
-    pub fn new() -> Rc<Self> {
+    pub(crate) fn new() -> Rc<Self> {
         Rc::new(Self::default())
     }
 
     /// Registers `item` until the returned registration is dropped.
-    pub fn register(self: &Rc<Self>, item: Weak<dyn Sweep>) -> Registration {
+    pub(crate) fn register(self: &Rc<Self>, item: Weak<dyn Sweep>) -> Registration {
         let index = match self.free.borrow_mut().pop() {
             Some(i) => {
                 self.entries.borrow_mut()[i] = Some(item);
@@ -85,17 +85,14 @@ impl Sweeper {
         }
     }
 
+    #[cfg(test)]
     /// Live registrations.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.borrow().iter().filter(|e| e.is_some()).count()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Looks at every registered item once.
-    pub fn sweep(&self, now: Instant) {
+    pub(crate) fn sweep(&self, now: Instant) {
         // Items only wake tasks here; none registers or unregisters during the walk.
         let entries = self.entries.borrow();
         for item in entries.iter().flatten() {
@@ -106,10 +103,10 @@ impl Sweeper {
     }
 
     /// Ticks forever (spawned once per worker).
-    pub async fn run(self: Rc<Self>) {
+    pub(crate) async fn run(self: Rc<Self>) {
         loop {
             monoio::time::sleep(TICK).await;
-            self.sweep(crate::clock::advance());
+            self.sweep(crate::runtime::clock::advance());
             nudge_allocator();
         }
     }

@@ -1,9 +1,10 @@
 //! The worker's coarse clock for the relay's hot path.
 //!
-//! Owns: [`now`], the time of the worker's last sweeper tick ([`advance`], every [`crate::sweeper::TICK`]), so
+//! Owns: [`now`], the time of the worker's last sweeper tick ([`advance`], every [`crate::runtime::sweeper::TICK`]), so
 //! stamping a batch costs a thread-local load instead of a `clock_gettime` call. The relay stamps every batch
-//! several times (activity for the idle timer, when a read or write started); profiling the 64 B closed-loop
-//! benchmark put `clock_gettime` at ~2% of the worker's instructions. Every consumer of these stamps is the sweeper,
+//! several times (activity for the idle timer, when a read or write started), and `clock_gettime` showed up in
+//! profiles of the 64 B benchmark (figure in README, "Measurements behind the design"). Every consumer of these
+//! stamps is the sweeper,
 //! which compares them with its own tick time, so a stamp up to one tick old changes nothing. On a thread whose
 //! clock was never advanced, [`now`] is the precise time.
 
@@ -15,12 +16,12 @@ thread_local! {
 }
 
 /// The time of this thread's last [`advance`] (at most one sweeper tick old), or the precise time if there was none.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     LAST_TICK.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
 /// Reads the precise time and makes it this thread's [`now`] until the next call.
-pub fn advance() -> Instant {
+pub(crate) fn advance() -> Instant {
     let now = Instant::now();
     LAST_TICK.with(|tick| tick.set(Some(now)));
     now

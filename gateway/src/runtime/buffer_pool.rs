@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 /// A pool of equally sized byte buffers for one worker thread.
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     free: RefCell<Vec<Vec<u8>>>,
     buffer_size: usize,
     max_cached: usize,
@@ -16,7 +16,7 @@ pub struct BufferPool {
 
 impl BufferPool {
     /// A pool handing out buffers of `buffer_size` bytes, caching up to `max_cached` free ones.
-    pub fn new(buffer_size: usize, max_cached: usize) -> Self {
+    pub(crate) fn new(buffer_size: usize, max_cached: usize) -> Self {
         Self {
             free: RefCell::new(Vec::new()),
             buffer_size,
@@ -25,7 +25,7 @@ impl BufferPool {
     }
 
     /// Takes an empty buffer with capacity `buffer_size`.
-    pub fn take(&self) -> Vec<u8> {
+    pub(crate) fn take(&self) -> Vec<u8> {
         match self.free.borrow_mut().pop() {
             Some(buf) => buf,
             None => Vec::with_capacity(self.buffer_size),
@@ -33,7 +33,7 @@ impl BufferPool {
     }
 
     /// Returns a buffer. Buffers of the wrong capacity (grown or shrunk by a caller) are dropped.
-    pub fn give(&self, mut buf: Vec<u8>) {
+    pub(crate) fn give(&self, mut buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
         if buf.capacity() == self.buffer_size && free.len() < self.max_cached {
             buf.clear();
@@ -41,13 +41,9 @@ impl BufferPool {
         }
     }
 
-    /// Size of each buffer in bytes.
-    pub fn buffer_size(&self) -> usize {
-        self.buffer_size
-    }
-
+    #[cfg(test)]
     /// Number of free buffers currently cached.
-    pub fn cached(&self) -> usize {
+    pub(crate) fn cached(&self) -> usize {
         self.free.borrow().len()
     }
 }
