@@ -83,7 +83,7 @@ async fn serve_requests(
         if ws::accept::is_websocket_request(&head) {
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
             drop(std::mem::take(&mut buf));
-            let request = ws::UpgradeRequest {
+            let request = ws::accept::UpgradeRequest {
                 peer,
                 head,
                 dest,

@@ -1,14 +1,28 @@
 //! The client side of the WebSocket opening handshake (RFC 6455 §4.2.1/§4.2.2), sans-IO.
 //!
 //! Owns: deciding whether a request is an upgrade attempt, checking it against the RFC and the route's policy (origin
-//! allowlist, subprotocol allowlist), and writing the gateway's `101` answer. Does not own: the upstream handshake
+//! allowlist, subprotocol allowlist), the checked request the rest of the path carries ([`UpgradeRequest`]), and
+//! writing the gateway's `101` answer. Does not own: the upstream handshake
 //! (`super::handshake`) or any socket.
+
+use std::net::SocketAddr;
 
 use base64::Engine as _;
 use ringway_config::WebSocketSettings;
 
 use crate::http::body::{BodyKind, request_body_kind};
 use crate::http::head::{Headers, RequestHead, write_header};
+use crate::http::rewrite::{Destination, Forwarding};
+
+/// An upgrade request that passed the head checks: who sent it, its head, where it goes, and the bytes the client
+/// sent behind it (frames may follow the head in the same read).
+pub(crate) struct UpgradeRequest {
+    pub(crate) peer: SocketAddr,
+    pub(crate) head: RequestHead,
+    pub(crate) dest: Destination,
+    pub(crate) fwd: Forwarding<'static>,
+    pub(crate) early: Vec<u8>,
+}
 
 /// A checked upgrade request: what the gateway needs to open the upstream leg and answer the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringway_config::{Balance, UpstreamId};
 
-use super::accept::ClientUpgrade;
-use super::{UpgradeRequest, handshake, refusal};
+use super::accept::{ClientUpgrade, UpgradeRequest};
+use super::{handshake, refusal};
 use crate::answer::respond;
 use crate::http::head::HeadLimits;
 use crate::upstream::response::{HeadReadError, read_response_head};

@@ -2,7 +2,7 @@
 //! for smoke-testing a deployment without any upstream.
 //!
 //! Owns: echoing data frames back with the same fragmentation, answering pings, completing the close handshake, and
-//! closing with the right code on a protocol violation. Does not own: the handshake (done by `crate::conn`).
+//! closing with the right code on a protocol violation. Does not own: the handshake (`super::accept`).
 
 use std::time::Duration;
 

@@ -13,7 +13,6 @@ pub(crate) mod handshake;
 pub(crate) mod refusal;
 pub(crate) mod relay;
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -21,21 +20,11 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringway_config::{Route, Target};
 
+use accept::UpgradeRequest;
+
 use crate::answer::respond;
-use crate::http::head::RequestHead;
-use crate::http::rewrite::{Destination, Forwarding};
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use relay::{RelaySettings, relay};
-
-/// An upgrade request that passed the head checks: who sent it, its head, where it goes, and the bytes the client
-/// sent behind it (frames may follow the head in the same read).
-pub(crate) struct UpgradeRequest {
-    pub(crate) peer: SocketAddr,
-    pub(crate) head: RequestHead,
-    pub(crate) dest: Destination,
-    pub(crate) fwd: Forwarding<'static>,
-    pub(crate) early: Vec<u8>,
-}
 
 /// Serves the upgrade: refusals are answered (and logged) here; on success the relay runs as its own task.
 pub(crate) async fn serve(
