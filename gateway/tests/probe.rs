@@ -562,3 +562,47 @@ fn bare_lf_request_heads_are_400() {
     }
     assert!(up.requests().is_empty());
 }
+
+// ---- 14. A side that sends Close and then half-closes still gets the other side's Close ----
+
+#[test]
+fn a_close_followed_by_a_half_close_still_gets_the_answering_close() {
+    use common::{CLOSE, close_payload};
+    use std::net::Shutdown;
+    let (upstream, rx) = common::ScriptedUpstream::handoff("");
+    let gw = gateway(&common::config_for(&[upstream.addr], ""));
+
+    // The client closes and shuts its sending side, as browsers and many libraries do.
+    let mut client = common::WsClient::connect(gw.addr, "/ws");
+    let mut up = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("upstream leg");
+    client.send(true, CLOSE, &close_payload(1000, "bye"));
+    client.stream.shutdown(Shutdown::Write).unwrap();
+    let f = up.recv().expect("the client's Close upstream");
+    assert_eq!(f.close_code(), Some(1000));
+    std::thread::sleep(Duration::from_millis(150));
+    up.send(true, CLOSE, &close_payload(1000, "see you"));
+    let f = client
+        .recv_within(Duration::from_secs(2))
+        .expect("the upstream's Close reaches the half-closed client");
+    assert_eq!(f.payload, close_payload(1000, "see you"));
+    assert!(client.eof_within(Duration::from_secs(2)));
+
+    // The same from the upstream's side.
+    let mut client = common::WsClient::connect(gw.addr, "/ws");
+    let mut up = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("upstream leg");
+    up.send(true, CLOSE, &close_payload(4000, "leaving"));
+    up.stream.shutdown(Shutdown::Write).unwrap();
+    let f = client.recv().expect("the upstream's Close at the client");
+    assert_eq!(f.close_code(), Some(4000));
+    std::thread::sleep(Duration::from_millis(150));
+    client.send(true, CLOSE, &close_payload(4000, "ok"));
+    let f = up
+        .recv_within(Duration::from_secs(2))
+        .expect("the client's Close reaches the half-closed upstream");
+    assert_eq!(f.payload, close_payload(4000, "ok"));
+    assert!(up.eof_within(Duration::from_secs(2)));
+}

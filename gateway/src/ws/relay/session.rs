@@ -475,6 +475,14 @@ impl Session {
     /// `src` closed its TCP stream (`err` is `None`) or failed.
     pub(crate) fn on_source_closed(&mut self, src: SideId, err: Option<&io::Error>, now: Instant) {
         let side = self.side(src);
+        if err.is_none() && side.close == CloseState::Received {
+            // It sent its Close and then shut its sending direction (SHUT_WR), as many clients do: that ends only
+            // what it sends. It still gets the other side's Close, as it would talking to that side directly; the
+            // close timeout bounds the wait.
+            self.side_mut(src.other()).release_deferred_close();
+            self.wake(src.other());
+            return;
+        }
         if side.close != CloseState::Open {
             // A close handshake was under way; the TCP close is its normal end (or the peer's shortcut).
             self.side_mut(src).abandon();
@@ -1076,6 +1084,38 @@ mod tests {
         p.feed(UPSTREAM, &long[50..], 10 * T);
         assert!(p.s.can_flush(CLIENT), "the frame ended");
         assert!(p.transmit(CLIENT, 10 * T).and_then(|t| t.ping).is_some());
+    }
+
+    #[test]
+    fn a_half_close_after_a_close_still_gets_the_answer() {
+        for side in [CLIENT, UPSTREAM] {
+            let mut p = Pair::new(settings());
+            p.feed_close(side, 1000, T);
+            p.s.on_source_closed(side, None, p.at(T));
+            assert_eq!(
+                p.s.close_state(side),
+                CloseState::Received,
+                "still owed a Close"
+            );
+            // The other side's answer is forwarded to it, and that ends the pair.
+            let (batch, _) = p
+                .feed(side.other(), &close_frame(side.other(), 1000), 2 * T)
+                .expect("decoded");
+            assert_eq!(
+                batch.forward_end,
+                close_frame(side.other(), 1000).len(),
+                "forwarded"
+            );
+            p.s.on_close_received(side.other(), p.at(2 * T));
+            assert_eq!(p.s.close_state(side), CloseState::Closed);
+            assert_eq!(p.tick(side.other(), 2 * T), Step::Done);
+        }
+        // A reset after the Close is not a half-close: nothing more can be written to it.
+        let mut p = Pair::new(settings());
+        p.feed_close(CLIENT, 1000, T);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        p.s.on_source_closed(CLIENT, Some(&reset), p.at(T));
+        assert_eq!(p.s.close_state(CLIENT), CloseState::Gone);
     }
 
     #[test]
