@@ -606,3 +606,54 @@ fn a_close_followed_by_a_half_close_still_gets_the_answering_close() {
     assert_eq!(f.payload, close_payload(4000, "ok"));
     assert!(up.eof_within(Duration::from_secs(2)));
 }
+
+// ---- 8. The built-in echo endpoint has the relay's bounds ----
+
+#[test]
+fn an_echo_client_that_stops_reading_is_closed_at_the_idle_timeout() {
+    use common::{BINARY, TEXT, encode};
+    let gw = gateway(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\nlimits:\n  close_timeout: 1s\n\
+         routes:\n  - path: /echo\n    echo: true\n    websocket:\n      idle_timeout: 1s\n      ping_interval: off\n",
+    );
+    let mut hog = common::WsClient::connect(gw.addr, "/echo");
+    hog.stream.set_nonblocking(true).unwrap();
+    let frame = encode(
+        true,
+        false,
+        BINARY,
+        &vec![0x5a; 64 * 1024],
+        Some([1, 2, 3, 4]),
+    );
+    // Up to 8 MB without ever reading: the echo's writes back stall, then so do ours. Once the gateway gives the
+    // connection up (it closes with our bytes unread, so the kernel resets it), a write fails.
+    let (mut sent, start) = (0usize, Instant::now());
+    let closed_after = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "the echo kept a connection whose client does not read ({sent} bytes sent)"
+        );
+        // Whole frames, continuing where a partial write stopped.
+        let at = sent % frame.len();
+        match hog.stream.write(&frame[at..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break start.elapsed(),
+        }
+    };
+    assert!(
+        sent > 1 << 20,
+        "the stall came from the echo's writes ({sent} bytes)"
+    );
+    assert!(closed_after < Duration::from_secs(8), "{closed_after:?}");
+    // Others are served as before.
+    let mut c = common::WsClient::connect(gw.addr, "/echo");
+    c.send_text("still here");
+    let f = c.recv().expect("echo");
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (TEXT, b"still here".as_slice())
+    );
+}

@@ -1,8 +1,9 @@
 //! The built-in `echo` target: a WebSocket echo endpoint served by the gateway itself (routes with `echo: true`),
 //! for smoke-testing a deployment without any upstream.
 //!
-//! Owns: echoing data frames back with the same fragmentation, answering pings, completing the close handshake, and
-//! closing with the right code on a protocol violation. Does not own: the handshake (`super::accept`).
+//! Owns: echoing data frames back with the same fragmentation, answering pings, completing the close handshake,
+//! closing with the right code on a protocol violation, and the relay's bounds: the idle timeout on reads and on a
+//! stalled write, and no read while a write is pending. Does not own: the handshake (`super::accept`).
 
 use std::time::Duration;
 
@@ -81,11 +82,22 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         }
         input.drain(..pos);
         if !output.is_empty() {
-            let (res, out) = stream.write_all(std::mem::take(&mut output)).await;
-            output = out;
-            output.clear();
-            if res.is_err() {
-                break;
+            // Nothing is read while a write is pending (backpressure: at most one batch is held), and a client that
+            // stops reading gets as long as the relay gives a stalled write: the idle timeout.
+            let write = stream.write_all(std::mem::take(&mut output));
+            match monoio::time::timeout(ws.idle_timeout, write).await {
+                Ok((Ok(_), out)) => {
+                    output = out;
+                    output.clear();
+                }
+                Ok((Err(_), _)) => break,
+                Err(_) => {
+                    tracing::info!(
+                        "echo: the client stopped reading for the idle timeout; closing"
+                    );
+                    pool.give(input);
+                    return;
+                }
             }
         }
         if done {
@@ -108,7 +120,7 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
             Err(_) => {
                 input = Vec::new();
                 push_close(&mut output, 1001);
-                let _ = stream.write_all(output).await;
+                let _ = monoio::time::timeout(close_timeout, stream.write_all(output)).await;
                 closing = true;
                 break;
             }
