@@ -464,10 +464,7 @@ impl<'a> Exchange<'a> {
         let mut out = self.ctx.buffers.take();
         while !body.is_done() {
             inbuf.clear();
-            let limit = inbuf
-                .capacity()
-                .saturating_sub(REENCODE_SLACK)
-                .max(REENCODE_SLACK);
+            let limit = reencode_read_limit(&inbuf);
             let Some(timeout) = body.read_timeout(Instant::now()) else {
                 return Err(ProxyError::ClientTimeout);
             };
@@ -604,10 +601,7 @@ impl<'a> Exchange<'a> {
 
         while !body.is_done() {
             rbuf.clear();
-            let limit = rbuf
-                .capacity()
-                .saturating_sub(REENCODE_SLACK)
-                .max(REENCODE_SLACK);
+            let limit = reencode_read_limit(&rbuf);
             let (n, buf) = match read_timed(&mut conn.stream, rbuf, limit, BODY_IDLE_TIMEOUT).await
             {
                 Ok(r) => r,
@@ -755,6 +749,13 @@ async fn read_timed<R: AsyncReadRent>(
     }
 }
 
+/// How much to read into `buf` so that re-encoding the bytes (chunked framing) still fits its capacity.
+fn reencode_read_limit(buf: &Vec<u8>) -> usize {
+    buf.capacity()
+        .saturating_sub(REENCODE_SLACK)
+        .max(REENCODE_SLACK)
+}
+
 /// Writes all of `buf` within `timeout` per call. On an I/O error the buffer comes back (for a retry); on a
 /// timeout it is lost.
 async fn write_all_timed<W: AsyncWriteRent, T: IoBuf + 'static>(
@@ -775,24 +776,19 @@ async fn write_all_timed<W: AsyncWriteRent, T: IoBuf + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{parse_request, parse_response};
-
-    const LIMITS: HeadLimits = HeadLimits {
-        max_bytes: 8192,
-        max_headers: 32,
-    };
+    use crate::http::head::testing;
 
     fn request(raw: &str) -> RequestHead {
-        parse_request(raw.as_bytes(), LIMITS).unwrap().unwrap()
+        testing::request(raw.as_bytes())
     }
 
     #[test]
     fn response_head_strips_hop_by_hop_and_states_framing_and_connection() {
         let raw = "HTTP/1.1 200 Fine\r\nConnection: X-Up\r\nX-Up: 1\r\nKeep-Alive: 1\r\nTransfer-Encoding: chunked\r\n\
                    Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
-        let head = parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap();
+        let head = testing::response(raw.as_bytes());
         let out = response_head(&head, BodyKind::Chunked, true, Some("close"));
-        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        let back = testing::response(&out);
         assert_eq!((back.status, back.reason.as_str()), (200, "Fine"));
         assert_eq!(back.header("x-up"), None);
         assert_eq!(back.header("keep-alive"), None);
@@ -802,13 +798,13 @@ mod tests {
 
         // De-chunked for an HTTP/1.0 client: no Transfer-Encoding at all.
         let out = response_head(&head, BodyKind::Chunked, false, Some("close"));
-        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        let back = testing::response(&out);
         assert_eq!(back.header("transfer-encoding"), None);
 
         let raw = "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n";
-        let head = parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap();
+        let head = testing::response(raw.as_bytes());
         let out = response_head(&head, BodyKind::Length(3), false, Some("keep-alive"));
-        let back = parse_response(&out, LIMITS).unwrap().unwrap();
+        let back = testing::response(&out);
         assert_eq!(
             back.headers_named("content-length").collect::<Vec<_>>(),
             vec![b"3".as_slice()]

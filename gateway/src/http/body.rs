@@ -504,24 +504,16 @@ impl BodyDeadline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{HeadLimits, parse_request, parse_response};
-
-    const LIMITS: HeadLimits = HeadLimits {
-        max_bytes: 4096,
-        max_headers: 16,
-    };
+    use crate::http::head::testing;
 
     fn req(headers: &str) -> Result<BodyKind, BodyError> {
         let raw = format!("POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n");
-        request_body_kind(&parse_request(raw.as_bytes(), LIMITS).unwrap().unwrap())
+        request_body_kind(&testing::request(raw.as_bytes()))
     }
 
     fn resp(method: &str, status_line: &str, headers: &str) -> Result<BodyKind, BodyError> {
         let raw = format!("{status_line}\r\n{headers}\r\n");
-        response_body_kind(
-            method,
-            &parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap(),
-        )
+        response_body_kind(method, &testing::response(raw.as_bytes()))
     }
 
     #[test]
@@ -585,7 +577,7 @@ mod tests {
         );
         assert_eq!(req("Transfer-Encoding: \r\n"), Err(UnsupportedEncoding));
         let raw = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let head = parse_request(raw, LIMITS).unwrap().unwrap();
+        let head = testing::request(raw);
         assert_eq!(request_body_kind(&head), Err(EncodingInHttp10));
         assert_eq!(BodyError::LengthAndEncoding.status(), 400);
     }

@@ -288,6 +288,29 @@ pub fn simple_response(status: u16, extra: &[(&str, &str)], body: &str, close: b
     out
 }
 
+/// Heads from text for the crate's unit tests; anything but a complete, valid head panics.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 8192,
+        max_headers: 64,
+    };
+
+    pub(crate) fn request(raw: impl AsRef<[u8]>) -> RequestHead {
+        parse_request(raw.as_ref(), LIMITS)
+            .expect("a valid request head")
+            .expect("a complete request head")
+    }
+
+    pub(crate) fn response(raw: impl AsRef<[u8]>) -> ResponseHead {
+        parse_response(raw.as_ref(), LIMITS)
+            .expect("a valid response head")
+            .expect("a complete response head")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

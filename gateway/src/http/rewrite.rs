@@ -307,17 +307,10 @@ fn push_forwarded_value(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{HeadLimits, parse_request};
-
-    const LIMITS: HeadLimits = HeadLimits {
-        max_bytes: 8192,
-        max_headers: 64,
-    };
+    use crate::http::head::testing;
 
     fn head(raw: &str) -> RequestHead {
-        parse_request(raw.as_bytes(), LIMITS)
-            .expect("valid head")
-            .expect("complete head")
+        testing::request(raw.as_bytes())
     }
 
     fn dest(raw: &str) -> Result<Destination, TargetError> {
@@ -328,9 +321,7 @@ mod tests {
         let h = head(raw);
         let d = destination(&h).expect("destination");
         let out = upstream_head(&h, &d, fwd, spec);
-        let parsed = parse_request(&out, LIMITS)
-            .expect("valid output")
-            .expect("complete output");
+        let parsed = testing::request(&out);
         assert_eq!(parsed.head_len, out.len(), "exactly one head");
         parsed
     }

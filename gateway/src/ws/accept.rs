@@ -213,7 +213,7 @@ pub(crate) fn switching_protocols(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{HeadLimits, parse_request};
+    use crate::http::head::testing;
 
     fn settings() -> WebSocketSettings {
         ringway_config::WebSocketSettings::default()
@@ -224,15 +224,7 @@ mod tests {
             "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
              Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
         );
-        parse_request(
-            raw.as_bytes(),
-            HeadLimits {
-                max_bytes: 4096,
-                max_headers: 32,
-            },
-        )
-        .unwrap()
-        .unwrap()
+        testing::request(raw)
     }
 
     #[test]
@@ -267,15 +259,7 @@ mod tests {
                 "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}x\r\n\r\n"
             );
-            let h = parse_request(
-                raw.as_bytes(),
-                HeadLimits {
-                    max_bytes: 4096,
-                    max_headers: 32,
-                },
-            )
-            .unwrap()
-            .unwrap();
+            let h = testing::request(raw.as_bytes());
             assert_eq!(
                 check(&h, &settings()).unwrap_err().status,
                 400,
@@ -360,15 +344,7 @@ mod tests {
 
     #[test]
     fn plain_requests_are_not_upgrades() {
-        let h = parse_request(
-            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
-            HeadLimits {
-                max_bytes: 512,
-                max_headers: 8,
-            },
-        )
-        .unwrap()
-        .unwrap();
+        let h = testing::request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         assert!(!is_websocket_request(&h));
         assert!(is_websocket_request(&head("")));
     }

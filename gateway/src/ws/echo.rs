@@ -8,13 +8,14 @@
 use std::time::Duration;
 
 use frame_simd::{
-    Decoded, DecoderConfig, FrameDecoder, FrameHeader, MAX_HEADER_LEN, OpCode, PayloadMode, Role,
-    Rsv, encode_close_payload, parse_close_payload,
+    Decoded, DecoderConfig, FrameDecoder, FrameHeader, OpCode, PayloadMode, Role, Rsv,
+    encode_close_payload, parse_close_payload,
 };
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use ringway_config::WebSocketSettings;
 
+use super::relay::side::{push_control_frame, push_frame};
 use crate::runtime::buffer_pool::BufferPool;
 
 /// Serves an echo session until the close handshake completes, the peer fails, or `idle_timeout` passes.
@@ -44,12 +45,13 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
             match decoder.decode(&mut input[pos..]) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::DataHeader { header, len }) => {
-                    push_header(
+                    push_frame(
                         &mut output,
                         FrameHeader {
                             mask: None,
                             ..header
                         },
+                        &[],
                     );
                     pos += len;
                 }
@@ -60,9 +62,12 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                 Ok(Decoded::Control { opcode, len }) => {
                     pos += len;
                     match opcode {
-                        OpCode::Ping => {
-                            push_control(&mut output, OpCode::Pong, decoder.control_payload())
-                        }
+                        OpCode::Ping => push_control_frame(
+                            &mut output,
+                            OpCode::Pong,
+                            decoder.control_payload(),
+                            None,
+                        ),
                         OpCode::Close => {
                             let code = parse_close_payload(decoder.control_payload())
                                 .ok()
@@ -133,28 +138,8 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     }
 }
 
-fn push_header(out: &mut Vec<u8>, header: FrameHeader) {
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head);
-    out.extend_from_slice(&head[..n]);
-}
-
-fn push_control(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    push_header(
-        out,
-        FrameHeader {
-            fin: true,
-            rsv: Rsv::default(),
-            opcode,
-            mask: None,
-            payload_len: payload.len() as u64,
-        },
-    );
-    out.extend_from_slice(payload);
-}
-
 fn push_close(out: &mut Vec<u8>, code: u16) {
     let mut payload = [0u8; 125];
     let n = encode_close_payload(code, "", &mut payload);
-    push_control(out, OpCode::Close, &payload[..n]);
+    push_control_frame(out, OpCode::Close, &payload[..n], None);
 }

@@ -157,19 +157,14 @@ pub(crate) fn verify_switching(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::{HeadLimits, parse_request, parse_response};
-
-    const LIMITS: HeadLimits = HeadLimits {
-        max_bytes: 8192,
-        max_headers: 64,
-    };
+    use crate::http::head::testing;
 
     fn client_head() -> RequestHead {
         let raw = "GET /chat?room=1 HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\n\
                    Connection: Upgrade, X-Drop\r\nX-Drop: secret\r\nKeep-Alive: 5\r\nCookie: sid=abc\r\n\
                    Authorization: Bearer t\r\nX-Forwarded-For: 10.0.0.1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                    Sec-WebSocket-Version: 13\r\n\r\n";
-        parse_request(raw.as_bytes(), LIMITS).unwrap().unwrap()
+        testing::request(raw.as_bytes())
     }
 
     fn offer(protocols: &[&str], extensions: &[&str]) -> ClientUpgrade {
@@ -197,7 +192,7 @@ mod tests {
             &key,
             fwd,
         );
-        let req = parse_request(&raw, LIMITS).unwrap().unwrap();
+        let req = testing::request(&raw);
         assert_eq!(req.target, "/chat?room=1");
         assert_eq!(req.header_str("host"), Some("chat.example"));
         assert_eq!(req.header_str("cookie"), Some("sid=abc"));
@@ -229,7 +224,7 @@ mod tests {
              Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
             frame_simd::handshake::accept_key(key.as_bytes())
         );
-        parse_response(raw.as_bytes(), LIMITS).unwrap().unwrap()
+        testing::response(raw.as_bytes())
     }
 
     #[test]

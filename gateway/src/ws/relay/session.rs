@@ -495,27 +495,26 @@ impl Session {
             None => tracing::info!(side = src.name(), "connection closed without a close frame"),
         }
         self.note(|| format!("{} disconnected without closing", src.name()));
-        self.side_mut(src).abandon();
-        let dst = self.side_mut(src.other());
-        dst.release_deferred_close();
-        dst.queue_close((src.failure_code_for_other(), "peer disconnected"));
-        self.start_closing(now);
         // The source's leg ends here; the other leg flushes the close when it can and then waits for the answer.
-        self.wake(src.other());
-        self.wake(src);
+        self.lose(src, now);
     }
 
     /// Writing to `dst` failed or stalled past the idle timeout: it is given up and the other side is closed.
     pub(crate) fn on_destination_failed(&mut self, dst: SideId, what: &str, now: Instant) {
         tracing::info!(side = dst.name(), "{what}");
         self.note(|| format!("{} {what}", dst.name()));
-        self.side_mut(dst).abandon();
-        let src = self.side_mut(dst.other());
-        src.release_deferred_close();
-        src.queue_close((dst.failure_code_for_other(), "peer disconnected"));
+        self.lose(dst, now);
+    }
+
+    /// `gone` can neither be read nor written any more: the other side is closed with the code for its loss.
+    fn lose(&mut self, gone: SideId, now: Instant) {
+        self.side_mut(gone).abandon();
+        let other = self.side_mut(gone.other());
+        other.release_deferred_close();
+        other.queue_close((gone.failure_code_for_other(), "peer disconnected"));
         self.start_closing(now);
-        self.wake(dst);
-        self.wake(dst.other());
+        self.wake(gone);
+        self.wake(gone.other());
     }
 
     /// Queues a Close for the side other than `side`.
@@ -682,10 +681,10 @@ mod tests {
     //! The relay's rules on a virtual clock: every close path, violation, ping/pong and deadline, without sockets or
     //! sleeps. Frames are fed as bytes, exactly as a leg would after a read.
 
-    use frame_simd::{DecoderConfig, FrameHeader, MAX_HEADER_LEN, PayloadMode, Role, Rsv};
+    use frame_simd::{DecoderConfig, FrameHeader, PayloadMode, Role, Rsv};
 
     use super::*;
-    use crate::ws::relay::side::push_control_frame;
+    use crate::ws::relay::side::push_frame;
 
     const T: Duration = Duration::from_secs(1);
     const CLIENT: SideId = SideId::Client;
@@ -791,27 +790,15 @@ mod tests {
 
     /// A frame as `from` sends it (clients mask).
     fn frame(from: SideId, fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mask = (from == CLIENT).then_some([1, 2, 3, 4]);
-        if opcode.is_control() {
-            let mut out = Vec::new();
-            push_control_frame(&mut out, opcode, payload, mask);
-            return out;
-        }
         let header = FrameHeader {
             fin,
             rsv: Rsv::default(),
             opcode,
-            mask,
+            mask: (from == CLIENT).then_some([1, 2, 3, 4]),
             payload_len: payload.len() as u64,
         };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut head);
-        let mut out = head[..n].to_vec();
-        let start = out.len();
-        out.extend_from_slice(payload);
-        if let Some(key) = mask {
-            frame_simd::apply_mask(&mut out[start..], key, 0);
-        }
+        let mut out = Vec::new();
+        push_frame(&mut out, header, payload);
         out
     }
 

@@ -206,12 +206,18 @@ pub(crate) fn push_control_frame(
         mask,
         payload_len: payload.len() as u64,
     };
+    push_frame(out, header, payload);
+}
+
+/// Appends `header` and then `payload` masked with the header's key, if any. The header's length is the caller's:
+/// a streamed frame's header goes out first with an empty `payload`, its bytes behind it as they arrive.
+pub(crate) fn push_frame(out: &mut Vec<u8>, header: FrameHeader, payload: &[u8]) {
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut head);
     out.extend_from_slice(&head[..n]);
     let start = out.len();
     out.extend_from_slice(payload);
-    if let Some(key) = mask {
+    if let Some(key) = header.mask {
         apply_mask(&mut out[start..], key, 0);
     }
 }
