@@ -109,8 +109,37 @@ impl CloseState {
     }
 }
 
-/// A Close the gateway owes a side: code and reason.
-pub(crate) type CloseFrame = (u16, &'static str);
+/// A Close the gateway owes a side: its code and why (a byte, not the text: it sits in every pair's state).
+pub(crate) type CloseFrame = (u16, CloseWhy);
+
+/// Why the gateway closes a side; [`CloseWhy::text`] is the close frame's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseWhy {
+    PeerDisconnected,
+    PeerNotResponding,
+    PeerProtocolError,
+    IdleTimeout,
+    /// This side broke the protocol; the text follows the close code.
+    Violation,
+}
+
+impl CloseWhy {
+    /// The reason text sent in the close frame with `code`.
+    pub(crate) fn text(self, code: u16) -> &'static str {
+        match self {
+            CloseWhy::PeerDisconnected => "peer disconnected",
+            CloseWhy::PeerNotResponding => "peer not responding",
+            CloseWhy::PeerProtocolError => "peer protocol error",
+            CloseWhy::IdleTimeout => "idle timeout",
+            CloseWhy::Violation => match code {
+                1002 => "protocol error",
+                1007 => "invalid payload data",
+                1009 => "message too big",
+                _ => "",
+            },
+        }
+    }
+}
 
 /// Control frames to write to one side now, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,7 +486,7 @@ impl Session {
         let side = self.side_mut(src);
         // Nothing more is read from it, and its answer to our Close is not awaited.
         side.close = side.close.after_receive();
-        side.deferred_close = Some((code, close_reason(code)));
+        side.deferred_close = Some((code, CloseWhy::Violation));
         if dst_mid_frame {
             // The destination already has part of the offending frame: it can only be cut off, and the
             // offender's Close need not wait for it.
@@ -467,7 +496,7 @@ impl Session {
         self.close_other(
             src,
             src.failure_code_for_other(),
-            "peer protocol error",
+            CloseWhy::PeerProtocolError,
             now,
         );
     }
@@ -511,15 +540,15 @@ impl Session {
         self.side_mut(gone).abandon();
         let other = self.side_mut(gone.other());
         other.release_deferred_close();
-        other.queue_close((gone.failure_code_for_other(), "peer disconnected"));
+        other.queue_close((gone.failure_code_for_other(), CloseWhy::PeerDisconnected));
         self.start_closing(now);
         self.wake(gone);
         self.wake(gone.other());
     }
 
     /// Queues a Close for the side other than `side`.
-    fn close_other(&mut self, side: SideId, code: u16, reason: &'static str, now: Instant) {
-        self.side_mut(side.other()).queue_close((code, reason));
+    fn close_other(&mut self, side: SideId, code: u16, why: CloseWhy, now: Instant) {
+        self.side_mut(side.other()).queue_close((code, why));
         self.start_closing(now);
         self.wake(side.other());
     }
@@ -581,9 +610,10 @@ impl Session {
         }
         if now >= self.last_activity + idle_timeout {
             self.note(|| format!("idle for {idle_timeout:?}"));
-            self.side_mut(src).queue_close((1001, "idle timeout"));
+            self.side_mut(src)
+                .queue_close((1001, CloseWhy::IdleTimeout));
             self.side_mut(src.other())
-                .queue_close((1001, "idle timeout"));
+                .queue_close((1001, CloseWhy::IdleTimeout));
             self.start_closing(now);
             self.wake(src.other());
             return;
@@ -600,7 +630,7 @@ impl Session {
                 self.close_other(
                     src,
                     src.failure_code_for_other(),
-                    "peer not responding",
+                    CloseWhy::PeerNotResponding,
                     now,
                 );
             }
@@ -664,15 +694,6 @@ impl Session {
     fn stop(&mut self) {
         self.stopped = true;
         self.wake = [true, true];
-    }
-}
-
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        1002 => "protocol error",
-        1007 => "invalid payload data",
-        1009 => "message too big",
-        _ => "",
     }
 }
 
@@ -918,7 +939,7 @@ mod tests {
             let to_other = p
                 .transmit(dead.other(), 15 * T)
                 .expect("a close for the other side");
-            assert_eq!(to_other.close, Some((code, "peer not responding")));
+            assert_eq!(to_other.close, Some((code, CloseWhy::PeerNotResponding)));
             assert!(p.s.outcome().reason.contains("did not answer ping"));
         }
     }
@@ -961,7 +982,7 @@ mod tests {
         assert_eq!(p.tick(CLIENT, 65 * T), Step::Due(p.at(65 * T)));
         for side in [CLIENT, UPSTREAM] {
             let sent = p.transmit(side, 65 * T).expect("a close");
-            assert_eq!(sent.close, Some((1001, "idle timeout")));
+            assert_eq!(sent.close, Some((1001, CloseWhy::IdleTimeout)));
             assert_eq!(p.s.close_state(side), CloseState::Sent);
         }
     }
@@ -988,7 +1009,7 @@ mod tests {
         );
         assert_eq!(
             p.transmit(UPSTREAM, T).and_then(|t| t.close),
-            Some((1001, "peer protocol error"))
+            Some((1001, CloseWhy::PeerProtocolError))
         );
         // The upstream's answer is not forwarded: the client gets the gateway's own Close instead.
         let (batch, _) = p
@@ -999,7 +1020,7 @@ mod tests {
         p.s.on_close_received(UPSTREAM, p.at(2 * T));
         assert_eq!(
             p.transmit(CLIENT, 2 * T).and_then(|t| t.close),
-            Some((1002, "protocol error"))
+            Some((1002, CloseWhy::Violation))
         );
         assert!(
             p.s.outcome()
@@ -1030,7 +1051,7 @@ mod tests {
         );
         assert_eq!(
             p.transmit(UPSTREAM, T).and_then(|t| t.close),
-            Some((1007, "invalid payload data")),
+            Some((1007, CloseWhy::Violation)),
             "nothing to wait for"
         );
     }
@@ -1043,7 +1064,7 @@ mod tests {
             assert_eq!(p.s.close_state(gone), CloseState::Gone);
             assert_eq!(
                 p.transmit(gone.other(), T).and_then(|t| t.close),
-                Some((code, "peer disconnected"))
+                Some((code, CloseWhy::PeerDisconnected))
             );
             assert!(
                 p.s.outcome()
@@ -1055,7 +1076,7 @@ mod tests {
         p.s.on_destination_failed(UPSTREAM, "write failed", p.at(T));
         assert_eq!(
             p.transmit(CLIENT, T).and_then(|t| t.close),
-            Some((1011, "peer disconnected"))
+            Some((1011, CloseWhy::PeerDisconnected))
         );
     }
 
@@ -1112,6 +1133,15 @@ mod tests {
         let frames = p.s.poll_transmit(UPSTREAM).expect("a ping");
         p.s.on_transmitted(UPSTREAM, frames, false, p.at(10 * T));
         assert_eq!(p.s.close_state(UPSTREAM), CloseState::Gone);
+    }
+
+    #[test]
+    fn close_reasons_say_why() {
+        assert_eq!(CloseWhy::Violation.text(1002), "protocol error");
+        assert_eq!(CloseWhy::Violation.text(1007), "invalid payload data");
+        assert_eq!(CloseWhy::Violation.text(1009), "message too big");
+        assert_eq!(CloseWhy::IdleTimeout.text(1001), "idle timeout");
+        assert_eq!(CloseWhy::PeerDisconnected.text(1011), "peer disconnected");
     }
 
     #[test]

@@ -177,12 +177,12 @@ impl<W: AsyncWriteRent> Side<W> {
             };
             push_control_frame(&mut out, OpCode::Ping, &ping, mask);
         }
-        if let Some((code, reason)) = frames.close {
+        if let Some((code, why)) = frames.close {
             let Some(mask) = mask() else {
                 return false;
             };
             let mut payload = [0u8; 125];
-            let n = encode_close_payload(code, reason, &mut payload);
+            let n = encode_close_payload(code, why.text(code), &mut payload);
             push_control_frame(&mut out, OpCode::Close, &payload[..n], mask);
         }
         matches!(
