@@ -19,7 +19,7 @@ fn header_decode(c: &mut Criterion) {
         let mut raw = [0u8; MAX_HEADER_LEN];
         let n = FrameHeader::client(OpCode::Binary, len, KEY).encode(&mut raw);
         group.bench_function(BenchmarkId::new("decode", name), |b| {
-            b.iter(|| FrameHeader::decode(black_box(&raw[..n]), &cfg).unwrap())
+            b.iter(|| FrameHeader::decode(black_box(&raw[..n]), &cfg.header_rules()).unwrap())
         });
         group.bench_function(BenchmarkId::new("encode", name), |b| {
             let h = FrameHeader::client(OpCode::Binary, len, KEY);

@@ -11,7 +11,7 @@
 
 use crate::close::parse_close_payload;
 use crate::error::FrameError;
-use crate::header::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, Role, Rsv};
+use crate::header::{FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, OpCode, Role, Rsv};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
@@ -46,6 +46,18 @@ pub struct DecoderConfig {
     pub validate_utf8: bool,
     /// What happens to masked payload bytes. Default: [`PayloadMode::Unmask`].
     pub payload: PayloadMode,
+}
+
+impl DecoderConfig {
+    /// The rules a single frame header is checked against.
+    #[inline]
+    pub fn header_rules(&self) -> HeaderRules {
+        HeaderRules {
+            peer: self.peer,
+            allowed_rsv: self.allowed_rsv,
+            max_frame_size: self.max_frame_size,
+        }
+    }
 }
 
 impl Default for DecoderConfig {
@@ -191,7 +203,7 @@ impl FrameDecoder {
     }
 
     fn decode_header(&mut self, buf: &mut [u8]) -> Result<Decoded, FrameError> {
-        let Some((header, header_len)) = FrameHeader::decode(buf, &self.cfg)? else {
+        let Some((header, header_len)) = FrameHeader::decode(buf, &self.cfg.header_rules())? else {
             return Ok(Decoded::Incomplete);
         };
         if header.opcode.is_control() {

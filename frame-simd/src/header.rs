@@ -6,7 +6,6 @@
 //! Rules that can be judged from the bytes already present fail at once, before the header is
 //! complete. Message-level rules (fragmentation, message size, UTF-8) live in [`crate::decoder`].
 
-use crate::decoder::DecoderConfig;
 use crate::error::FrameError;
 use crate::mask::apply_mask;
 
@@ -206,7 +205,7 @@ impl FrameHeader {
     /// encodings, the 64-bit length MSB, masking according to `cfg.peer`, and `cfg.max_frame_size`.
     pub fn decode(
         buf: &[u8],
-        cfg: &DecoderConfig,
+        cfg: &HeaderRules,
     ) -> Result<Option<(FrameHeader, usize)>, FrameError> {
         let Some(&b0) = buf.first() else {
             return Ok(None);
@@ -296,6 +295,18 @@ impl FrameHeader {
     }
 }
 
+/// What a single frame header may say, for one direction of one connection: the part of the decoder's
+/// configuration ([`crate::DecoderConfig::header_rules`]) that one header can be checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRules {
+    /// The role of the peer whose frames are decoded: clients must mask, servers must not.
+    pub peer: Role,
+    /// RSV bits the peer may set (rsv1 = permessage-deflate negotiated).
+    pub allowed_rsv: Rsv,
+    /// Largest payload a frame may announce (1009 beyond it).
+    pub max_frame_size: u64,
+}
+
 /// Writes a whole frame (header, then `payload` masked with `header.mask` if any) into `out`.
 ///
 /// `header.payload_len` is taken from `payload.len()`. Returns the number of bytes written, or `None`
@@ -321,6 +332,7 @@ pub fn encode_frame(header: &FrameHeader, payload: &[u8], out: &mut [u8]) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::DecoderConfig;
 
     fn server_cfg() -> DecoderConfig {
         DecoderConfig {
@@ -334,7 +346,7 @@ mod tests {
     }
 
     fn decode(buf: &[u8], cfg: &DecoderConfig) -> Result<Option<(FrameHeader, usize)>, FrameError> {
-        FrameHeader::decode(buf, cfg)
+        FrameHeader::decode(buf, &cfg.header_rules())
     }
 
     #[test]

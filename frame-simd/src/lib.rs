@@ -30,6 +30,6 @@ pub mod utf8;
 pub use close::{encode_close_payload, is_valid_close_code, parse_close_payload};
 pub use decoder::{Decoded, DecoderConfig, FrameDecoder, PayloadMode};
 pub use error::FrameError;
-pub use header::{FrameHeader, MAX_HEADER_LEN, OpCode, Role, Rsv, encode_frame};
+pub use header::{FrameHeader, HeaderRules, MAX_HEADER_LEN, OpCode, Role, Rsv, encode_frame};
 pub use mask::apply_mask;
 pub use utf8::{Utf8Error, Utf8Validator};

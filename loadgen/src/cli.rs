@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{LoadConfig, Mode};
 use crate::echo::EchoConfig;
 use crate::payload::Kind;
 use crate::target::Target;
@@ -121,73 +122,6 @@ pub struct LoadArgs {
     /// No live progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-}
-
-/// How messages are sent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Mode {
-    /// K messages in flight per connection, for the run's duration.
-    Closed {
-        /// In flight per connection.
-        inflight: usize,
-    },
-    /// Exactly `per_conn` messages per connection, K in flight.
-    Exact {
-        /// In flight per connection.
-        inflight: usize,
-        /// Messages per connection.
-        per_conn: u64,
-    },
-    /// `rate` messages per second in total.
-    Open {
-        /// Messages per second, all connections together.
-        rate: f64,
-    },
-    /// Idle connections only.
-    ConnectOnly,
-}
-
-/// A validated load run.
-#[derive(Debug, Clone)]
-pub struct LoadConfig {
-    /// Where to connect.
-    pub target: Target,
-    /// Resolved target address.
-    pub addr: SocketAddr,
-    /// Connections.
-    pub conns: usize,
-    /// Sending mode.
-    pub mode: Mode,
-    /// Payload sizes.
-    pub size: SizeSpec,
-    /// Text or binary.
-    pub kind: Kind,
-    /// Measured duration.
-    pub duration: Duration,
-    /// Warm-up.
-    pub warmup: Duration,
-    /// Drain time at the end.
-    pub drain: Duration,
-    /// Worker threads.
-    pub threads: usize,
-    /// Connections per second while opening (0 = unlimited).
-    pub ramp: f64,
-    /// Loopback source addresses.
-    pub source_addrs: usize,
-    /// Print JSON.
-    pub json: bool,
-    /// `.hgrm` output.
-    pub hgrm: Option<PathBuf>,
-    /// SVG output.
-    pub plot: Option<PathBuf>,
-    /// Accept any certificate.
-    pub insecure: bool,
-    /// Extra CA file.
-    pub ca: Option<PathBuf>,
-    /// Offered subprotocol.
-    pub subprotocol: Option<String>,
-    /// Live progress line.
-    pub progress: bool,
 }
 
 impl LoadArgs {

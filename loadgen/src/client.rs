@@ -28,7 +28,7 @@ use monoio::time::{sleep_until, timeout_at};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
-use crate::cli::{LoadConfig, Mode};
+use crate::config::{LoadConfig, Mode};
 use crate::handshake;
 use crate::net;
 use crate::payload::{Kind, Stamp, Verifier, write_payload};

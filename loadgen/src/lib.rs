@@ -4,7 +4,8 @@
 //! The crate is a library so that tests (its own and the gateway's) can reuse its pieces; the
 //! binary in `main.rs` only parses the command line and calls [`run_load`] or [`echo::run`].
 //!
-//! - [`cli`]: command-line model (clap) and the typed run configuration built from it.
+//! - [`cli`]: command-line model (clap), validated into a [`config::LoadConfig`].
+//! - [`config`]: the typed run configuration the client and the reports use.
 //! - [`units`]: durations (`10s`, `500ms`) and payload size specs (`64`, `64..4096`, `16KiB`).
 //! - [`target`]: `ws://` / `wss://` URL parsing.
 //! - [`payload`]: the self-checking message layout (header + deterministic filler) and its
@@ -51,6 +52,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod echo;
 pub mod handshake;
 pub mod net;

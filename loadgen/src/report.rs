@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::cli::{LoadConfig, Mode};
+use crate::config::{LoadConfig, Mode};
 use crate::payload::Kind;
 use crate::stats::Summary;
 
@@ -30,14 +30,6 @@ pub fn emit(cfg: &LoadConfig, s: &Summary) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--plot {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-impl LoadConfig {
-    /// The target as a URL again (for titles).
-    pub fn target_url(&self) -> String {
-        let scheme = if self.target.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}{}", self.target.authority, self.target.path)
-    }
 }
 
 fn mode_text(cfg: &LoadConfig) -> String {

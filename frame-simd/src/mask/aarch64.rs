@@ -5,7 +5,8 @@
 
 use core::arch::aarch64::*;
 
-use super::{Level, rotate_key, word};
+use super::word::{self, rotate_key};
+use crate::simd::Level;
 
 /// Masks with the level chosen by [`Level::dispatched`].
 #[inline]

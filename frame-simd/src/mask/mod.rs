@@ -20,6 +20,7 @@ pub mod x86;
 pub mod aarch64;
 
 pub use crate::simd::Level;
+pub use word::rotate_key;
 
 /// From this many bytes on, [`apply_mask`] dispatches to a SIMD kernel; below, it runs the word
 /// loop inline. The word loop is itself auto-vectorized to 128-bit SSE2/NEON by the compiler and,
@@ -77,15 +78,6 @@ pub fn apply_mask_with(level: Level, buf: &mut [u8], key: [u8; 4], offset: usize
         _ => return None,
     }
     Some(())
-}
-
-/// The key as seen from payload position `offset`: `rotate_key(k, o)[i] == k[(o + i) % 4]`.
-#[inline(always)]
-pub fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    // Little-endian view: byte i of the rotated word is key[(offset + i) % 4]. One `ror`, no
-    // variable-index byte loads.
-    let shift = 8 * (offset as u32 & 3);
-    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! a SIMD kernel, the path for buffers under [`super::SIMD_FROM`] bytes, the head/tail helper of the
 //! SIMD kernels, and the baseline they are benchmarked against.
 
-use super::rotate_key;
-
 /// `buf[i] ^= key[(offset + i) % 4]`, one u64 word per step, then one u32, then bytes.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
@@ -30,4 +28,13 @@ pub(crate) fn mask_rotated(buf: &mut [u8], k: [u8; 4]) {
     for (byte, k) in tail.iter_mut().zip(k) {
         *byte ^= k;
     }
+}
+
+/// The key as seen from payload position `offset`: `rotate_key(k, o)[i] == k[(o + i) % 4]`.
+#[inline(always)]
+pub fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
+    // Little-endian view: byte i of the rotated word is key[(offset + i) % 4]. One `ror`, no
+    // variable-index byte loads.
+    let shift = 8 * (offset as u32 & 3);
+    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }

@@ -21,7 +21,8 @@
 
 use core::arch::x86_64::*;
 
-use super::{Level, rotate_key, word};
+use super::word::{self, rotate_key};
+use crate::simd::Level;
 
 /// Masks with the level chosen by [`Level::dispatched`].
 #[inline]
