@@ -59,7 +59,6 @@ where
         src: &shared.client,
         dst: &shared.upstream,
         pool,
-        close_timeout: settings.close_timeout,
     }
     .run(client_read, client_early);
     let u2c = Leg {
@@ -67,7 +66,6 @@ where
         src: &shared.upstream,
         dst: &shared.client,
         pool,
-        close_timeout: settings.close_timeout,
     }
     .run(upstream_read, upstream_early);
     monoio::join!(c2u, u2c);
@@ -97,7 +95,6 @@ struct Leg<'p, S, D> {
     pool: &'p BufferPool,
     src: &'p Side<S>,
     dst: &'p Side<D>,
-    close_timeout: Duration,
 }
 
 /// What a leg reading its source keeps between reads.
@@ -476,7 +473,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             side.put_writer(w);
             return;
         };
-        let ok = side.write_control(&mut w, frames, self.close_timeout).await;
+        let close_timeout = self.session.borrow().settings().close_timeout;
+        let ok = side.write_control(&mut w, frames, close_timeout).await;
         side.put_writer(w);
         self.session
             .borrow_mut()
