@@ -4,7 +4,10 @@
 //! Decoding is pure: [`FrameHeader::decode`] looks at a byte slice and either returns a complete,
 //! validated header and its length, returns `None` (need more bytes, nothing consumed), or fails.
 //! Rules that can be judged from the bytes already present fail at once, before the header is
-//! complete. Message-level rules (fragmentation, message size, UTF-8) live in [`crate::decoder`].
+//! complete. A header is judged against [`HeaderRules`] (peer role, allowed RSV bits, frame size
+//! limit), the part of a connection's configuration that one header can break; the decoder derives
+//! them from its own configuration, which this module does not know. Message-level rules
+//! (fragmentation, message size, UTF-8) live in [`crate::decoder`].
 
 use crate::error::FrameError;
 use crate::mask::apply_mask;
@@ -332,21 +335,25 @@ pub fn encode_frame(header: &FrameHeader, payload: &[u8], out: &mut [u8]) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::DecoderConfig;
 
-    fn server_cfg() -> DecoderConfig {
-        DecoderConfig {
-            peer: Role::Server,
-            ..DecoderConfig::default()
+    /// The rules of a server decoding a client's frames, with the decoder's default limits.
+    fn client_cfg() -> HeaderRules {
+        HeaderRules {
+            peer: Role::Client,
+            allowed_rsv: Rsv::default(),
+            max_frame_size: 16 << 20,
         }
     }
 
-    fn client_cfg() -> DecoderConfig {
-        DecoderConfig::default()
+    fn server_cfg() -> HeaderRules {
+        HeaderRules {
+            peer: Role::Server,
+            ..client_cfg()
+        }
     }
 
-    fn decode(buf: &[u8], cfg: &DecoderConfig) -> Result<Option<(FrameHeader, usize)>, FrameError> {
-        FrameHeader::decode(buf, &cfg.header_rules())
+    fn decode(buf: &[u8], cfg: &HeaderRules) -> Result<Option<(FrameHeader, usize)>, FrameError> {
+        FrameHeader::decode(buf, cfg)
     }
 
     #[test]
@@ -424,14 +431,14 @@ mod tests {
             let mut out = [0u8; MAX_HEADER_LEN];
             let n = h.encode(&mut out);
             assert_eq!(n, h.encoded_len());
-            let cfg = DecoderConfig {
+            let cfg = HeaderRules {
                 peer: if key.is_some() {
                     Role::Client
                 } else {
                     Role::Server
                 },
                 max_frame_size: u64::MAX,
-                ..DecoderConfig::default()
+                ..client_cfg()
             };
             assert_eq!(decode(&out[..n], &cfg).unwrap(), Some((h, n)));
             // Every strict prefix is incomplete, never an error.
@@ -511,7 +518,7 @@ mod tests {
                 decode(&frame, &client_cfg()),
                 Err(FrameError::ReservedBits { .. })
             ));
-            let cfg = DecoderConfig {
+            let cfg = HeaderRules {
                 allowed_rsv: rsv,
                 ..client_cfg()
             };
@@ -522,7 +529,7 @@ mod tests {
 
     #[test]
     fn rsv1_is_refused_on_control_and_continuation_frames_even_when_negotiated() {
-        let cfg = DecoderConfig {
+        let cfg = HeaderRules {
             allowed_rsv: Rsv {
                 rsv1: true,
                 ..Rsv::default()
@@ -582,7 +589,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        let cfg = DecoderConfig {
+        let cfg = HeaderRules {
             max_frame_size: u64::MAX,
             ..server_cfg()
         };
@@ -597,7 +604,7 @@ mod tests {
 
     #[test]
     fn the_64_bit_length_msb_must_be_clear() {
-        let cfg = DecoderConfig {
+        let cfg = HeaderRules {
             max_frame_size: u64::MAX,
             ..server_cfg()
         };
@@ -630,7 +637,7 @@ mod tests {
 
     #[test]
     fn max_frame_size_is_enforced_from_the_header() {
-        let cfg = DecoderConfig {
+        let cfg = HeaderRules {
             max_frame_size: 200,
             ..server_cfg()
         };

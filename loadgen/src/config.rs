@@ -1,7 +1,8 @@
 //! The typed configuration of one load run, built from the command line by [`crate::cli`] and consumed by the
 //! client ([`crate::client`]) and the reports ([`crate::report`]).
 //!
-//! Owns: the run's settings after validation. Does not own: parsing flags (`cli`), running (`client`).
+//! Owns: the run's settings after validation. Does not own: parsing flags (`cli`), running (`client`),
+//! presenting the results (`report`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,12 +77,4 @@ pub struct LoadConfig {
     pub subprotocol: Option<String>,
     /// Live progress line.
     pub progress: bool,
-}
-
-impl LoadConfig {
-    /// The target as a URL again (for titles).
-    pub fn target_url(&self) -> String {
-        let scheme = if self.target.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}{}", self.target.authority, self.target.path)
-    }
 }

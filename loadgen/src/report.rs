@@ -25,11 +25,17 @@ pub fn emit(cfg: &LoadConfig, s: &Summary) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--hgrm {}: {e}", path.display()))?;
     }
     if let Some(path) = &cfg.plot {
-        let title = format!("{} — {}", cfg.target_url(), mode_text(cfg));
+        let title = format!("{} — {}", target_url(cfg), mode_text(cfg));
         std::fs::write(path, svg_plot(&s.hist, &title))
             .map_err(|e| anyhow::anyhow!("--plot {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The target as a URL again (for titles).
+fn target_url(cfg: &LoadConfig) -> String {
+    let scheme = if cfg.target.tls { "wss" } else { "ws" };
+    format!("{scheme}://{}{}", cfg.target.authority, cfg.target.path)
 }
 
 fn mode_text(cfg: &LoadConfig) -> String {
@@ -88,7 +94,7 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
     let _ = writeln!(
         out,
         "ringway-load {} ({}, {} threads)",
-        cfg.target_url(),
+        target_url(cfg),
         mode_text(cfg),
         cfg.threads
     );
