@@ -106,15 +106,11 @@ impl UpstreamPool {
                 }
             })
             .await;
-            match stream {
-                Some(stream) if nothing_to_read(&stream) => return Some(stream),
-                Some(_) => {
-                    tracing::warn!(
-                        server,
-                        "upstream wrote to or closed a pooled connection just before reuse; discarded"
-                    );
+            if let Some(stream) = stream {
+                match waiting_input(&stream) {
+                    WaitingInput::Nothing => return Some(stream),
+                    other => other.log(server, "just before reuse"),
                 }
-                None => {}
             }
         }
     }
@@ -225,12 +221,7 @@ async fn watch(slot: Rc<IdleSlot>, stream: TcpStream, server: usize, idle_timeou
             wake(&slot.taker);
             return;
         }
-        Outcome::Readable => {
-            tracing::warn!(
-                server,
-                "upstream wrote to or closed an idle pooled connection; discarded"
-            );
-        }
+        Outcome::Readable => waiting_input(&stream).log(server, "while idle"),
         Outcome::Discarded | Outcome::Expired => {}
     }
     slot.state.set(SlotState::Closed);
@@ -238,14 +229,48 @@ async fn watch(slot: Rc<IdleSlot>, stream: TcpStream, server: usize, idle_timeou
     drop(stream);
 }
 
-/// Whether a read on `stream` would block right now: no byte and no end of stream is waiting.
-fn nothing_to_read(stream: &TcpStream) -> bool {
+/// What an idle connection has waiting to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitingInput {
+    /// Nothing: a read would block. The connection is clean.
+    Nothing,
+    /// The upstream closed it: the usual end of a keep-alive connection the server timed out.
+    Closed,
+    /// Bytes no request asked for (a confused or hostile upstream), or a socket error.
+    Stray,
+}
+
+impl WaitingInput {
+    /// Logs why a pooled connection is discarded: a close is routine, stray bytes are the upstream's fault.
+    fn log(self, server: usize, when: &str) {
+        match self {
+            WaitingInput::Nothing => {}
+            WaitingInput::Closed => {
+                tracing::debug!(
+                    server,
+                    "upstream closed a pooled connection {when}; discarded"
+                );
+            }
+            WaitingInput::Stray => tracing::warn!(
+                server,
+                "upstream sent bytes no request asked for on a pooled connection {when}; discarded"
+            ),
+        }
+    }
+}
+
+/// Looks at what is waiting on `stream` without consuming it or blocking.
+fn waiting_input(stream: &TcpStream) -> WaitingInput {
     let mut byte = [0u8; 1];
     #[allow(unsafe_code)]
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow (used for one recv call).
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-    matches!(rustix::net::recv(fd, &mut byte[..], flags), Err(e) if e == rustix::io::Errno::AGAIN)
+    match rustix::net::recv(fd, &mut byte[..], flags) {
+        Err(e) if e == rustix::io::Errno::AGAIN => WaitingInput::Nothing,
+        Ok((0, _)) => WaitingInput::Closed,
+        _ => WaitingInput::Stray,
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +355,22 @@ mod tests {
                 .await
                 .expect("the clean one");
             assert_eq!(got.local_addr().expect("addr").port(), clean_port);
+        });
+    }
+
+    #[test]
+    fn waiting_input_tells_a_close_from_stray_bytes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        run(async {
+            let (clean, _clean_server) = pair(&listener).await;
+            let (closed, closed_server) = pair(&listener).await;
+            let (stray, mut stray_server) = pair(&listener).await;
+            drop(closed_server);
+            stray_server.write_all(b"x").expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(waiting_input(&clean), WaitingInput::Nothing);
+            assert_eq!(waiting_input(&closed), WaitingInput::Closed);
+            assert_eq!(waiting_input(&stray), WaitingInput::Stray);
         });
     }
 
