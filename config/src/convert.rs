@@ -5,17 +5,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Problem, join};
 use crate::raw::{
-    RawConfig, RawHeader, RawLimits, RawListener, RawRoute, RawServer, RawUpstream, RawWebSocket,
+    RawConfig, RawHeader, RawLimits, RawListener, RawListenerTls, RawRoute, RawServer, RawUpstream,
+    RawWebSocket,
 };
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
-    Balance, Config, Driver, HashKey, HeaderMatch, HostMatch, Limits, Listener, Route, RouteTable,
-    Server, Target, Upstream, UpstreamId, WebSocketSettings,
+    Balance, CertificateFiles, ClientAuth, Config, Driver, HashKey, HeaderMatch, HostMatch, Limits,
+    Listener, ListenerTls, Route, RouteTable, Server, Target, TlsVersion, UnknownSni, Upstream,
+    UpstreamId, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -126,9 +129,175 @@ fn listeners(raw: Option<Vec<RawListener>>) -> Result<Vec<Listener>> {
                 format!("address {bind} is already used by listener `{}`", prev.name),
             ));
         }
-        out.push(Listener { name, bind });
+        let tls = l
+            .tls
+            .map(|t| listener_tls(t, &join(&path, "tls")))
+            .transpose()?;
+        let redirect_path = join(&path, "redirect_https");
+        let redirect_https = match l.redirect_https {
+            None => None,
+            Some(_) if tls.is_some() => {
+                return Err(Problem::new(
+                    redirect_path,
+                    "`redirect_https` is for plain listeners; this one already speaks TLS",
+                ));
+            }
+            Some(s) => match s.0.trim() {
+                "false" => None,
+                "true" => Some(443),
+                text => Some(
+                    text.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| {
+                            Problem::new(
+                                &redirect_path,
+                                format!(
+                                    "`{text}` is not a port: write the https port (e.g. 8443), or true for 443"
+                                ),
+                            )
+                        })?,
+                ),
+            },
+        };
+        out.push(Listener {
+            name,
+            bind,
+            tls,
+            redirect_https,
+        });
     }
     Ok(out)
+}
+
+/// A listener's `tls:` block.
+fn listener_tls(raw: RawListenerTls, path: &str) -> Result<ListenerTls> {
+    let certs_path = join(path, "certificates");
+    let raw_certs = raw.certificates.unwrap_or_default();
+    if raw_certs.is_empty() {
+        return Err(Problem::new(
+            certs_path,
+            "at least one certificate is required, e.g. `certificates: [{ cert: cert.pem, key: key.pem }]`",
+        ));
+    }
+    let mut certificates = Vec::with_capacity(raw_certs.len());
+    let mut default_certificate = None;
+    for (i, c) in raw_certs.into_iter().enumerate() {
+        let entry = format!("{certs_path}[{i}]");
+        let file = |s: Option<Scalar>, key: &str, what: &str| -> Result<PathBuf> {
+            let s = s.ok_or_else(|| {
+                Problem::new(
+                    join(&entry, key),
+                    format!("missing required key `{key}` ({what})"),
+                )
+            })?;
+            if s.0.trim().is_empty() {
+                return Err(Problem::new(join(&entry, key), "empty file name"));
+            }
+            Ok(PathBuf::from(s.0.trim()))
+        };
+        let cert = file(c.cert, "cert", "the PEM certificate chain, leaf first")?;
+        let key = file(c.key, "key", "the PEM private key")?;
+        if let Some(d) = c.default {
+            let is_default =
+                parse_bool(&d.0).map_err(|m| Problem::new(join(&entry, "default"), m))?;
+            if is_default {
+                if let Some(prev) = default_certificate {
+                    return Err(Problem::new(
+                        join(&entry, "default"),
+                        format!("certificates[{prev}] is already the default; only one may be"),
+                    ));
+                }
+                default_certificate = Some(i);
+            }
+        }
+        certificates.push(CertificateFiles {
+            cert,
+            key,
+            yaml_path: entry,
+        });
+    }
+    let unknown_sni = match raw.unknown_sni {
+        None => UnknownSni::Default,
+        Some(s) => match s.0.trim() {
+            "default" => UnknownSni::Default,
+            "refuse" => UnknownSni::Refuse,
+            other => {
+                return Err(Problem::new(
+                    join(path, "unknown_sni"),
+                    format!(
+                        "unknown value `{other}` (allowed: default = serve the default certificate, \
+                         refuse = the unrecognized_name alert)"
+                    ),
+                ));
+            }
+        },
+    };
+    let min_version = match raw.min_version {
+        None => TlsVersion::V1_2,
+        Some(s) => match s.0.trim() {
+            "1.2" => TlsVersion::V1_2,
+            "1.3" => TlsVersion::V1_3,
+            other => {
+                return Err(Problem::new(
+                    join(path, "min_version"),
+                    format!("unsupported TLS version `{other}` (allowed: \"1.2\", \"1.3\")"),
+                ));
+            }
+        },
+    };
+    let session_tickets = match raw.session_tickets {
+        None => true,
+        Some(s) => parse_bool(&s.0).map_err(|m| Problem::new(join(path, "session_tickets"), m))?,
+    };
+    let session_cache = match raw.session_cache {
+        None => 1024,
+        Some(s) => count(
+            &s,
+            &join(path, "session_cache"),
+            0,
+            1_000_000,
+            "sessions per worker (0 = off)",
+        )?,
+    };
+    let client_auth = match raw.client_auth {
+        None => None,
+        Some(c) => {
+            let at = join(path, "client_auth");
+            let ca = c.ca.ok_or_else(|| {
+                Problem::new(
+                    join(&at, "ca"),
+                    "missing required key `ca` (PEM bundle of the CAs client certificates chain to)",
+                )
+            })?;
+            let required = match c.mode {
+                None => true,
+                Some(m) => match m.0.trim() {
+                    "required" => true,
+                    "optional" => false,
+                    other => {
+                        return Err(Problem::new(
+                            join(&at, "mode"),
+                            format!("unknown mode `{other}` (allowed: required, optional)"),
+                        ));
+                    }
+                },
+            };
+            Some(ClientAuth {
+                ca: PathBuf::from(ca.0.trim()),
+                required,
+            })
+        }
+    };
+    Ok(ListenerTls {
+        certificates,
+        default_certificate: default_certificate.unwrap_or(0),
+        unknown_sni,
+        min_version,
+        session_tickets,
+        session_cache,
+        client_auth,
+    })
 }
 
 fn limits(raw: RawLimits) -> Result<Limits> {
@@ -387,12 +556,23 @@ fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
         },
     };
     let websocket = websocket(raw.websocket.unwrap_or_default(), &join(path, "websocket"))?;
+    let client_cert_header = match raw.client_cert_header {
+        None => None,
+        Some(s) if is_token(&s.0) => Some(s.0.to_ascii_lowercase()),
+        Some(s) => {
+            return Err(Problem::new(
+                join(path, "client_cert_header"),
+                format!("`{}` is not a valid header name", s.0),
+            ));
+        }
+    };
     Ok(Route {
         host,
         path_prefix,
         header,
         target,
         websocket,
+        client_cert_header,
     })
 }
 

@@ -22,7 +22,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_saphyr::MessageFormatter as _;
@@ -75,6 +75,71 @@ pub struct Listener {
     pub name: String,
     /// Address to bind. Port 0 asks the kernel for a free port (useful in tests).
     pub bind: SocketAddr,
+    /// TLS termination (`wss://`, `https://`); `None`: plain TCP.
+    pub tls: Option<ListenerTls>,
+    /// Plain listeners only: answer every request (WebSocket upgrades too) with `308` to the same host and target
+    /// on `https://` at this port (443 is left out of the URL). `None`: serve normally.
+    pub redirect_https: Option<u16>,
+}
+
+/// TLS settings of a listener. Certificate files are read by the gateway (at start, on `ringway check`, and on
+/// reload), not by this crate: paths are only resolved against the route file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate/key pairs; the names each serves come from its certificate's SANs. At least one.
+    pub certificates: Vec<CertificateFiles>,
+    /// Index into `certificates` of the pair served without SNI (and for unknown names when
+    /// [`UnknownSni::Default`]): the one marked `default: true`, else the first.
+    pub default_certificate: usize,
+    /// What a client asking for a name no certificate serves gets. Default [`UnknownSni::Default`].
+    pub unknown_sni: UnknownSni,
+    /// Lowest TLS version accepted. Default [`TlsVersion::V1_2`].
+    pub min_version: TlsVersion,
+    /// Resumption by session tickets (keys made at start, rotated every 6 hours, never written to disk).
+    /// Default true.
+    pub session_tickets: bool,
+    /// Sessions each worker remembers for resumption by session ID; 0 turns the cache off. Default 1024.
+    pub session_cache: usize,
+    /// Client certificates (mTLS); `None`: not asked for.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// One `cert`/`key` pair of PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// YAML path of this entry (`listeners[0].tls.certificates[1]`), so errors about the files point at the key.
+    pub yaml_path: String,
+}
+
+/// What a TLS client asking (by SNI) for a name no certificate serves gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    /// The default certificate (`default`); the client decides whether to trust it.
+    Default,
+    /// The `unrecognized_name` alert (`refuse`).
+    Refuse,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 (`"1.2"`).
+    V1_2,
+    /// TLS 1.3 (`"1.3"`).
+    V1_3,
+}
+
+/// Client-certificate authentication of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub ca: PathBuf,
+    /// `required`: no verified certificate, no connection. `optional`: a certificate that is sent must verify.
+    pub required: bool,
 }
 
 /// Limits that guard the gateway against slow, large or numerous clients.
@@ -188,6 +253,9 @@ pub struct Route {
     pub target: Target,
     /// Frame-level settings for connections on this route.
     pub websocket: WebSocketSettings,
+    /// Request header that carries the verified client certificate's subject and SANs to the upstream (mTLS
+    /// listeners). Whatever the client sends under this name is always removed. `None`: nothing forwarded.
+    pub client_cert_header: Option<String>,
 }
 
 /// A route's header condition.
@@ -284,10 +352,40 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    parse(&text, &file)
+    let mut config = parse(&text, &file)?;
+    if let Some(dir) = path.parent() {
+        config.resolve_files(dir);
+    }
+    Ok(config)
+}
+
+/// The 1-based line and column of the node at `yaml_path` (`listeners[0].tls.certificates[1].cert`) in `text`,
+/// or of its closest existing ancestor: how the gateway points at a key whose *file* is broken (a certificate that
+/// does not load), in the same `FILE:LINE:COLUMN: PATH: MESSAGE` form as [`ConfigError`].
+pub fn position_of(text: &str, yaml_path: &str) -> (u64, u64) {
+    error::PathIndex::build(text).map_or((1, 1), |index| index.pos_of(yaml_path))
 }
 
 impl Config {
+    /// Makes relative file names (certificates, keys, CA bundles) relative to `dir`, the route file's folder, so
+    /// a file works the same whatever the working directory (systemd starts in `/`).
+    pub fn resolve_files(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        for tls in self.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+            for c in &mut tls.certificates {
+                resolve(&mut c.cert);
+                resolve(&mut c.key);
+            }
+            if let Some(auth) = &mut tls.client_auth {
+                resolve(&mut auth.ca);
+            }
+        }
+    }
+
     /// A human, multi-line description for `ringway check`: listeners, upstreams with their
     /// servers and policy, and routes in match order with target and WebSocket settings.
     pub fn summary(&self) -> String {
@@ -322,7 +420,43 @@ impl Config {
         }
         let _ = writeln!(out, "listeners ({}):", self.listeners.len());
         for li in &self.listeners {
-            let _ = writeln!(out, "  {} on {}", li.name, li.bind);
+            match (&li.tls, li.redirect_https) {
+                (Some(tls), _) => {
+                    let min = match tls.min_version {
+                        TlsVersion::V1_2 => "1.2",
+                        TlsVersion::V1_3 => "1.3",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {} on {} (TLS {min}+, {} certificate(s), unknown SNI: {}, tickets {}, \
+                         session cache {}{})",
+                        li.name,
+                        li.bind,
+                        tls.certificates.len(),
+                        match tls.unknown_sni {
+                            UnknownSni::Default => "default certificate",
+                            UnknownSni::Refuse => "refused",
+                        },
+                        if tls.session_tickets { "on" } else { "off" },
+                        tls.session_cache,
+                        match &tls.client_auth {
+                            None => "",
+                            Some(a) if a.required => ", client certificate required",
+                            Some(_) => ", client certificate optional",
+                        },
+                    );
+                }
+                (None, Some(port)) => {
+                    let _ = writeln!(
+                        out,
+                        "  {} on {} (plain; redirects to https port {port})",
+                        li.name, li.bind
+                    );
+                }
+                (None, None) => {
+                    let _ = writeln!(out, "  {} on {}", li.name, li.bind);
+                }
+            }
         }
         let _ = writeln!(out, "upstreams ({}):", self.upstreams.len());
         for u in &self.upstreams {

@@ -31,6 +31,37 @@ pub struct RawConfig {
 pub struct RawListener {
     pub name: Option<Scalar>,
     pub bind: Option<Scalar>,
+    pub tls: Option<RawListenerTls>,
+    pub redirect_https: Option<Scalar>,
+}
+
+/// `tls:` of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Option<Vec<RawCertificate>>,
+    pub unknown_sni: Option<Scalar>,
+    pub min_version: Option<Scalar>,
+    pub session_tickets: Option<Scalar>,
+    pub session_cache: Option<Scalar>,
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// One entry of `tls.certificates:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<Scalar>,
+    pub key: Option<Scalar>,
+    pub default: Option<Scalar>,
+}
+
+/// `tls.client_auth:` of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub ca: Option<Scalar>,
+    pub mode: Option<Scalar>,
 }
 
 /// `limits:`.
@@ -87,6 +118,7 @@ pub struct RawRoute {
     pub upstream: Option<Scalar>,
     pub echo: Option<Scalar>,
     pub websocket: Option<RawWebSocket>,
+    pub client_cert_header: Option<Scalar>,
 }
 
 /// `header: { name, value }` of a route.

@@ -193,6 +193,7 @@ mod tests {
                 value: v.to_owned(),
             }),
             target: Target::Upstream(UpstreamId(tag)),
+            client_cert_header: None,
             websocket: WebSocketSettings::default(),
         }
     }

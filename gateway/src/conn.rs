@@ -10,19 +10,49 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Splitable,
+};
 use monoio::net::TcpStream;
 use ringway_config::{Route, Target};
 
 use crate::answer::respond;
 use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_response};
-use crate::http::rewrite::{self, Destination, Forwarding};
+use crate::http::rewrite::{self, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
+use crate::tls;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use crate::ws;
 
-/// Serves one accepted client connection.
-pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerCtx>) {
+/// What a client connection runs over once accepted: a `TcpStream`, or a TLS stream after its handshake. The HTTP
+/// path and the relay are written once against this.
+pub(crate) trait ClientStream:
+    AsyncReadRent
+    + AsyncWriteRent
+    + CancelableAsyncReadRent
+    + Splitable<OwnedRead: CancelableAsyncReadRent + 'static, OwnedWrite: AsyncWriteRent + 'static>
+    + 'static
+{
+}
+
+impl<T> ClientStream for T where
+    T: AsyncReadRent
+        + AsyncWriteRent
+        + CancelableAsyncReadRent
+        + Splitable<
+            OwnedRead: CancelableAsyncReadRent + 'static,
+            OwnedWrite: AsyncWriteRent + 'static,
+        > + 'static
+{
+}
+
+/// Serves one client connection accepted on listener `listener` (an index into `config.listeners`).
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    ctx: Rc<WorkerCtx>,
+) {
     let Some(slot) = ConnectionSlot::claim(&ctx) else {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
         let answer = simple_response(
@@ -34,23 +64,81 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Worke
         let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
         return;
     };
-    serve_requests(stream, peer, &ctx, slot).await;
+    // The TLS handshake and the first request head share one `handshake_timeout`.
+    let deadline = Instant::now() + ctx.config.limits.handshake_timeout;
+    match ctx.tls.get(listener).and_then(Option::as_ref) {
+        None => {
+            serve_requests(
+                stream,
+                peer,
+                &ctx,
+                slot,
+                Scheme::Http,
+                listener,
+                None,
+                deadline,
+            )
+            .await
+        }
+        Some(tls) => {
+            let Some(stream) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
+            else {
+                return;
+            };
+            let client_cert = stream.with_conn(|c| {
+                c.peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| tls::certs::describe_client(leaf))
+            });
+            Box::pin(serve_requests(
+                stream,
+                peer,
+                &ctx,
+                slot,
+                Scheme::Https,
+                listener,
+                client_cert,
+                deadline,
+            ))
+            .await
+        }
+    }
 }
 
-async fn serve_requests(
-    mut stream: TcpStream,
+/// Whether the client connection is TLS (what `X-Forwarded-Proto` says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+async fn serve_requests<S: ClientStream>(
+    mut stream: S,
     peer: SocketAddr,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
+    scheme: Scheme,
+    listener: usize,
+    client_cert: Option<String>,
+    first_deadline: Instant,
 ) {
     let limits = &ctx.config.limits;
     let head_limits = HeadLimits {
         max_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
     };
+    let redirect = match scheme {
+        Scheme::Http => ctx.config.listeners[listener].redirect_https,
+        Scheme::Https => None,
+    };
     let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
     loop {
-        let deadline = Instant::now() + limits.handshake_timeout;
+        let deadline = if std::mem::take(&mut first) {
+            first_deadline
+        } else {
+            Instant::now() + limits.handshake_timeout
+        };
         let head = match read_request_head(&mut stream, &mut buf, head_limits, deadline).await {
             HeadRead::Head(head) => head,
             HeadRead::Closed => return,
@@ -70,6 +158,19 @@ async fn serve_requests(
                 return;
             }
         };
+        if let Some(port) = redirect {
+            match https_location(&dest, port) {
+                Some(location) => {
+                    tracing::info!(%peer, %location, "plain HTTP redirected to https (308)");
+                    respond(&mut stream, 308, &[("location", &location)], "use https\n").await;
+                }
+                None => {
+                    tracing::info!(%peer, "refused: no Host to redirect to https (400)");
+                    respond(&mut stream, 400, &[], "a Host header is required\n").await;
+                }
+            }
+            return;
+        }
         let Some(route) = find_route(ctx, &head, &dest) else {
             tracing::info!(%peer, target = %head.target, "no route");
             respond(&mut stream, 404, &[], "no route\n").await;
@@ -77,8 +178,15 @@ async fn serve_requests(
         };
         let fwd = Forwarding {
             peer: peer.ip(),
-            proto: "http",
+            proto: match scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            },
             trusted: rewrite::is_trusted(&ctx.config.trusted_proxies, peer.ip()),
+            client_cert: ClientCertHeader {
+                name: route.client_cert_header.as_deref(),
+                value: client_cert.as_deref(),
+            },
         };
         if ws::accept::is_websocket_request(&head) {
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
@@ -183,6 +291,29 @@ async fn read_request_head<S: AsyncReadRent>(
     }
 }
 
+/// `https://HOST[:PORT]/target` for a request redirected from a plain listener (the port is left out for 443);
+/// `None` without a host.
+fn https_location(dest: &Destination, port: u16) -> Option<String> {
+    let authority = dest.host.as_deref()?;
+    // `[v6]:port`, `name:port` or a bare host: keep the host, drop the plain listener's port.
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => {
+            h
+        }
+        _ => authority,
+    };
+    let path = if dest.path.starts_with('/') {
+        dest.path.as_str()
+    } else {
+        "/"
+    };
+    Some(if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    })
+}
+
 /// The route for the destination's host and path: the same host the upstream will see in `Host`.
 fn find_route<'c>(ctx: &'c WorkerCtx, head: &RequestHead, dest: &Destination) -> Option<&'c Route> {
     ctx.config
@@ -200,5 +331,40 @@ async fn serve_echo_http<S: AsyncWriteRent>(stream: &mut S, head: &RequestHead) 
     match stream.write_all(answer).await {
         (Ok(_), _) if keep => Persist::KeepAlive,
         _ => Persist::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(host: Option<&str>, path: &str) -> Destination {
+        Destination {
+            host: host.map(str::to_owned),
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn https_redirects_keep_host_and_target_and_swap_the_port() {
+        let at = |h, p, port| https_location(&dest(h, p), port);
+        assert_eq!(
+            at(Some("example.com:8080"), "/a?b=1", 8443).as_deref(),
+            Some("https://example.com:8443/a?b=1")
+        );
+        assert_eq!(
+            at(Some("example.com"), "/", 443).as_deref(),
+            Some("https://example.com/")
+        );
+        assert_eq!(
+            at(Some("[::1]:80"), "/x", 443).as_deref(),
+            Some("https://[::1]/x")
+        );
+        assert_eq!(
+            at(Some("[::1]"), "/x", 8443).as_deref(),
+            Some("https://[::1]:8443/x")
+        );
+        assert_eq!(at(Some("h"), "*", 443).as_deref(), Some("https://h/"));
+        assert_eq!(at(None, "/", 443), None);
     }
 }

@@ -5,7 +5,8 @@
 //! workers. Each accepted connection is served by `conn`: it reads a request head, routes it, and either proxies a
 //! plain HTTP exchange (`http_proxy`) or performs the WebSocket upgrade (`ws`) and hands both legs to the
 //! frame-aware relay (`ws::relay`). Upstream servers are chosen, connected and pooled by `upstream`; `runtime` holds
-//! the per-worker buffer pool, clock and timer.
+//! the per-worker buffer pool, clock and timer. A TLS listener runs the handshake first (`tls`) and then the same
+//! code over the decrypted stream.
 //!
 //! Public surface: [`server`] (what the `ringway` binary runs) and [`http`]'s sans-IO head and body parsers (for the
 //! fuzz targets). Everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
@@ -18,6 +19,7 @@ pub mod http;
 pub(crate) mod http_proxy;
 pub(crate) mod runtime;
 pub mod server;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 pub(crate) mod worker;
 pub(crate) mod ws;

@@ -32,8 +32,27 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate a route file and print a summary; exit status 1 on error.
+    /// Validate a route file (and the certificates it names) and print a summary; exit status 1 on error.
     Check { file: PathBuf },
+    /// Certificates for development.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// Write a self-signed ECDSA P-256 certificate (`cert.pem`) and its key (`key.pem`) into a folder.
+    SelfSigned {
+        /// Folder to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Names the certificate serves (repeat for more); `localhost` also covers 127.0.0.1 and ::1.
+        #[arg(long = "name", value_name = "NAME", default_values_t = ["localhost".to_owned()])]
+        names: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -51,6 +70,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Cert(CertCommand::SelfSigned { out, names, days })) => {
+            match self_signed(&out, &names, days) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let Some(path) = cli.config else {
                 eprintln!(
@@ -64,17 +92,95 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match ringway_config::load(file) {
-        Ok(config) => {
-            println!("{}: OK", file.display());
-            print!("{}", config.summary());
-            ExitCode::SUCCESS
-        }
+    let config = match ringway_config::load(file) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = server::check_tls(&config, std::time::SystemTime::now());
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    for f in &findings {
+        let (line, column) = ringway_config::position_of(&text, &f.yaml_key);
+        let kind = if f.error { "" } else { "warning: " };
+        eprintln!(
+            "{}:{line}:{column}: {}: {kind}{}",
+            file.display(),
+            f.yaml_key,
+            f.message
+        );
+    }
+    if findings.iter().any(|f| f.error) {
+        return ExitCode::FAILURE;
+    }
+    println!("{}: OK", file.display());
+    print!("{}", config.summary());
+    ExitCode::SUCCESS
+}
+
+/// `ringway cert self-signed`: a development certificate, never for production (clients must be told to trust it).
+fn self_signed(out: &std::path::Path, names: &[String], days: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut sans: Vec<rcgen::SanType> = Vec::new();
+    for name in names {
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            sans.push(rcgen::SanType::IpAddress(ip));
+            continue;
+        }
+        let dns = name
+            .as_str()
+            .try_into()
+            .with_context(|| format!("`{name}` is not a DNS name"))?;
+        sans.push(rcgen::SanType::DnsName(dns));
+        if name == "localhost" {
+            sans.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+            sans.push(rcgen::SanType::IpAddress(
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ));
         }
     }
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = sans;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().map_or("localhost", String::as_str),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(i64::from(days.max(1)));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .context("cannot generate a key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the certificate")?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let cert_path = out.join("cert.pem");
+    let key_path = out.join("key.pem");
+    std::fs::write(&cert_path, cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)
+            .with_context(|| format!("cannot write {}", key_path.display()))?;
+        file.write_all(key.serialize_pem().as_bytes())
+            .with_context(|| format!("cannot write {}", key_path.display()))?;
+    }
+    println!(
+        "wrote {} and {} (self-signed for {}, valid {} days)",
+        cert_path.display(),
+        key_path.display(),
+        names.join(", "),
+        days.max(1)
+    );
+    Ok(())
 }
 
 fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>) -> ExitCode {
@@ -92,6 +198,13 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
             return ExitCode::FAILURE;
         }
     };
+    for f in server::check_tls(&config, std::time::SystemTime::now()) {
+        if f.error {
+            tracing::error!("{}: {}: {}", path.display(), f.yaml_key, f.message);
+        } else {
+            tracing::warn!("{}: {}: {}", path.display(), f.yaml_key, f.message);
+        }
+    }
     let workers = workers
         .or(config.workers.map(|w| w.get()))
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

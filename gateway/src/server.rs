@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ringway_config::{Config, Driver};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::tls::listener::{SharedTls, WorkerTls};
 use crate::worker::WorkerCtx;
 
 /// Errors while starting the gateway.
@@ -28,6 +29,8 @@ pub enum StartError {
         "io_uring is not available on this kernel (driver: io_uring was requested; use `auto` or `epoll`)"
     )]
     NoIoUring,
+    #[error("listener `{listener}`: {message}")]
+    Tls { listener: String, message: String },
     #[error("cannot start worker {worker}: {source}")]
     Runtime {
         worker: usize,
@@ -60,16 +63,32 @@ pub fn run(
         return Err(StartError::NoIoUring);
     }
     let workers = options.workers.max(1);
+    let shared_tls = shared_tls(&config)?;
+    let mut worker_tls = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut per_listener = Vec::with_capacity(shared_tls.len());
+        for (shared, listener) in shared_tls.iter().zip(&config.listeners) {
+            per_listener.push(match shared {
+                None => None,
+                Some(s) => Some(WorkerTls::new(s.clone()).map_err(|e| StartError::Tls {
+                    listener: listener.name.clone(),
+                    message: e.to_string(),
+                })?),
+            });
+        }
+        worker_tls.push(per_listener);
+    }
+    reload_certificates_on_sighup(shared_tls.into_iter().flatten().collect());
     let (bound, per_worker) = bind_all(&config, workers)?;
     on_ready(&bound);
     let config = Arc::new(config);
     let mut threads = Vec::with_capacity(workers);
-    for (id, listeners) in per_worker.into_iter().enumerate() {
+    for ((id, listeners), tls) in per_worker.into_iter().enumerate().zip(worker_tls) {
         let config = config.clone();
         let driver = options.driver;
         let thread = std::thread::Builder::new()
             .name(format!("ringway-worker-{id}"))
-            .spawn(move || run_worker(id, workers, config, listeners, driver))
+            .spawn(move || run_worker(id, workers, config, listeners, tls, driver))
             .map_err(|source| StartError::Runtime { worker: id, source })?;
         threads.push(thread);
     }
@@ -81,6 +100,140 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// One finding of [`check_tls`]: about the route-file key `yaml_key` (`listeners[0].tls.certificates[1].cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFinding {
+    pub yaml_key: String,
+    /// An error keeps the gateway from serving this listener as configured; otherwise it is a warning.
+    pub error: bool,
+    pub message: String,
+}
+
+/// Loads and checks every certificate, key and CA bundle the TLS listeners name, as at start and on reload:
+/// unreadable or non-PEM files, a key that does not match its certificate, a certificate without usable names, one
+/// expired or not yet valid at `now` (errors), and one expiring within 14 days (a warning).
+pub fn check_tls(config: &Config, now: std::time::SystemTime) -> Vec<TlsFinding> {
+    use crate::tls::certs::{self, Validity};
+    let now = match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(_) => 0,
+    };
+    let mut findings = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else { continue };
+        let mut pairs_ok = true;
+        for files in &tls.certificates {
+            let at = |field: &str| format!("{}.{field}", files.yaml_path);
+            match certs::load(&files.cert, &files.key) {
+                Err(e) => {
+                    pairs_ok = false;
+                    let field = match e.file() {
+                        certs::PairFile::Cert => "cert",
+                        certs::PairFile::Key => "key",
+                    };
+                    findings.push(TlsFinding {
+                        yaml_key: at(field),
+                        error: true,
+                        message: e.to_string(),
+                    });
+                }
+                Ok(pair) => {
+                    let cert = files.cert.display();
+                    let (error, message) = match pair.validity(now) {
+                        Validity::Valid => continue,
+                        Validity::Expired { days_ago } => (
+                            true,
+                            format!("{cert}: the certificate expired {days_ago} day(s) ago"),
+                        ),
+                        Validity::NotYetValid { days } => (
+                            true,
+                            format!(
+                                "{cert}: the certificate is not valid for another {days} day(s)"
+                            ),
+                        ),
+                        Validity::ExpiresSoon { days } => (
+                            false,
+                            format!("{cert}: the certificate expires in {days} day(s)"),
+                        ),
+                    };
+                    findings.push(TlsFinding {
+                        yaml_key: at("cert"),
+                        error,
+                        message,
+                    });
+                }
+            }
+        }
+        if pairs_ok && let Err(e) = SharedTls::new(tls, &format!("listeners[{i}]")) {
+            findings.push(TlsFinding {
+                yaml_key: e
+                    .yaml_key()
+                    .unwrap_or_else(|| format!("listeners[{i}].tls")),
+                error: true,
+                message: e.reason(),
+            });
+        }
+    }
+    findings
+}
+
+/// Loads every TLS listener's certificates (the gateway does not start with a pair it cannot serve).
+fn shared_tls(config: &Config) -> Result<Vec<Option<Arc<SharedTls>>>, StartError> {
+    config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.tls
+                .as_ref()
+                .map(|tls| {
+                    SharedTls::new(tls, &format!("listeners[{i}]"))
+                        .map(Arc::new)
+                        .map_err(|e| StartError::Tls {
+                            listener: l.name.clone(),
+                            message: e.to_string(),
+                        })
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// `SIGHUP` re-reads every TLS listener's certificate files: new handshakes get the new pairs, live connections
+/// keep theirs, and a pair that fails to load leaves the old one serving (logged with the reason).
+fn reload_certificates_on_sighup(listeners: Vec<Arc<SharedTls>>) {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; certificates will not be reloaded");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("SIGHUP: reloading certificates");
+                for tls in &listeners {
+                    match tls.reload() {
+                        Ok(pairs) => tracing::info!(
+                            listener = tls.listener_path(),
+                            pairs,
+                            "certificates reloaded"
+                        ),
+                        Err(e) => tracing::error!(
+                            listener = tls.listener_path(),
+                            "certificate reload failed, the previous certificates keep serving: {e}"
+                        ),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the signal thread; certificates will not be reloaded");
+    }
 }
 
 /// Binds `workers` SO_REUSEPORT sockets per listener. The first bind of a port-0 listener picks the port for all.
@@ -133,9 +286,10 @@ fn run_worker(
     workers: usize,
     config: Arc<Config>,
     listeners: Vec<std::net::TcpListener>,
+    tls: Vec<Option<WorkerTls>>,
     driver: Driver,
 ) -> Result<(), StartError> {
-    let work = worker_main(id, workers, config, listeners);
+    let work = worker_main(id, workers, config, listeners, tls);
     let runtime_error = |source| StartError::Runtime { worker: id, source };
     // Builds the runtime for one driver type: the best ring setup first; a kernel without a setup flag refuses it,
     // then the next one (the epoll driver ignores the ring setup). `Auto` falls back to epoll inside monoio.
@@ -201,11 +355,12 @@ async fn worker_main(
     workers: usize,
     config: Arc<Config>,
     listeners: Vec<std::net::TcpListener>,
+    tls: Vec<Option<WorkerTls>>,
 ) {
-    let ctx = Rc::new(WorkerCtx::new(id, workers, config));
+    let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls));
     monoio::spawn(ctx.sweeper.clone().run());
     let mut accept_loops = Vec::new();
-    for std_listener in listeners {
+    for (index, std_listener) in listeners.into_iter().enumerate() {
         let listener = match monoio::net::TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
@@ -213,14 +368,14 @@ async fn worker_main(
                 continue;
             }
         };
-        accept_loops.push(monoio::spawn(accept_loop(listener, ctx.clone())));
+        accept_loops.push(monoio::spawn(accept_loop(listener, index, ctx.clone())));
     }
     for handle in accept_loops {
         handle.await;
     }
 }
 
-async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
+async fn accept_loop(listener: monoio::net::TcpListener, index: usize, ctx: Rc<WorkerCtx>) {
     let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept().await {
@@ -229,7 +384,7 @@ async fn accept_loop(listener: monoio::net::TcpListener, ctx: Rc<WorkerCtx>) {
                     tracing::info!(worker = ctx.id, failures, "accepting connections again");
                 }
                 let _ = stream.set_nodelay(true);
-                let fut = crate::conn::serve(stream, peer, ctx.clone());
+                let fut = crate::conn::serve(stream, peer, index, ctx.clone());
                 tracing::trace!(
                     future_bytes = std::mem::size_of_val(&fut),
                     "connection task"

@@ -8,6 +8,7 @@ use ringway_config::Config;
 
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::sweeper::Sweeper;
+use crate::tls::listener::WorkerTls;
 use crate::upstream::{Balancer, UpstreamPool};
 
 /// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
@@ -21,7 +22,9 @@ pub(crate) struct WorkerCtx {
     pub(crate) balancers: Vec<Rc<Balancer>>,
     /// Idle keep-alive connections to upstreams for plain HTTP requests.
     pub(crate) http_pool: UpstreamPool,
-    pub(crate) buffers: BufferPool,
+    pub(crate) buffers: Rc<BufferPool>,
+    /// Per listener (indexed like `config.listeners`): its TLS setup, `None` for a plain listener.
+    pub(crate) tls: Vec<Option<WorkerTls>>,
     /// The coarse timer of this worker's relays.
     pub(crate) sweeper: Rc<Sweeper>,
     /// Open client connections on this worker.
@@ -32,7 +35,12 @@ pub(crate) struct WorkerCtx {
 
 impl WorkerCtx {
     /// Builds the state for worker `id` of `workers`.
-    pub(crate) fn new(id: usize, workers: usize, config: Arc<Config>) -> Self {
+    pub(crate) fn new(
+        id: usize,
+        workers: usize,
+        config: Arc<Config>,
+        tls: Vec<Option<WorkerTls>>,
+    ) -> Self {
         let balancers = config
             .upstreams
             .iter()
@@ -47,7 +55,8 @@ impl WorkerCtx {
             id,
             balancers,
             http_pool: UpstreamPool::new(),
-            buffers: BufferPool::new(IO_BUFFER_SIZE, 64),
+            buffers: Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64)),
+            tls,
             sweeper: Sweeper::new(),
             connections: Cell::new(0),
             max_connections,

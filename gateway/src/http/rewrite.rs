@@ -152,6 +152,18 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) proto: &'a str,
     /// The peer is in `trusted_proxies`: its forwarding headers are kept and extended, not replaced.
     pub(crate) trusted: bool,
+    /// The route's client-certificate header and the verified identity to put in it (mTLS): the client's own lines
+    /// of that name are always dropped.
+    pub(crate) client_cert: ClientCertHeader<'a>,
+}
+
+/// A route's `client_cert_header` and what the TLS handshake verified.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientCertHeader<'a> {
+    /// The header name (lowercase); `None`: the route forwards nothing.
+    pub(crate) name: Option<&'a str>,
+    /// The verified client certificate's subject and SANs; `None`: no certificate was verified.
+    pub(crate) value: Option<&'a str>,
 }
 
 /// Whether `ip` is in one of `ranges` (an IPv4-mapped IPv6 peer counts as its IPv4 address).
@@ -202,7 +214,14 @@ pub(crate) fn upstream_head(
     for h in &head.headers {
         let name = h.name.as_str();
         let is = |list: &[&str]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if is(RESTATED) || is(spec.drop) || is_hop_by_hop(head, name) {
+        if is(RESTATED)
+            || is(spec.drop)
+            || is_hop_by_hop(head, name)
+            || fwd
+                .client_cert
+                .name
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         write_header(&mut out, name, &h.value);
@@ -214,6 +233,9 @@ pub(crate) fn upstream_head(
         BodyKind::Length(n) => write_header(&mut out, "Content-Length", n.to_string().as_bytes()),
         BodyKind::Chunked => write_header(&mut out, "Transfer-Encoding", b"chunked"),
         BodyKind::None | BodyKind::CloseDelimited => {}
+    }
+    if let (Some(name), Some(value)) = (fwd.client_cert.name, fwd.client_cert.value) {
+        write_header(&mut out, name, value.as_bytes());
     }
     write_forwarding(&mut out, head, dest, fwd);
     out.extend_from_slice(b"\r\n");
@@ -337,6 +359,7 @@ mod tests {
             peer: "::ffff:192.0.2.9".parse().expect("ip"),
             proto: "http",
             trusted: false,
+            client_cert: ClientCertHeader::default(),
         }
     }
 
@@ -456,6 +479,7 @@ mod tests {
             peer: "2001:db8::7".parse().expect("ip"),
             proto: "http",
             trusted: true,
+            client_cert: ClientCertHeader::default(),
         };
         let h = rewritten(
             "GET / HTTP/1.1\r\nHost: a.example:8443\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\n\

@@ -16,11 +16,11 @@ use crate::http::rewrite::{Destination, Forwarding};
 
 /// An upgrade request that passed the head checks: who sent it, its head, where it goes, and the bytes the client
 /// sent behind it (frames may follow the head in the same read).
-pub(crate) struct UpgradeRequest {
+pub(crate) struct UpgradeRequest<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) head: RequestHead,
     pub(crate) dest: Destination,
-    pub(crate) fwd: Forwarding<'static>,
+    pub(crate) fwd: Forwarding<'a>,
     pub(crate) early: Vec<u8>,
 }
 

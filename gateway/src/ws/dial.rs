@@ -10,7 +10,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use ringway_config::{Balance, UpstreamId};
 
@@ -34,9 +34,9 @@ pub(crate) struct OpenedUpstream {
 
 /// Connects to the route's pool and performs the upstream handshake, trying further servers when one fails. On
 /// failure the client has been answered (non-101 answers are forwarded as is) and `None` is returned.
-pub(crate) async fn open_upstream(
-    client: &mut TcpStream,
-    request: &UpgradeRequest,
+pub(crate) async fn open_upstream<C: AsyncWriteRent>(
+    client: &mut C,
+    request: &UpgradeRequest<'_>,
     upgrade: &ClientUpgrade,
     id: UpstreamId,
     ctx: &Rc<WorkerCtx>,

@@ -181,6 +181,7 @@ mod tests {
             peer: "192.0.2.7".parse().unwrap(),
             proto: "http",
             trusted: true,
+            client_cert: Default::default(),
         };
         let key = fresh_key();
         let head = client_head();

@@ -17,19 +17,19 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use ringway_config::{Route, Target};
 
 use accept::UpgradeRequest;
 
 use crate::answer::respond;
+use crate::conn::ClientStream;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use relay::{RelaySettings, relay};
 
 /// Serves the upgrade: refusals are answered (and logged) here; on success the relay runs as its own task.
-pub(crate) async fn serve(
-    mut client: TcpStream,
-    mut request: UpgradeRequest,
+pub(crate) async fn serve<S: ClientStream>(
+    mut client: S,
+    mut request: UpgradeRequest<'_>,
     route: &Route,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,

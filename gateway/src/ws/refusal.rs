@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split};
-use monoio::net::TcpStream;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split,
+};
 
 use crate::answer::respond;
 use crate::http::body::{self, BodyKind, BodyProgress};
@@ -16,13 +17,14 @@ use crate::http::head::ResponseHead;
 /// Forwards an upstream's non-101 answer (e.g. 401) to the client as is: the head, then the body as the upstream
 /// framed it (Content-Length, chunked, or until it closes), bounded by `timeout`. The client connection is closed
 /// after it (`Connection: close` semantics: the upgrade request is not reused).
-pub(crate) async fn forward<S>(
-    client: &mut TcpStream,
+pub(crate) async fn forward<C, S>(
+    client: &mut C,
     upstream: &mut S,
     head: &ResponseHead,
     mut buf: Vec<u8>,
     timeout: Duration,
 ) where
+    C: AsyncWriteRent,
     S: AsyncReadRent + CancelableAsyncReadRent + Split,
 {
     let kind = match body::response_body_kind("GET", head) {

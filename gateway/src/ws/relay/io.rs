@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use frame_simd::{DecoderConfig, FrameDecoder, PayloadMode, Role, Rsv};
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Split, Splitable};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
 use super::session::{Batch, RelayOutcome, RelaySettings, Session, SideId, Step};
 use super::side::Side;
@@ -41,8 +41,8 @@ pub(crate) async fn relay<C, U>(
     sweeper: &Rc<Sweeper>,
 ) -> RelayOutcome
 where
-    C: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + 'static,
-    U: Split + AsyncReadRent + AsyncWriteRent + CancelableAsyncReadRent + 'static,
+    C: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>,
+    U: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>,
 {
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();

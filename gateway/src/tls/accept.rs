@@ -1,0 +1,171 @@
+//! The server side of a TLS handshake on an accepted socket, under the connection's handshake deadline.
+//!
+//! Owns: reading the ClientHello and later flights into a pooled buffer, sending what rustls produces, the answers
+//! to clients that are not speaking TLS (a plain HTTP request gets nginx's `400`; anything else rustls' alert) and
+//! the `unrecognized_name` alert for refused server names, and one log line per refusal.
+//! Does not own: the rustls configuration (`super::listener`), the stream after the handshake (`super::stream`).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::server::UnbufferedServerConnection;
+
+use super::engine::{HandshakeStep, TlsEngine};
+use super::listener::WorkerTls;
+use super::resolver;
+use super::stream::TlsStream;
+use crate::http::head::simple_response;
+use crate::runtime::buffer_pool::BufferPool;
+
+/// A server-side TLS stream.
+pub(crate) type ServerTls = TlsStream<UnbufferedServerConnection>;
+
+/// How long an alert or a refusal may take to send: the connection ends either way.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// `unrecognized_name` (112), fatal, as a plaintext record: sent before any key exists.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// Runs the handshake; `None` if it failed (already answered and logged).
+pub(crate) async fn accept(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    tls: &WorkerTls,
+    pool: &Rc<BufferPool>,
+    deadline: Instant,
+) -> Option<ServerTls> {
+    let conn = match UnbufferedServerConnection::new(tls.config()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "cannot start a TLS session");
+            return None;
+        }
+    };
+    let mut engine = TlsEngine::new(conn);
+    let mut incoming = pool.take();
+    let mut out = Vec::new();
+    let mut first_read = true;
+    loop {
+        match engine.handshake(&mut incoming, &mut out) {
+            Ok(HandshakeStep::Done) => break,
+            Ok(HandshakeStep::Write) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(wait, tcp.write_all(std::mem::take(&mut out))).await {
+                    Ok((Ok(_), mut written)) => {
+                        written.clear();
+                        out = written;
+                    }
+                    Ok((Err(e), _)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake write failed");
+                        pool.give(incoming);
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS refused: handshake not completed in time (client not reading)");
+                        pool.give(incoming);
+                        return None;
+                    }
+                }
+            }
+            Ok(HandshakeStep::Read) => {
+                let (len, cap) = (incoming.len(), incoming.capacity());
+                if len == cap {
+                    tracing::info!(%peer, bytes = len, "TLS refused: handshake messages larger than the read buffer");
+                    pool.give(incoming);
+                    return None;
+                }
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let read = monoio::time::timeout(
+                    wait,
+                    tcp.read(std::mem::take(&mut incoming).slice_mut(len..cap)),
+                )
+                .await;
+                match read {
+                    Ok((Ok(0), slice)) => {
+                        tracing::debug!(%peer, "client closed during the TLS handshake");
+                        pool.give(slice.into_inner());
+                        return None;
+                    }
+                    Ok((Ok(_), slice)) => incoming = slice.into_inner(),
+                    Ok((Err(e), slice)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake read failed");
+                        pool.give(slice.into_inner());
+                        return None;
+                    }
+                    Err(_) => {
+                        // The buffer went with the cancelled read.
+                        tracing::info!(%peer, received = len, "TLS refused: handshake not completed in time");
+                        return None;
+                    }
+                }
+                if first_read {
+                    first_read = false;
+                    if looks_like_plain_http(&incoming) {
+                        pool.give(incoming);
+                        tracing::info!(%peer, "refused: plain HTTP request on a TLS port (400)");
+                        let answer = simple_response(
+                            400,
+                            &[],
+                            "The plain HTTP request was sent to an HTTPS port\n",
+                            true,
+                        );
+                        let _ = monoio::time::timeout(REFUSAL_WRITE, tcp.write_all(answer)).await;
+                        return None;
+                    }
+                }
+            }
+            Err(e) => {
+                let alert = if resolver::take_refused() {
+                    UNRECOGNIZED_NAME_ALERT.to_vec()
+                } else {
+                    out
+                };
+                tracing::info!(%peer, error = %e, "TLS refused: handshake failed");
+                pool.give(incoming);
+                if !alert.is_empty() {
+                    let _ = monoio::time::timeout(REFUSAL_WRITE, tcp.write_all(alert)).await;
+                }
+                return None;
+            }
+        }
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let conn = engine.conn();
+        tracing::debug!(
+            %peer,
+            version = ?conn.protocol_version(),
+            kind = ?conn.handshake_kind(),
+            "TLS handshake complete"
+        );
+    }
+    Some(TlsStream::new(tcp, engine, incoming, pool.clone()))
+}
+
+/// Whether the first bytes on a TLS port are an HTTP request line rather than a TLS record (which starts with a
+/// content type byte, 0x14..0x18): an upper-case method token followed by a space.
+fn looks_like_plain_http(bytes: &[u8]) -> bool {
+    let method_len = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method_len > 0 && (method_len == bytes.len() || bytes[method_len] == b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_told_apart_from_tls_records() {
+        assert!(looks_like_plain_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_plain_http(b"OPTIONS * HTTP/1.1\r\n"));
+        assert!(
+            looks_like_plain_http(b"GE"),
+            "a method split over reads still counts"
+        );
+        assert!(!looks_like_plain_http(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!looks_like_plain_http(b"\x00garbage"));
+        assert!(!looks_like_plain_http(b"get / HTTP/1.1"));
+    }
+}

@@ -1,0 +1,373 @@
+//! A TLS connection as a monoio stream: the same read/write/cancel/split interface a `TcpStream` offers, so the
+//! HTTP path and the frame relay run over it unchanged (one code path for `ws://` and `wss://`).
+//!
+//! Owns: moving bytes between the socket and the [`TlsEngine`]: ciphertext is read into a buffer borrowed from the
+//! worker's pool only while a record is incomplete, decrypted straight into the caller's buffer, and encrypted into
+//! a pooled buffer only while a write is in flight. An idle connection therefore pins no TLS buffer: a small read
+//! (the relay's parked one-byte read) waits on a one-byte socket read, like the plain relay does.
+//! Does not own: the handshake (`super::accept`), any rule about what the bytes mean.
+//!
+//! Both halves share the engine (`Rc<RefCell<_>>`, never borrowed across an await). The read half never writes to
+//! the socket: records rustls produces while reading (alerts, key updates) go out before the next write.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+    OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+
+use super::engine::{PlainSink, TlsEngine, TlsError, Unbuffered};
+use crate::runtime::buffer_pool::BufferPool;
+
+/// Reads asking for fewer bytes than this wait on a one-byte socket read, so no pooled buffer is held while the
+/// peer is quiet (the relay parks idle legs on a one-byte read).
+const SMALL_READ: usize = 64;
+
+/// One TLS connection over TCP whose handshake is complete.
+pub(crate) struct TlsStream<C> {
+    reader: TlsReader<C>,
+    writer: TlsWriter<C>,
+}
+
+/// The reading half of a [`TlsStream`].
+pub(crate) struct TlsReader<C> {
+    tcp: OwnedReadHalf<TcpStream>,
+    engine: Rc<RefCell<TlsEngine<C>>>,
+    pool: Rc<BufferPool>,
+    /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
+    incoming: Option<Vec<u8>>,
+}
+
+/// The writing half of a [`TlsStream`].
+pub(crate) struct TlsWriter<C> {
+    tcp: OwnedWriteHalf<TcpStream>,
+    engine: Rc<RefCell<TlsEngine<C>>>,
+    pool: Rc<BufferPool>,
+    closed: bool,
+}
+
+impl<C: Unbuffered> TlsStream<C> {
+    /// Wraps a socket whose handshake `engine` completed. `incoming` holds ciphertext received after the
+    /// handshake's last record (it may be empty).
+    pub(crate) fn new(
+        tcp: TcpStream,
+        engine: TlsEngine<C>,
+        incoming: Vec<u8>,
+        pool: Rc<BufferPool>,
+    ) -> Self {
+        let (read, write) = tcp.into_split();
+        let engine = Rc::new(RefCell::new(engine));
+        let incoming = if incoming.is_empty() {
+            pool.give(incoming);
+            None
+        } else {
+            Some(incoming)
+        };
+        Self {
+            reader: TlsReader {
+                tcp: read,
+                engine: engine.clone(),
+                pool: pool.clone(),
+                incoming,
+            },
+            writer: TlsWriter {
+                tcp: write,
+                engine,
+                pool,
+                closed: false,
+            },
+        }
+    }
+
+    /// Runs `f` on the TLS connection (what the handshake decided: version, SNI, the peer's certificates).
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&C) -> T) -> T {
+        f(self.reader.engine.borrow().conn())
+    }
+}
+
+fn invalid(e: TlsError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The caller's read buffer as a [`PlainSink`].
+struct IoSink<'b, T> {
+    buf: &'b mut T,
+    filled: usize,
+}
+
+impl<T: IoBufMut> PlainSink for IoSink<'_, T> {
+    fn put(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.buf.bytes_total() - self.filled);
+        // SAFETY: monoio's `IoBufMut` contract: `write_ptr()` is valid for writes of `bytes_total()` bytes while
+        // the buffer is alive and not moved (it is what the kernel writes into on a socket read). We write
+        // `filled..filled + n`, within that, from a slice that cannot overlap it (rustls' plaintext), and then
+        // declare exactly the bytes written so far initialised.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.write_ptr().add(self.filled), n);
+            self.buf.set_init(self.filled + n);
+        }
+        self.filled += n;
+        n
+    }
+}
+
+impl<C: Unbuffered> TlsReader<C> {
+    async fn read_plain<T: IoBufMut>(
+        &mut self,
+        mut buf: T,
+        cancel: Option<CancelHandle>,
+    ) -> BufResult<usize, T> {
+        loop {
+            // Plaintext already decrypted, or whole records already received.
+            {
+                let mut engine = self.engine.borrow_mut();
+                let mut sink = IoSink {
+                    buf: &mut buf,
+                    filled: 0,
+                };
+                if engine.has_plain() {
+                    let n = engine.take_plain(&mut sink);
+                    return (Ok(n), buf);
+                }
+                if let Some(mut incoming) = self.incoming.take() {
+                    let decrypted = engine.decrypt(&mut incoming, &mut sink);
+                    if incoming.is_empty() {
+                        self.pool.give(incoming);
+                    } else {
+                        self.incoming = Some(incoming);
+                    }
+                    match decrypted {
+                        Ok(d) if d.written > 0 || d.peer_closed => return (Ok(d.written), buf),
+                        Ok(_) => {}
+                        Err(e) => return (Err(invalid(e)), buf),
+                    }
+                } else if engine.peer_closed() {
+                    return (Ok(0), buf);
+                }
+            }
+            // More ciphertext is needed.
+            let mut incoming = match self.incoming.take() {
+                Some(b) => b,
+                None if buf.bytes_total() < SMALL_READ => {
+                    let byte = Box::new([0u8; 1]);
+                    let (res, byte) = match &cancel {
+                        Some(c) => self.tcp.cancelable_read(byte, c.clone()).await,
+                        None => self.tcp.read(byte).await,
+                    };
+                    match res {
+                        Ok(0) => return (Ok(0), buf),
+                        Ok(_) => {
+                            let mut b = self.pool.take();
+                            b.push(byte[0]);
+                            b
+                        }
+                        Err(e) => return (Err(e), buf),
+                    }
+                }
+                None => self.pool.take(),
+            };
+            let (len, cap) = (incoming.len(), incoming.capacity());
+            if len == cap {
+                // A record larger than the buffer: impossible for a peer that follows RFC 8446 §5.2.
+                self.pool.give(incoming);
+                return (
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS record larger than the read buffer",
+                    )),
+                    buf,
+                );
+            }
+            let slice = incoming.slice_mut(len..cap);
+            let (res, slice) = match &cancel {
+                Some(c) => self.tcp.cancelable_read(slice, c.clone()).await,
+                None => self.tcp.read(slice).await,
+            };
+            incoming = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    let partial = !incoming.is_empty();
+                    self.pool.give(incoming);
+                    // A TCP FIN without close_notify: the data so far was complete records, so it is an ordinary
+                    // end for WebSocket and HTTP (both frame their own messages); inside a record it is not.
+                    return if partial {
+                        (
+                            Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "connection closed inside a TLS record",
+                            )),
+                            buf,
+                        )
+                    } else {
+                        (Ok(0), buf)
+                    };
+                }
+                Ok(_) => self.incoming = Some(incoming),
+                Err(e) => {
+                    if incoming.is_empty() {
+                        self.pool.give(incoming);
+                    } else {
+                        self.incoming = Some(incoming);
+                    }
+                    return (Err(e), buf);
+                }
+            }
+        }
+    }
+}
+
+impl<C: Unbuffered> TlsWriter<C> {
+    async fn write_plain<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if buf.bytes_init() == 0 {
+            return (Ok(0), buf);
+        }
+        let mut out = self.pool.take();
+        let encrypted = {
+            // SAFETY: monoio's `IoBuf` contract: `read_ptr()` is valid for reads of `bytes_init()` initialised
+            // bytes while the buffer is alive (it is what the kernel reads on a socket write); the slice does not
+            // outlive this block, during which `buf` is neither moved nor changed.
+            #[allow(unsafe_code)]
+            let plain = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            self.engine.borrow_mut().encrypt(plain, &mut out)
+        };
+        let taken = match encrypted {
+            Ok(n) => n,
+            Err(e) => {
+                self.pool.give(out);
+                return (Err(invalid(e)), buf);
+            }
+        };
+        let (res, out) = self.tcp.write_all(out).await;
+        self.pool.give(out);
+        match res {
+            Ok(_) => (Ok(taken), buf),
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        if !self.closed {
+            self.closed = true;
+            let mut out = Vec::new();
+            if self.engine.borrow_mut().close_notify(&mut out).is_ok() && !out.is_empty() {
+                self.tcp.write_all(out).await.0?;
+            }
+        }
+        self.tcp.shutdown().await
+    }
+}
+
+fn no_vectored() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "vectored I/O is not offered on TLS streams",
+    )
+}
+
+impl<C: Unbuffered> AsyncReadRent for TlsReader<C> {
+    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.read_plain(buf, None)
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        (Err(no_vectored()), buf)
+    }
+}
+
+impl<C: Unbuffered> CancelableAsyncReadRent for TlsReader<C> {
+    fn cancelable_read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        c: CancelHandle,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        self.read_plain(buf, Some(c))
+    }
+
+    async fn cancelable_readv<T: IoVecBufMut>(
+        &mut self,
+        buf: T,
+        _c: CancelHandle,
+    ) -> BufResult<usize, T> {
+        (Err(no_vectored()), buf)
+    }
+}
+
+impl<C: Unbuffered> AsyncWriteRent for TlsWriter<C> {
+    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.write_plain(buf)
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        (Err(no_vectored()), buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
+        self.close()
+    }
+}
+
+impl<C: Unbuffered> AsyncReadRent for TlsStream<C> {
+    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.reader.read(buf)
+    }
+
+    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.reader.readv(buf)
+    }
+}
+
+impl<C: Unbuffered> CancelableAsyncReadRent for TlsStream<C> {
+    fn cancelable_read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        c: CancelHandle,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        self.reader.cancelable_read(buf, c)
+    }
+
+    fn cancelable_readv<T: IoVecBufMut>(
+        &mut self,
+        buf: T,
+        c: CancelHandle,
+    ) -> impl Future<Output = BufResult<usize, T>> {
+        self.reader.cancelable_readv(buf, c)
+    }
+}
+
+impl<C: Unbuffered> AsyncWriteRent for TlsStream<C> {
+    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.writer.write(buf)
+    }
+
+    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+        self.writer.writev(buf)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
+        self.writer.flush()
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
+        self.writer.shutdown()
+    }
+}
+
+impl<C: Unbuffered> Splitable for TlsStream<C> {
+    type OwnedRead = TlsReader<C>;
+    type OwnedWrite = TlsWriter<C>;
+
+    fn into_split(self) -> (Self::OwnedRead, Self::OwnedWrite) {
+        (self.reader, self.writer)
+    }
+}
