@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ringway_config::{Config, Driver};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::runtime::isolate::isolated;
 use crate::tls::listener::{SharedTls, WorkerTls};
 use crate::worker::WorkerCtx;
 
@@ -384,7 +385,10 @@ async fn accept_loop(listener: monoio::net::TcpListener, index: usize, ctx: Rc<W
                     tracing::info!(worker = ctx.id, failures, "accepting connections again");
                 }
                 let _ = stream.set_nodelay(true);
-                let fut = crate::conn::serve(stream, peer, index, ctx.clone());
+                let fut = isolated(
+                    "connection",
+                    crate::conn::serve(stream, peer, index, ctx.clone()),
+                );
                 tracing::trace!(
                     future_bytes = std::mem::size_of_val(&fut),
                     "connection task"

@@ -203,10 +203,14 @@ impl<C: Unbuffered> TlsEngine<C> {
         result
     }
 
-    /// After a failure, rustls has queued an alert for the peer: encodes it into `out`. Uses the same `incoming`
-    /// bytes rustls saw (it may index into them).
+    /// After a failure, rustls has queued an alert for the peer: encodes it into `out`. rustls is stepped only while
+    /// it has records queued, so it never looks at `incoming` again (doing so would fail the same way and try to
+    /// send a second fatal alert, which rustls asserts against).
     fn queue_alert(&mut self, incoming: &mut [u8], out: &mut Vec<u8>) {
         for _ in 0..4 {
+            if !self.conn.wants_write() {
+                return;
+            }
             let status = self.conn.process(incoming);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {

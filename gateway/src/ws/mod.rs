@@ -23,6 +23,7 @@ use accept::UpgradeRequest;
 
 use crate::answer::respond;
 use crate::conn::ClientStream;
+use crate::runtime::isolate::isolated;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use relay::{RelaySettings, relay};
 
@@ -129,6 +130,7 @@ pub(crate) async fn serve<S: ClientStream>(
                     outcome.reason
                 );
             };
+            let relay_task = isolated("relay", relay_task);
             tracing::trace!(
                 task_bytes = std::mem::size_of_val(&relay_task),
                 "relay task"

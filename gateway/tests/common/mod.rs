@@ -32,6 +32,16 @@ impl Gateway {
 
     /// Like [`Gateway::start_with`], run through `wrapper` (e.g. `["prlimit", "--nofile=64:64", "--"]`).
     pub fn start_wrapped(yaml: &str, args: &[&str], wrapper: &[&str]) -> Gateway {
+        let log = std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn(yaml, args, wrapper, &log)
+    }
+
+    /// Like [`Gateway::start`] with the log filter `log` (e.g. `info`, to check a refusal's log line).
+    pub fn start_logged(yaml: &str, log: &str) -> Gateway {
+        Self::spawn(yaml, &[], &[], log)
+    }
+
+    fn spawn(yaml: &str, args: &[&str], wrapper: &[&str], log: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringway.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -47,10 +57,7 @@ impl Gateway {
             .arg("--config")
             .arg(&path)
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
