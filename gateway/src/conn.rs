@@ -68,17 +68,13 @@ pub(crate) async fn serve(
     let deadline = Instant::now() + ctx.config.limits.handshake_timeout;
     match ctx.tls.get(listener).and_then(Option::as_ref) {
         None => {
-            serve_requests(
-                stream,
+            let client = Client {
                 peer,
-                &ctx,
-                slot,
-                Scheme::Http,
-                listener,
-                None,
-                deadline,
-            )
-            .await
+                scheme: Scheme::Http,
+                redirect_https: ctx.config.listeners[listener].redirect_https,
+                client_cert: None,
+            };
+            serve_requests(stream, client, &ctx, slot, deadline).await
         }
         Some(tls) => {
             let Some(stream) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
@@ -90,17 +86,13 @@ pub(crate) async fn serve(
                     .and_then(|chain| chain.first())
                     .and_then(|leaf| tls::certs::describe_client(leaf))
             });
-            Box::pin(serve_requests(
-                stream,
+            let client = Client {
                 peer,
-                &ctx,
-                slot,
-                Scheme::Https,
-                listener,
+                scheme: Scheme::Https,
+                redirect_https: None,
                 client_cert,
-                deadline,
-            ))
-            .await
+            };
+            Box::pin(serve_requests(stream, client, &ctx, slot, deadline)).await
         }
     }
 }
@@ -112,24 +104,33 @@ enum Scheme {
     Https,
 }
 
+/// What the connection's requests share: who the client is and how it reached the gateway.
+struct Client {
+    peer: SocketAddr,
+    scheme: Scheme,
+    /// Plain listeners with `redirect_https`: every request is redirected to this https port.
+    redirect_https: Option<u16>,
+    /// The verified client certificate (mTLS), as forwarded to upstreams.
+    client_cert: Option<String>,
+}
+
 async fn serve_requests<S: ClientStream>(
     mut stream: S,
-    peer: SocketAddr,
+    client: Client,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
-    scheme: Scheme,
-    listener: usize,
-    client_cert: Option<String>,
     first_deadline: Instant,
 ) {
+    let Client {
+        peer,
+        scheme,
+        redirect_https: redirect,
+        client_cert,
+    } = client;
     let limits = &ctx.config.limits;
     let head_limits = HeadLimits {
         max_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
-    };
-    let redirect = match scheme {
-        Scheme::Http => ctx.config.listeners[listener].redirect_https,
-        Scheme::Https => None,
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;

@@ -385,10 +385,7 @@ async fn accept_loop(listener: monoio::net::TcpListener, index: usize, ctx: Rc<W
                     tracing::info!(worker = ctx.id, failures, "accepting connections again");
                 }
                 let _ = stream.set_nodelay(true);
-                let fut = isolated(
-                    "connection",
-                    crate::conn::serve(stream, peer, index, ctx.clone()),
-                );
+                let fut = isolated(crate::conn::serve(stream, peer, index, ctx.clone()));
                 tracing::trace!(
                     future_bytes = std::mem::size_of_val(&fut),
                     "connection task"

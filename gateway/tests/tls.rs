@@ -64,7 +64,11 @@ impl TestCa {
 }
 
 /// Writes a leaf pair into `dir` as `NAME.pem` / `NAME.key`; returns (cert path, key path, cert DER).
-fn write_pair(dir: &Path, name: &str, pair: (String, String, Vec<u8>)) -> (PathBuf, PathBuf, Vec<u8>) {
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    pair: (String, String, Vec<u8>),
+) -> (PathBuf, PathBuf, Vec<u8>) {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, pair.0).unwrap();
@@ -96,18 +100,30 @@ fn all_versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// Connects and completes the handshake; `Err` with rustls' error if it fails.
-fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>, name: &str) -> Result<Tls, rustls::Error> {
+fn tls_connect(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    name: &str,
+) -> Result<Tls, rustls::Error> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let conn = ClientConnection::new(config.clone(), ServerName::try_from(name.to_owned()).unwrap())
-        .unwrap();
+    let conn = ClientConnection::new(
+        config.clone(),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
         if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-            return Err(match e.into_inner().and_then(|inner| inner.downcast::<rustls::Error>().ok()) {
-                Some(e) => *e,
-                None => rustls::Error::General("i/o error during the handshake".into()),
-            });
+            return Err(
+                match e
+                    .into_inner()
+                    .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+                {
+                    Some(e) => *e,
+                    None => rustls::Error::General("i/o error during the handshake".into()),
+                },
+            );
         }
     }
     Ok(tls)
@@ -122,7 +138,10 @@ fn upgrade(tls: &mut Tls, path: &str, extra: &str) -> String {
     tls.write_all(req.as_bytes()).unwrap();
     let head = read_head(tls).expect("an answer to the upgrade");
     assert_eq!(status_of(&head), 101, "{head}");
-    assert_eq!(header_of(&head, "sec-websocket-accept"), Some(CLIENT_ACCEPT));
+    assert_eq!(
+        header_of(&head, "sec-websocket-accept"),
+        Some(CLIENT_ACCEPT)
+    );
     head
 }
 
@@ -132,7 +151,11 @@ fn echo(tls: &mut Tls, opcode: u8, payload: &[u8]) {
         .unwrap();
     let frame = read_frame(tls).expect("an echo");
     assert_eq!(frame.opcode, opcode);
-    assert!(frame.payload == payload, "echo differs ({} bytes)", payload.len());
+    assert!(
+        frame.payload == payload,
+        "echo differs ({} bytes)",
+        payload.len()
+    );
 }
 
 fn tls_yaml(listener_tls: &str, extra_routes: &str) -> String {
@@ -145,7 +168,11 @@ fn tls_yaml(listener_tls: &str, extra_routes: &str) -> String {
 fn certs_block(pairs: &[(&Path, &Path)], extra: &str) -> String {
     let mut s = String::from("      certificates:\n");
     for (c, k) in pairs {
-        s.push_str(&format!("        - cert: {}\n          key: {}\n", c.display(), k.display()));
+        s.push_str(&format!(
+            "        - cert: {}\n          key: {}\n",
+            c.display(),
+            k.display()
+        ));
     }
     s.push_str(extra);
     s
@@ -185,7 +212,12 @@ fn wss_and_https_through_the_gateway_with_a_verified_ca() {
         echo(&mut tls, 2, &vec![7u8; size]);
     }
     let seen = upstream.received();
-    assert_eq!(header_of(&seen[0], "x-forwarded-proto"), Some("https"), "{}", seen[0]);
+    assert_eq!(
+        header_of(&seen[0], "x-forwarded-proto"),
+        Some("https"),
+        "{}",
+        seen[0]
+    );
 
     // Plain HTTP over TLS on the same listener.
     let mut tls = tls_connect(gw.addr, &config, "localhost").expect("handshake");
@@ -224,7 +256,11 @@ fn sni_picks_the_certificate_whose_sans_name_it_and_unknown_names_get_the_defaul
     assert_eq!(served("chat.example.test"), d3);
     assert_eq!(served("default.test"), d1);
     assert_eq!(served("unknown.test"), d1, "unknown names get the default");
-    assert_eq!(served("127.0.0.1"), d1, "no SNI (an IP address) gets the default");
+    assert_eq!(
+        served("127.0.0.1"),
+        d1,
+        "no SNI (an IP address) gets the default"
+    );
 }
 
 #[test]
@@ -237,7 +273,9 @@ fn unknown_names_can_be_refused_with_unrecognized_name() {
         "info",
     );
     let config = Arc::new(client_config(ca.roots(), all_versions()));
-    let err = tls_connect(gw.addr, &config, "b.test").err().expect("refused");
+    let Err(err) = tls_connect(gw.addr, &config, "b.test") else {
+        panic!("an unknown name was served")
+    };
     assert_eq!(
         err,
         rustls::Error::AlertReceived(rustls::AlertDescription::UnrecognisedName),
@@ -271,7 +309,9 @@ fn tls_1_2_and_1_3_clients_and_a_1_3_minimum() {
         "",
     ));
     let old = Arc::new(client_config(ca.roots(), &[&rustls::version::TLS12]));
-    let err = tls_connect(gw.addr, &old, "localhost").err().expect("TLS 1.2 refused");
+    let Err(err) = tls_connect(gw.addr, &old, "localhost") else {
+        panic!("a TLS 1.2 client was served under min_version 1.3")
+    };
     assert_eq!(
         err,
         rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
@@ -291,7 +331,8 @@ fn sessions_resume_by_ticket_across_workers_and_by_the_per_worker_cache() {
         for _ in 0..4 {
             let mut tls = tls_connect(gw.addr, &config, "localhost").expect("handshake");
             // TLS 1.3 tickets arrive after the handshake: read an answer so the client has them.
-            tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
             read_head(&mut tls).unwrap();
             kinds.push(tls.conn.handshake_kind());
         }
@@ -301,26 +342,45 @@ fn sessions_resume_by_ticket_across_workers_and_by_the_per_worker_cache() {
     let gw = Gateway::start(&tls_yaml(&certs_block(&[(&c, &k)], ""), ""));
     let kinds = resumes(&gw, &rustls::version::TLS13);
     assert_eq!(kinds[0], Some(HandshakeKind::Full));
-    assert!(kinds[1..].iter().all(|k| *k == Some(HandshakeKind::Resumed)), "{kinds:?}");
+    assert!(
+        kinds[1..]
+            .iter()
+            .all(|k| *k == Some(HandshakeKind::Resumed)),
+        "{kinds:?}"
+    );
     drop(gw);
 
     // No tickets: TLS 1.2 resumes by session ID from the worker's cache (one worker, so the cache is hit).
-    let yaml = tls_yaml(&certs_block(&[(&c, &k)], "      session_tickets: false\n"), "")
-        .replace("workers: 2", "workers: 1");
+    let yaml = tls_yaml(
+        &certs_block(&[(&c, &k)], "      session_tickets: false\n"),
+        "",
+    )
+    .replace("workers: 2", "workers: 1");
     let gw = Gateway::start(&yaml);
     let kinds = resumes(&gw, &rustls::version::TLS12);
-    assert!(kinds[1..].iter().all(|k| *k == Some(HandshakeKind::Resumed)), "{kinds:?}");
+    assert!(
+        kinds[1..]
+            .iter()
+            .all(|k| *k == Some(HandshakeKind::Resumed)),
+        "{kinds:?}"
+    );
     drop(gw);
 
     // Both off: nothing resumes.
     let yaml = tls_yaml(
-        &certs_block(&[(&c, &k)], "      session_tickets: false\n      session_cache: 0\n"),
+        &certs_block(
+            &[(&c, &k)],
+            "      session_tickets: false\n      session_cache: 0\n",
+        ),
         "",
     );
     let gw = Gateway::start(&yaml);
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let kinds = resumes(&gw, version);
-        assert!(kinds.iter().all(|k| *k == Some(HandshakeKind::Full)), "{kinds:?}");
+        assert!(
+            kinds.iter().all(|k| *k == Some(HandshakeKind::Full)),
+            "{kinds:?}"
+        );
     }
 }
 
@@ -351,10 +411,7 @@ fn client_certificates_are_verified_and_the_identity_forwarded_never_the_clients
     };
     let with_cert = |cert: (String, String, Vec<u8>)| {
         let chain = vec![CertificateDer::from(cert.2)];
-        let key = rustls::pki_types::PrivateKeyDer::try_from(
-            rustls_pki_types_key(&cert.1),
-        )
-        .unwrap();
+        let key = rustls_pki_types_key(&cert.1);
         let mut c = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(all_versions())
             .unwrap()
@@ -375,7 +432,11 @@ fn client_certificates_are_verified_and_the_identity_forwarded_never_the_clients
         .filter(|l| l.to_ascii_lowercase().starts_with("x-client-cert:"))
         .collect();
     assert_eq!(forwarded.len(), 1, "{}", seen[0]);
-    assert!(forwarded[0].contains("CN=alice.example") && forwarded[0].contains("dns=alice.example"), "{}", seen[0]);
+    assert!(
+        forwarded[0].contains("CN=alice.example") && forwarded[0].contains("dns=alice.example"),
+        "{}",
+        seen[0]
+    );
 
     // No certificate, or one from another CA: refused during the handshake.
     let anonymous = Arc::new(client_config(ca.roots(), all_versions()));
@@ -406,7 +467,10 @@ fn client_certificates_are_verified_and_the_identity_forwarded_never_the_clients
     echo(&mut tls, 1, b"hi");
     let seen = upstream.received();
     let last = seen.last().unwrap();
-    assert!(!last.to_ascii_lowercase().contains("x-client-cert"), "{last}");
+    assert!(
+        !last.to_ascii_lowercase().contains("x-client-cert"),
+        "{last}"
+    );
 }
 
 /// A PEM private key as DER.
@@ -417,8 +481,11 @@ fn rustls_pki_types_key(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> 
 
 /// The bytes of a ClientHello for `name`.
 fn client_hello(config: &Arc<ClientConfig>, name: &str) -> Vec<u8> {
-    let mut conn = ClientConnection::new(config.clone(), ServerName::try_from(name.to_owned()).unwrap())
-        .unwrap();
+    let mut conn = ClientConnection::new(
+        config.clone(),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
     let mut out = Vec::new();
     conn.write_tls(&mut out).unwrap();
     out
@@ -430,9 +497,13 @@ fn a_client_hello_trickled_past_the_handshake_timeout_is_closed() {
     let ca = TestCa::new("Ringway test CA");
     let (c, k, _) = write_pair(dir.path(), "localhost", ca.leaf(&["localhost"], false));
     let gw = Gateway::start_logged(&tls_yaml(&certs_block(&[(&c, &k)], ""), ""), "info");
-    let hello = client_hello(&Arc::new(client_config(ca.roots(), all_versions())), "localhost");
+    let hello = client_hello(
+        &Arc::new(client_config(ca.roots(), all_versions())),
+        "localhost",
+    );
     let mut tcp = TcpStream::connect(gw.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let start = Instant::now();
     let mut closed_at = None;
     for byte in hello.iter().take(60) {
@@ -461,7 +532,10 @@ fn a_client_hello_trickled_past_the_handshake_timeout_is_closed() {
         "closed after {closed_at:?} (handshake_timeout is 2s)"
     );
     let log = gw.stop();
-    assert!(log.contains("TLS refused: handshake not completed in time"), "{log}");
+    assert!(
+        log.contains("TLS refused: handshake not completed in time"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -489,17 +563,25 @@ fn garbage_gets_an_alert_and_plain_http_gets_400_and_others_are_still_served() {
             // A record header announcing more than a record may hold: refused as soon as it is seen.
             assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
         } else {
-            assert_eq!(answer.first(), Some(&0x15), "an alert record, got {answer:?}");
+            assert_eq!(
+                answer.first(),
+                Some(&0x15),
+                "an alert record, got {answer:?}"
+            );
         }
     }
 
     let mut tcp = TcpStream::connect(gw.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     let _ = tcp.read_to_string(&mut answer);
     assert_eq!(status_of(&answer), 400, "{answer}");
-    assert!(answer.contains("plain HTTP request was sent to an HTTPS port"), "{answer}");
+    assert!(
+        answer.contains("plain HTTP request was sent to an HTTPS port"),
+        "{answer}"
+    );
 
     echo(&mut live, 1, b"still here");
     let log = gw.stop();
@@ -515,7 +597,11 @@ fn certificates_reload_on_sighup_while_a_wss_connection_keeps_echoing() {
     let gw = Gateway::start(&tls_yaml(&certs_block(&[(&c, &k)], ""), ""));
     let config = Arc::new(client_config(ca.roots(), all_versions()));
     let served = || {
-        tls_connect(gw.addr, &config, "localhost").unwrap().conn.peer_certificates().unwrap()[0]
+        tls_connect(gw.addr, &config, "localhost")
+            .unwrap()
+            .conn
+            .peer_certificates()
+            .unwrap()[0]
             .as_ref()
             .to_vec()
     };
@@ -535,13 +621,20 @@ fn certificates_reload_on_sighup_while_a_wss_connection_keeps_echoing() {
     hup();
     let deadline = Instant::now() + Duration::from_secs(5);
     while served() != second {
-        assert!(Instant::now() < deadline, "the new certificate was never served");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     echo(&mut live, 1, b"after the reload");
 
     // A broken file keeps the pair that works.
-    std::fs::write(&k, "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        &k,
+        "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     hup();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(served(), second);
@@ -560,7 +653,10 @@ fn a_plain_listener_can_redirect_to_https() {
         "GET /chat?room=1 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n",
     );
     assert_eq!(status_of(&answer), 308, "{answer}");
-    assert_eq!(header_of(&answer, "location"), Some("https://example.test:8443/chat?room=1"));
+    assert_eq!(
+        header_of(&answer, "location"),
+        Some("https://example.test:8443/chat?room=1")
+    );
 }
 
 #[test]
@@ -575,7 +671,11 @@ fn check_reports_unusable_certificates_at_their_yaml_keys() {
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = p.self_signed(&key).unwrap();
-        write_pair(dir.path(), "expired", (cert.pem(), key.serialize_pem(), vec![]))
+        write_pair(
+            dir.path(),
+            "expired",
+            (cert.pem(), key.serialize_pem(), vec![]),
+        )
     };
     let soon = {
         let mut p = CertificateParams::new(vec!["soon.test".to_owned()]).unwrap();
@@ -584,7 +684,11 @@ fn check_reports_unusable_certificates_at_their_yaml_keys() {
         p.not_after = now + time::Duration::days(5);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = p.self_signed(&key).unwrap();
-        write_pair(dir.path(), "soon", (cert.pem(), key.serialize_pem(), vec![]))
+        write_pair(
+            dir.path(),
+            "soon",
+            (cert.pem(), key.serialize_pem(), vec![]),
+        )
     };
     let check = |pairs: &[(&Path, &Path)]| {
         let yaml = tls_yaml(&certs_block(pairs, ""), "");
@@ -595,25 +699,43 @@ fn check_reports_unusable_certificates_at_their_yaml_keys() {
             .arg(&file)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), file)
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            file,
+        )
     };
     let missing = dir.path().join("missing.pem");
     let (code, err, file) = check(&[(&c, &k), (&missing, &k)]);
     assert_eq!(code, Some(1), "{err}");
     let f = file.display();
     assert!(
-        err.contains(&format!("{f}:9:17: listeners[0].tls.certificates[1].cert: cannot read {}", missing.display())),
+        err.contains(&format!(
+            "{f}:9:17: listeners[0].tls.certificates[1].cert: cannot read {}",
+            missing.display()
+        )),
         "{err}"
     );
     let (code, err, _) = check(&[(&other_c, &k)]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(":8:16: listeners[0].tls.certificates[0].key: ") && err.contains("does not belong"), "{err}");
+    assert!(
+        err.contains(":8:16: listeners[0].tls.certificates[0].key: ")
+            && err.contains("does not belong"),
+        "{err}"
+    );
     let (code, err, _) = check(&[(&expired.0, &expired.1)]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("listeners[0].tls.certificates[0].cert: ") && err.contains("expired"), "{err}");
+    assert!(
+        err.contains("listeners[0].tls.certificates[0].cert: ") && err.contains("expired"),
+        "{err}"
+    );
     let (code, err, _) = check(&[(&soon.0, &soon.1)]);
     assert_eq!(code, Some(0), "an expiring certificate is a warning: {err}");
-    assert!(err.contains("warning: ") && err.contains("expires in 4 day(s)") || err.contains("expires in 5 day(s)"), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("expires in 4 day(s)")
+            || err.contains("expires in 5 day(s)"),
+        "{err}"
+    );
 }
 
 /// A verifier that accepts any server certificate (to look at what the gateway serves for unknown names).
@@ -637,7 +759,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
         c: &CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &provider().signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -645,9 +772,16 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
         c: &CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &provider().signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -7,15 +7,33 @@
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-/// Runs `fut`; a panic while polling it ends only this future (logged with `what`).
-pub(crate) async fn isolated<F: Future<Output = ()>>(what: &'static str, fut: F) {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(move |cx| {
-        // The future is dropped right after a panic and never polled again, so a broken invariant inside it cannot
-        // be observed (what `AssertUnwindSafe` asks of us).
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+pin_project_lite::pin_project! {
+    /// A future whose panics end only itself. A struct rather than an `async fn`: an `async fn` would keep the
+    /// argument and its pinned copy side by side, doubling the size of every connection and relay task.
+    pub(crate) struct Isolated<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+/// Runs `fut`; a panic while polling it ends only this future (and is logged). Adds nothing to the future's size:
+/// every idle WebSocket's relay task is one of these.
+pub(crate) fn isolated<F: Future<Output = ()>>(fut: F) -> Isolated<F> {
+    Isolated { fut }
+}
+
+impl<F: Future<Output = ()>> Future for Isolated<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let fut = this.fut;
+        // After a panic the task completes and the future is dropped, never polled again, so a broken invariant
+        // inside it cannot be observed (what `AssertUnwindSafe` asks of us).
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => {
                 let message = panic
@@ -23,17 +41,27 @@ pub(crate) async fn isolated<F: Future<Output = ()>>(what: &'static str, fut: F)
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!(task = what, "BUG: a connection task panicked and was closed: {message}");
+                tracing::error!("BUG: a connection task panicked and was closed: {message}");
                 Poll::Ready(())
             }
         }
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_adds_only_its_label_to_a_task() {
+        let task = async {
+            let buf = [0u8; 1000];
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            std::hint::black_box(buf);
+        };
+        let plain = std::mem::size_of_val(&task);
+        assert_eq!(std::mem::size_of_val(&isolated(task)), plain);
+    }
 
     #[test]
     fn a_panicking_task_ends_alone() {
@@ -42,7 +70,7 @@ mod tests {
             .build()
             .expect("runtime");
         let survived = rt.block_on(async {
-            let doomed = monoio::spawn(isolated("test", async {
+            let doomed = monoio::spawn(isolated(async {
                 monoio::time::sleep(std::time::Duration::from_millis(1)).await;
                 panic!("boom");
             }));

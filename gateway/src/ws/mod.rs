@@ -130,7 +130,7 @@ pub(crate) async fn serve<S: ClientStream>(
                     outcome.reason
                 );
             };
-            let relay_task = isolated("relay", relay_task);
+            let relay_task = isolated(relay_task);
             tracing::trace!(
                 task_bytes = std::mem::size_of_val(&relay_task),
                 "relay task"
