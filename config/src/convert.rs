@@ -18,7 +18,7 @@ use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
     Balance, CertificateFiles, ClientAuth, Config, Driver, HashKey, HeaderMatch, HostMatch, Limits,
     Listener, ListenerTls, Route, RouteTable, Server, Target, TlsVersion, UnknownSni, Upstream,
-    UpstreamId, WebSocketSettings,
+    UpstreamId, UpstreamTls, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -352,9 +352,13 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
         ));
     }
     let mut servers: Vec<Server> = Vec::with_capacity(raw_servers.len());
+    let mut schemes: Vec<(usize, bool)> = Vec::new();
     for (i, s) in raw_servers.into_iter().enumerate() {
         let spath = format!("{servers_path}[{i}]");
-        let server = server(s, &spath)?;
+        let (server, tls_scheme) = server(s, &spath)?;
+        if let Some(tls) = tls_scheme {
+            schemes.push((i, tls));
+        }
         if servers.iter().any(|p| p.address == server.address) {
             return Err(Problem::new(
                 spath,
@@ -411,6 +415,45 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
             "a number of attempts",
         )?,
     };
+    let tls_block = raw.tls.is_some();
+    if let Some(&(i, _)) = schemes
+        .iter()
+        .find(|(_, tls)| *tls != (tls_block || schemes.iter().any(|(_, t)| *t)))
+    {
+        return Err(Problem::new(
+            format!("{servers_path}[{i}]"),
+            "all servers of a pool speak TLS or none does: do not mix ws:// / http:// with wss:// / https:// \
+             (or with a `tls:` block)",
+        ));
+    }
+    let tls = if tls_block || schemes.iter().any(|(_, t)| *t) {
+        let raw_tls = raw.tls.unwrap_or_default();
+        let tpath = join(&path, "tls");
+        let server_name = match raw_tls.server_name {
+            None => None,
+            Some(s) => {
+                let name = s.0.trim().to_ascii_lowercase();
+                if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
+                    return Err(Problem::new(
+                        join(&tpath, "server_name"),
+                        format!("`{}` is not a server name", s.0),
+                    ));
+                }
+                Some(name)
+            }
+        };
+        Some(UpstreamTls {
+            server_name,
+            ca: raw_tls.ca.map(|s| PathBuf::from(s.0.trim())),
+            insecure_skip_verify: match raw_tls.insecure_skip_verify {
+                None => false,
+                Some(s) => parse_bool(&s.0)
+                    .map_err(|m| Problem::new(join(&tpath, "insecure_skip_verify"), m))?,
+            },
+        })
+    } else {
+        None
+    };
     Ok(Upstream {
         name,
         servers,
@@ -418,10 +461,13 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
         connect_timeout,
         fail_cooldown,
         max_attempts,
+        tls,
     })
 }
 
-fn server(raw: RawServer, path: &str) -> Result<Server> {
+/// One server; the second value is `Some(true)` for `wss://`/`https://`, `Some(false)` for `ws://`/`http://`, `None`
+/// without a scheme.
+fn server(raw: RawServer, path: &str) -> Result<(Server, Option<bool>)> {
     let addr_path = join(path, "address");
     let text = raw.address.ok_or_else(|| {
         Problem::new(
@@ -429,7 +475,41 @@ fn server(raw: RawServer, path: &str) -> Result<Server> {
             "missing required key `address` (host:port of the server)",
         )
     })?;
-    let address = address(&text.0, false).map_err(|m| Problem::new(&addr_path, m))?;
+    let written = text.0.trim();
+    let (scheme, hostport) = match written.split_once("://") {
+        None => (None, written),
+        Some(("wss" | "https", rest)) => (Some(true), rest),
+        Some(("ws" | "http", rest)) => (Some(false), rest),
+        Some((other, _)) => {
+            return Err(Problem::new(
+                &addr_path,
+                format!(
+                    "unknown scheme `{other}://` (allowed: ws://, wss://, http://, https://, or none)"
+                ),
+            ));
+        }
+    };
+    let hostport = hostport.trim_end_matches('/');
+    // A TLS server written without a port gets 443, a plain one 80.
+    let with_port;
+    let hostport = match (scheme, hostport.rsplit_once(':')) {
+        (Some(tls), None) => {
+            with_port = format!("{hostport}:{}", if tls { 443 } else { 80 });
+            with_port.as_str()
+        }
+        (Some(tls), Some((_, p))) if p.ends_with(']') => {
+            with_port = format!("{hostport}:{}", if tls { 443 } else { 80 });
+            with_port.as_str()
+        }
+        _ => hostport,
+    };
+    let address = address(hostport, false).map_err(|m| Problem::new(&addr_path, m))?;
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let weight = match raw.weight {
         None => NonZeroU32::MIN,
         Some(s) => {
@@ -441,7 +521,14 @@ fn server(raw: RawServer, path: &str) -> Result<Server> {
                 .ok_or_else(|| Problem::new(wpath, "weight must be between 1 and 1000000"))?
         }
     };
-    Ok(Server { address, weight })
+    Ok((
+        Server {
+            address,
+            host,
+            weight,
+        },
+        scheme,
+    ))
 }
 
 fn hash_key(text: &str) -> std::result::Result<HashKey, String> {

@@ -194,6 +194,19 @@ pub struct Upstream {
     pub fail_cooldown: Duration,
     /// Servers tried per client connection before giving up (>= 1). Default: number of servers.
     pub max_attempts: usize,
+    /// TLS to the servers (`tls:`, or servers written `wss://` / `https://`); `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the gateway speaks TLS to an upstream pool's servers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// Name sent as SNI and verified against the servers' certificates. Default: each server's host as written.
+    pub server_name: Option<String>,
+    /// PEM bundle of the CAs the servers' certificates must chain to. Default: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate (testing only; logged at start). Default false.
+    pub insecure_skip_verify: bool,
 }
 
 /// One backend server.
@@ -201,6 +214,8 @@ pub struct Upstream {
 pub struct Server {
     /// Resolved address.
     pub address: SocketAddr,
+    /// The host as written (`api.internal`, `10.0.0.7`), the TLS server name unless the pool sets one.
+    pub host: String,
     /// Share of new connections relative to the pool's other servers. Default 1.
     pub weight: NonZeroU32,
 }
@@ -383,6 +398,13 @@ impl Config {
             if let Some(auth) = &mut tls.client_auth {
                 resolve(&mut auth.ca);
             }
+        }
+        for ca in self
+            .upstreams
+            .iter_mut()
+            .filter_map(|u| u.tls.as_mut().and_then(|t| t.ca.as_mut()))
+        {
+            resolve(ca);
         }
     }
 

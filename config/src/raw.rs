@@ -91,6 +91,16 @@ pub struct RawUpstream {
     pub connect_timeout: Option<Scalar>,
     pub fail_cooldown: Option<Scalar>,
     pub max_attempts: Option<Scalar>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// `tls:` of an upstream pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub server_name: Option<Scalar>,
+    pub ca: Option<Scalar>,
+    pub insecure_skip_verify: Option<Scalar>,
 }
 
 /// One server: either the short form `127.0.0.1:9001` or `{ address, weight }`.

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use ringway_config::{Balance, Upstream, UpstreamId};
 
 use crate::http::body::{
@@ -39,8 +38,11 @@ use crate::http::head::{
     HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, write_header,
 };
 use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
+use crate::tls::connect::TlsConnector;
 use crate::upstream::response::{HeadReadError, read_response_head};
-use crate::upstream::{ActiveGuard, Balancer, ConnectError, connect, connect_to, hash_input};
+use crate::upstream::{
+    ActiveGuard, Balancer, ConnectError, UpstreamStream, connect, connect_to, hash_input,
+};
 use crate::worker::WorkerCtx;
 
 /// A body read or write on either side that makes no progress for this long fails the exchange.
@@ -251,7 +253,7 @@ struct Exchange<'a> {
 
 /// An upstream connection for one attempt.
 struct Conn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     server: usize,
     _guard: ActiveGuard,
     reused: bool,
@@ -333,15 +335,17 @@ impl<'a> Exchange<'a> {
                 reused: true,
             });
         }
-        let conn = match connect_to(self.balancer, self.upstream, server, tried).await {
+        let conn = match connect_to(self.balancer, self.upstream, self.tls(), server, tried).await {
             Ok(conn) => conn,
-            Err(first) => match connect(self.balancer, self.upstream, self.key, tried).await {
-                Ok(conn) => conn,
-                Err(ConnectError::NoHealthyServer | ConnectError::Exhausted(_)) => {
-                    return Err(first);
+            Err(first) => {
+                match connect(self.balancer, self.upstream, self.tls(), self.key, tried).await {
+                    Ok(conn) => conn,
+                    Err(ConnectError::NoHealthyServer | ConnectError::Exhausted(_)) => {
+                        return Err(first);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         Ok(Conn {
             stream: conn.stream,
@@ -444,6 +448,11 @@ impl<'a> Exchange<'a> {
         AttemptError::Fatal(error)
     }
 
+    /// The pool's TLS client, for a TLS pool.
+    fn tls(&self) -> Option<&'a TlsConnector> {
+        self.ctx.upstream_tls.get(self.upstream_id.0)?.as_ref()
+    }
+
     /// Passive health: the server gave a broken response (or could not take the request).
     fn mark_failed(&self, server: usize) {
         tracing::info!(upstream = %self.upstream.name, server = %self.balancer.address(server), "upstream server marked failed (passive health)");
@@ -453,7 +462,7 @@ impl<'a> Exchange<'a> {
     async fn stream_request_body<S>(
         &self,
         client: &mut S,
-        upstream: &mut TcpStream,
+        upstream: &mut UpstreamStream,
         body: &mut RequestBody,
         leftover: &mut Vec<u8>,
     ) -> Result<(), ProxyError>
@@ -494,7 +503,7 @@ impl<'a> Exchange<'a> {
     async fn read_response_head<S>(
         &self,
         client: &mut S,
-        upstream: &mut TcpStream,
+        upstream: &mut UpstreamStream,
         sent_continue: bool,
     ) -> Result<(ResponseHead, Vec<u8>), HeadFailure>
     where

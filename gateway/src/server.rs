@@ -13,6 +13,7 @@ use ringway_config::{Config, Driver};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::runtime::isolate::isolated;
+use crate::tls::connect::UpstreamTlsSetup;
 use crate::tls::listener::{SharedTls, WorkerTls};
 use crate::worker::WorkerCtx;
 
@@ -32,6 +33,8 @@ pub enum StartError {
     NoIoUring,
     #[error("listener `{listener}`: {message}")]
     Tls { listener: String, message: String },
+    #[error("{0}")]
+    UpstreamTls(String),
     #[error("cannot start worker {worker}: {source}")]
     Runtime {
         worker: usize,
@@ -65,8 +68,32 @@ pub fn run(
     }
     let workers = options.workers.max(1);
     let shared_tls = shared_tls(&config)?;
+    let upstream_setups = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.tls
+                .as_ref()
+                .map(|t| UpstreamTlsSetup::load(u, t))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::UpstreamTls(e.to_string()))?;
     let mut worker_tls = Vec::with_capacity(workers);
+    let mut worker_upstream_tls = Vec::with_capacity(workers);
     for _ in 0..workers {
+        let mut clients = Vec::with_capacity(upstream_setups.len());
+        for setup in &upstream_setups {
+            clients.push(match setup {
+                None => None,
+                Some(s) => Some((
+                    s.client_config()
+                        .map_err(|e| StartError::UpstreamTls(e.to_string()))?,
+                    s.server_name(),
+                )),
+            });
+        }
+        worker_upstream_tls.push(clients);
         let mut per_listener = Vec::with_capacity(shared_tls.len());
         for (shared, listener) in shared_tls.iter().zip(&config.listeners) {
             per_listener.push(match shared {
@@ -84,12 +111,29 @@ pub fn run(
     on_ready(&bound);
     let config = Arc::new(config);
     let mut threads = Vec::with_capacity(workers);
-    for ((id, listeners), tls) in per_worker.into_iter().enumerate().zip(worker_tls) {
+    for (((id, listeners), tls), upstream_tls) in per_worker
+        .into_iter()
+        .enumerate()
+        .zip(worker_tls)
+        .zip(worker_upstream_tls)
+    {
         let config = config.clone();
         let driver = options.driver;
         let thread = std::thread::Builder::new()
             .name(format!("ringway-worker-{id}"))
-            .spawn(move || run_worker(id, workers, config, listeners, tls, driver))
+            .spawn(move || {
+                run_worker(
+                    id,
+                    workers,
+                    config,
+                    WorkerSetup {
+                        listeners,
+                        tls,
+                        upstream_tls,
+                    },
+                    driver,
+                )
+            })
             .map_err(|source| StartError::Runtime { worker: id, source })?;
         threads.push(thread);
     }
@@ -282,15 +326,26 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What the main thread prepares for one worker: its listener sockets and TLS setups.
+struct WorkerSetup {
+    listeners: Vec<std::net::TcpListener>,
+    tls: Vec<Option<WorkerTls>>,
+    upstream_tls: Vec<
+        Option<(
+            Arc<rustls::ClientConfig>,
+            Option<rustls::pki_types::ServerName<'static>>,
+        )>,
+    >,
+}
+
 fn run_worker(
     id: usize,
     workers: usize,
     config: Arc<Config>,
-    listeners: Vec<std::net::TcpListener>,
-    tls: Vec<Option<WorkerTls>>,
+    setup: WorkerSetup,
     driver: Driver,
 ) -> Result<(), StartError> {
-    let work = worker_main(id, workers, config, listeners, tls);
+    let work = worker_main(id, workers, config, setup);
     let runtime_error = |source| StartError::Runtime { worker: id, source };
     // Builds the runtime for one driver type: the best ring setup first; a kernel without a setup flag refuses it,
     // then the next one (the epoll driver ignores the ring setup). `Auto` falls back to epoll inside monoio.
@@ -351,14 +406,13 @@ fn uring_setup(setup: RingSetup) -> io_uring::Builder {
     builder
 }
 
-async fn worker_main(
-    id: usize,
-    workers: usize,
-    config: Arc<Config>,
-    listeners: Vec<std::net::TcpListener>,
-    tls: Vec<Option<WorkerTls>>,
-) {
-    let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls));
+async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: WorkerSetup) {
+    let WorkerSetup {
+        listeners,
+        tls,
+        upstream_tls,
+    } = setup;
+    let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls, upstream_tls));
     monoio::spawn(ctx.sweeper.clone().run());
     let mut accept_loops = Vec::new();
     for (index, std_listener) in listeners.into_iter().enumerate() {

@@ -8,8 +8,11 @@ use ringway_config::Config;
 
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::sweeper::Sweeper;
+use crate::tls::connect::TlsConnector;
 use crate::tls::listener::WorkerTls;
 use crate::upstream::{Balancer, UpstreamPool};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 
 /// Size of one pooled I/O buffer: a 16 KiB message plus its frame header fits one read.
 pub(crate) const IO_BUFFER_SIZE: usize = 32 * 1024;
@@ -25,6 +28,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) buffers: Rc<BufferPool>,
     /// Per listener (indexed like `config.listeners`): its TLS setup, `None` for a plain listener.
     pub(crate) tls: Vec<Option<WorkerTls>>,
+    /// Per upstream (indexed like `config.upstreams`): the TLS client, `None` for a plain pool.
+    pub(crate) upstream_tls: Vec<Option<TlsConnector>>,
     /// The coarse timer of this worker's relays.
     pub(crate) sweeper: Rc<Sweeper>,
     /// Open client connections on this worker.
@@ -40,7 +45,13 @@ impl WorkerCtx {
         workers: usize,
         config: Arc<Config>,
         tls: Vec<Option<WorkerTls>>,
+        upstream_tls: Vec<Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>>,
     ) -> Self {
+        let buffers = Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64));
+        let upstream_tls = upstream_tls
+            .into_iter()
+            .map(|c| c.map(|(config, name)| TlsConnector::new(config, name, buffers.clone())))
+            .collect();
         let balancers = config
             .upstreams
             .iter()
@@ -55,8 +66,9 @@ impl WorkerCtx {
             id,
             balancers,
             http_pool: UpstreamPool::new(),
-            buffers: Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64)),
+            buffers,
             tls,
+            upstream_tls,
             sweeper: Sweeper::new(),
             connections: Cell::new(0),
             max_connections,

@@ -785,3 +785,123 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
             .supported_schemes()
     }
 }
+
+/// A TLS WebSocket echo upstream on a loopback port serving `pair` (cert PEM, key PEM); also answers plain HTTP
+/// `GET /plain` with `200 tls upstream`. Runs until the test process ends (threads are detached; the listener is
+/// closed when the returned guard drops).
+struct TlsUpstream {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn tls_upstream(pair: &(String, String, Vec<u8>)) -> TlsUpstream {
+    use rustls::pki_types::PrivateKeyDer;
+    let chain = vec![CertificateDer::from(pair.2.clone())];
+    let key: PrivateKeyDer<'static> = rustls_pki_types_key(&pair.1);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(all_versions())
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = StreamOwned::new(conn, tcp);
+                let Some(head) = read_head(&mut tls) else {
+                    return;
+                };
+                if head.lines().next().is_some_and(|l| l.contains("/plain")) {
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\ntls upstream ok");
+                    let _ = tls.flush();
+                    return;
+                }
+                let key = header_of(&head, "sec-websocket-key")
+                    .unwrap_or("")
+                    .to_owned();
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {}\r\n\r\n",
+                    common::accept_key(&key)
+                );
+                if tls.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+                while let Some(frame) = read_frame(&mut tls) {
+                    let reply = encode(true, false, frame.opcode, &frame.payload, None);
+                    if tls.write_all(&reply).is_err() || frame.opcode == 8 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TlsUpstream { addr, stop }
+}
+
+#[test]
+fn upstreams_over_tls_are_verified_and_a_bad_certificate_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Ringway upstream CA");
+    let ca_path = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, ca.cert.pem()).unwrap();
+    let good = tls_upstream(&ca.leaf(&["backend.test"], false));
+    let stranger = tls_upstream(&TestCa::new("Unknown CA").leaf(&["backend.test"], false));
+    let yaml = format!(
+        "listeners:\n  - name: plain\n    bind: 127.0.0.1:0\nupstreams:\n  good:\n    servers: [\"wss://{}\"]\n    tls:\n      server_name: backend.test\n      ca: {ca}\n  \
+         bad:\n    servers: [\"wss://{}\"]\n    tls:\n      server_name: backend.test\n      ca: {ca}\n\
+         routes:\n  - path: /good\n    upstream: good\n  - path: /bad\n    upstream: bad\n",
+        good.addr,
+        stranger.addr,
+        ca = ca_path.display()
+    );
+    let gw = Gateway::start_logged(&yaml, "info");
+    // A WebSocket through the gateway to a TLS upstream.
+    let mut ws = common::WsClient::connect(gw.addr, "/good");
+    ws.send(true, 2, &[9u8; 70_000]);
+    let frame = ws.recv().expect("echo");
+    assert_eq!(frame.payload, vec![9u8; 70_000]);
+    // Plain HTTP over the same upstream TLS.
+    let answer = common::http_request(
+        gw.addr,
+        "GET /good/plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    // A certificate from a CA the pool does not trust: 502 on both paths, with the reason in the log.
+    let refused = common::WsClient::connect_with(gw.addr, "/bad", &[])
+        .err()
+        .unwrap_or_default();
+    assert_eq!(status_of(&refused), 502, "{refused}");
+    let answer = common::http_request(
+        gw.addr,
+        "GET /bad/plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&answer), 502, "{answer}");
+    let log = gw.stop();
+    assert!(
+        log.contains("upstream TLS failed") && log.contains("UnknownIssuer"),
+        "{log}"
+    );
+}

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use rustls::server::UnbufferedServerConnection;
 
-use super::engine::{HandshakeStep, TlsEngine};
+use super::engine::TlsEngine;
+use super::handshake::{FirstBytes, HandshakeError, drive};
 use super::listener::WorkerTls;
 use super::resolver;
 use super::stream::TlsStream;
@@ -24,7 +24,7 @@ use crate::runtime::buffer_pool::BufferPool;
 /// A server-side TLS stream.
 pub(crate) type ServerTls = TlsStream<UnbufferedServerConnection>;
 
-/// How long an alert or a refusal may take to send: the connection ends either way.
+/// How long a refusal may take to send: the connection ends either way.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// `unrecognized_name` (112), fatal, as a plaintext record: sent before any key exists.
@@ -46,93 +46,49 @@ pub(crate) async fn accept(
         }
     };
     let mut engine = TlsEngine::new(conn);
-    let mut incoming = pool.take();
-    let mut out = Vec::new();
-    let mut first_read = true;
-    loop {
-        match engine.handshake(&mut incoming, &mut out) {
-            Ok(HandshakeStep::Done) => break,
-            Ok(HandshakeStep::Write) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match monoio::time::timeout(wait, tcp.write_all(std::mem::take(&mut out))).await {
-                    Ok((Ok(_), mut written)) => {
-                        written.clear();
-                        out = written;
-                    }
-                    Ok((Err(e), _)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake write failed");
-                        pool.give(incoming);
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "TLS refused: handshake not completed in time (client not reading)");
-                        pool.give(incoming);
-                        return None;
-                    }
-                }
+    let mut plain_http = false;
+    let result = drive(
+        &mut tcp,
+        &mut engine,
+        pool,
+        deadline,
+        |first| {
+            plain_http = looks_like_plain_http(first);
+            if plain_http {
+                FirstBytes::Refuse
+            } else {
+                FirstBytes::Continue
             }
-            Ok(HandshakeStep::Read) => {
-                let (len, cap) = (incoming.len(), incoming.capacity());
-                if len == cap {
-                    tracing::info!(%peer, bytes = len, "TLS refused: handshake messages larger than the read buffer");
-                    pool.give(incoming);
-                    return None;
-                }
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let read = monoio::time::timeout(
-                    wait,
-                    tcp.read(std::mem::take(&mut incoming).slice_mut(len..cap)),
-                )
-                .await;
-                match read {
-                    Ok((Ok(0), slice)) => {
-                        tracing::debug!(%peer, "client closed during the TLS handshake");
-                        pool.give(slice.into_inner());
-                        return None;
-                    }
-                    Ok((Ok(_), slice)) => incoming = slice.into_inner(),
-                    Ok((Err(e), slice)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake read failed");
-                        pool.give(slice.into_inner());
-                        return None;
-                    }
-                    Err(_) => {
-                        // The buffer went with the cancelled read.
-                        tracing::info!(%peer, received = len, "TLS refused: handshake not completed in time");
-                        return None;
-                    }
-                }
-                if first_read {
-                    first_read = false;
-                    if looks_like_plain_http(&incoming) {
-                        pool.give(incoming);
-                        tracing::info!(%peer, "refused: plain HTTP request on a TLS port (400)");
-                        let answer = simple_response(
-                            400,
-                            &[],
-                            "The plain HTTP request was sent to an HTTPS port\n",
-                            true,
-                        );
-                        let _ = monoio::time::timeout(REFUSAL_WRITE, tcp.write_all(answer)).await;
-                        return None;
-                    }
-                }
-            }
-            Err(e) => {
-                let alert = if resolver::take_refused() {
-                    UNRECOGNIZED_NAME_ALERT.to_vec()
-                } else {
-                    out
-                };
-                tracing::info!(%peer, error = %e, "TLS refused: handshake failed");
-                pool.give(incoming);
-                if !alert.is_empty() {
-                    let _ = monoio::time::timeout(REFUSAL_WRITE, tcp.write_all(alert)).await;
-                }
-                return None;
-            }
+        },
+        || resolver::take_refused().then(|| UNRECOGNIZED_NAME_ALERT.to_vec()),
+    )
+    .await;
+    let incoming = match result {
+        Ok(incoming) => incoming,
+        Err(HandshakeError::Refused) if plain_http => {
+            tracing::info!(%peer, "refused: plain HTTP request on a TLS port (400)");
+            let answer = simple_response(
+                400,
+                &[],
+                "The plain HTTP request was sent to an HTTPS port\n",
+                true,
+            );
+            let _ = monoio::time::timeout(REFUSAL_WRITE, tcp.write_all(answer)).await;
+            return None;
         }
-    }
+        Err(e @ (HandshakeError::Closed | HandshakeError::Io(_))) => {
+            tracing::debug!(%peer, "TLS handshake ended: {e}");
+            return None;
+        }
+        Err(e @ HandshakeError::Tls(_)) => {
+            tracing::info!(%peer, error = %e, "TLS refused: handshake failed");
+            return None;
+        }
+        Err(e) => {
+            tracing::info!(%peer, "TLS refused: {e}");
+            return None;
+        }
+    };
     if tracing::enabled!(tracing::Level::DEBUG) {
         let conn = engine.conn();
         tracing::debug!(

@@ -7,7 +7,9 @@
 
 pub(crate) mod accept;
 pub(crate) mod certs;
+pub(crate) mod connect;
 pub(crate) mod engine;
+pub(crate) mod handshake;
 pub(crate) mod listener;
 pub(crate) mod resolver;
 pub(crate) mod stream;

@@ -29,24 +29,31 @@ use crate::runtime::buffer_pool::BufferPool;
 /// peer is quiet (the relay parks idle legs on a one-byte read).
 const SMALL_READ: usize = 64;
 
-/// One TLS connection over TCP whose handshake is complete.
+/// One TLS connection over TCP whose handshake is complete. The socket stays whole until [`Splitable::into_split`]
+/// (a pooled upstream connection is watched for readability on it).
 pub(crate) struct TlsStream<C> {
-    reader: TlsReader<C>,
-    writer: TlsWriter<C>,
+    reader: TlsReader<C, TcpStream>,
+    writer: TlsWriter<C, ()>,
 }
 
-/// The reading half of a [`TlsStream`].
-pub(crate) struct TlsReader<C> {
-    tcp: OwnedReadHalf<TcpStream>,
+/// The reading half of a TLS connection; `R` is the socket (or its read half).
+pub(crate) struct TlsReader<C, R = OwnedReadHalf<TcpStream>> {
+    tcp: R,
     engine: Rc<RefCell<TlsEngine<C>>>,
     pool: Rc<BufferPool>,
     /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
     incoming: Option<Vec<u8>>,
 }
 
-/// The writing half of a [`TlsStream`].
-pub(crate) struct TlsWriter<C> {
-    tcp: OwnedWriteHalf<TcpStream>,
+/// The writing half of a TLS connection; `W` is the socket's write half (`()` while the stream is whole: the
+/// reader's socket is used).
+pub(crate) struct TlsWriter<C, W = OwnedWriteHalf<TcpStream>> {
+    tcp: W,
+    state: WriteState<C>,
+}
+
+/// What the writing side keeps apart from the socket.
+struct WriteState<C> {
     engine: Rc<RefCell<TlsEngine<C>>>,
     pool: Rc<BufferPool>,
     closed: bool,
@@ -61,7 +68,6 @@ impl<C: Unbuffered> TlsStream<C> {
         incoming: Vec<u8>,
         pool: Rc<BufferPool>,
     ) -> Self {
-        let (read, write) = tcp.into_split();
         let engine = Rc::new(RefCell::new(engine));
         let incoming = if incoming.is_empty() {
             pool.give(incoming);
@@ -71,16 +77,18 @@ impl<C: Unbuffered> TlsStream<C> {
         };
         Self {
             reader: TlsReader {
-                tcp: read,
+                tcp,
                 engine: engine.clone(),
                 pool: pool.clone(),
                 incoming,
             },
             writer: TlsWriter {
-                tcp: write,
-                engine,
-                pool,
-                closed: false,
+                tcp: (),
+                state: WriteState {
+                    engine,
+                    pool,
+                    closed: false,
+                },
             },
         }
     }
@@ -88,6 +96,11 @@ impl<C: Unbuffered> TlsStream<C> {
     /// Runs `f` on the TLS connection (what the handshake decided: version, SNI, the peer's certificates).
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&C) -> T) -> T {
         f(self.reader.engine.borrow().conn())
+    }
+
+    /// The socket underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.reader.tcp
     }
 }
 
@@ -118,7 +131,7 @@ impl<T: IoBufMut> PlainSink for IoSink<'_, T> {
     }
 }
 
-impl<C: Unbuffered> TlsReader<C> {
+impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
     async fn read_plain<T: IoBufMut>(
         &mut self,
         mut buf: T,
@@ -223,8 +236,13 @@ impl<C: Unbuffered> TlsReader<C> {
     }
 }
 
-impl<C: Unbuffered> TlsWriter<C> {
-    async fn write_plain<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+impl<C: Unbuffered> WriteState<C> {
+    /// Encrypts what of `buf` fits one pooled buffer; the ciphertext is written with `tcp`.
+    async fn write_plain<T: IoBuf, S: AsyncWriteRent>(
+        &mut self,
+        tcp: &mut S,
+        buf: T,
+    ) -> BufResult<usize, T> {
         if buf.bytes_init() == 0 {
             return (Ok(0), buf);
         }
@@ -244,7 +262,7 @@ impl<C: Unbuffered> TlsWriter<C> {
                 return (Err(invalid(e)), buf);
             }
         };
-        let (res, out) = self.tcp.write_all(out).await;
+        let (res, out) = tcp.write_all(out).await;
         self.pool.give(out);
         match res {
             Ok(_) => (Ok(taken), buf),
@@ -252,15 +270,16 @@ impl<C: Unbuffered> TlsWriter<C> {
         }
     }
 
-    async fn close(&mut self) -> io::Result<()> {
+    /// Sends close_notify (once) and shuts the socket's sending side.
+    async fn close<S: AsyncWriteRent>(&mut self, tcp: &mut S) -> io::Result<()> {
         if !self.closed {
             self.closed = true;
             let mut out = Vec::new();
             if self.engine.borrow_mut().close_notify(&mut out).is_ok() && !out.is_empty() {
-                self.tcp.write_all(out).await.0?;
+                tcp.write_all(out).await.0?;
             }
         }
-        self.tcp.shutdown().await
+        tcp.shutdown().await
     }
 }
 
@@ -271,7 +290,7 @@ fn no_vectored() -> io::Error {
     )
 }
 
-impl<C: Unbuffered> AsyncReadRent for TlsReader<C> {
+impl<C: Unbuffered, R: CancelableAsyncReadRent> AsyncReadRent for TlsReader<C, R> {
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.read_plain(buf, None)
     }
@@ -281,7 +300,7 @@ impl<C: Unbuffered> AsyncReadRent for TlsReader<C> {
     }
 }
 
-impl<C: Unbuffered> CancelableAsyncReadRent for TlsReader<C> {
+impl<C: Unbuffered, R: CancelableAsyncReadRent> CancelableAsyncReadRent for TlsReader<C, R> {
     fn cancelable_read<T: IoBufMut>(
         &mut self,
         buf: T,
@@ -301,7 +320,7 @@ impl<C: Unbuffered> CancelableAsyncReadRent for TlsReader<C> {
 
 impl<C: Unbuffered> AsyncWriteRent for TlsWriter<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.write_plain(buf)
+        self.state.write_plain(&mut self.tcp, buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -313,7 +332,7 @@ impl<C: Unbuffered> AsyncWriteRent for TlsWriter<C> {
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.close()
+        self.state.close(&mut self.tcp)
     }
 }
 
@@ -347,19 +366,19 @@ impl<C: Unbuffered> CancelableAsyncReadRent for TlsStream<C> {
 
 impl<C: Unbuffered> AsyncWriteRent for TlsStream<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.writer.write(buf)
+        self.writer.state.write_plain(&mut self.reader.tcp, buf)
     }
 
-    fn writev<T: IoVecBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.writer.writev(buf)
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        (Err(no_vectored()), buf)
     }
 
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.writer.flush()
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.writer.shutdown()
+        self.writer.state.close(&mut self.reader.tcp)
     }
 }
 
@@ -368,6 +387,18 @@ impl<C: Unbuffered> Splitable for TlsStream<C> {
     type OwnedWrite = TlsWriter<C>;
 
     fn into_split(self) -> (Self::OwnedRead, Self::OwnedWrite) {
-        (self.reader, self.writer)
+        let (read, write) = self.reader.tcp.into_split();
+        (
+            TlsReader {
+                tcp: read,
+                engine: self.reader.engine,
+                pool: self.reader.pool,
+                incoming: self.reader.incoming,
+            },
+            TlsWriter {
+                tcp: write,
+                state: self.writer.state,
+            },
+        )
     }
 }

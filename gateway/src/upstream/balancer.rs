@@ -342,6 +342,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &w)| Server {
                     address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+                    host: "127.0.0.1".into(),
                     weight: NonZeroU32::new(w).unwrap(),
                 })
                 .collect(),
@@ -349,6 +350,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             fail_cooldown: Duration::from_secs(10),
             max_attempts: weights.len(),
+            tls: None,
         }
     }
 

@@ -20,11 +20,13 @@ use monoio::net::TcpStream;
 use ringway_config::Upstream;
 
 use super::balancer::{ActiveGuard, Balancer};
+use super::stream::UpstreamStream;
+use crate::tls::connect::TlsConnector;
 
 /// An open connection to one server of a pool.
 #[derive(Debug)]
 pub(crate) struct UpstreamConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     /// Index of the server in the pool (for `Balancer::mark_failed` and pooling).
     pub(crate) server: usize,
     /// Counts this connection as active on the server (least_conn) until dropped.
@@ -47,6 +49,10 @@ pub(crate) enum ConnectError {
     /// The last attempt did not complete within `connect_timeout`: 504.
     #[error("connecting to upstream timed out")]
     TimedOut,
+    /// The TLS handshake with the last server failed (a certificate that does not verify, no common version...):
+    /// 502.
+    #[error("TLS to {address} failed: {reason}")]
+    Tls { address: SocketAddr, reason: String },
     /// `max_attempts` servers were already tried for this request before this call: 502.
     #[error("gave up after {0} upstream attempts")]
     Exhausted(usize),
@@ -61,7 +67,9 @@ impl ConnectError {
     pub(crate) fn status(&self) -> u16 {
         match self {
             ConnectError::NoHealthyServer | ConnectError::LocalResources(_) => 503,
-            ConnectError::Failed { .. } | ConnectError::Exhausted(_) => 502,
+            ConnectError::Failed { .. } | ConnectError::Exhausted(_) | ConnectError::Tls { .. } => {
+                502
+            }
             ConnectError::TimedOut => 504,
         }
     }
@@ -76,6 +84,7 @@ impl ConnectError {
 pub(crate) async fn connect(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
+    tls: Option<&TlsConnector>,
     key: Option<u64>,
     tried: &mut Vec<usize>,
 ) -> Result<UpstreamConn, ConnectError> {
@@ -88,7 +97,7 @@ pub(crate) async fn connect(
         let Some(server) = balancer.pick(key, tried, Instant::now()) else {
             break;
         };
-        match connect_to(balancer, upstream, server, tried).await {
+        match connect_to(balancer, upstream, tls, server, tried).await {
             Ok(conn) => return Ok(conn),
             Err(e @ ConnectError::LocalResources(_)) => return Err(e),
             Err(e) => last = Some(e),
@@ -97,29 +106,49 @@ pub(crate) async fn connect(
     Err(last.unwrap_or(ConnectError::NoHealthyServer))
 }
 
-/// One attempt on `server` (already chosen by the caller): connects within `connect_timeout` and sets
-/// TCP_NODELAY. On failure the server is marked failed (passive health) and pushed to `tried`, unless the failure is
-/// the gateway's own ([`ConnectError::LocalResources`]).
+/// One attempt on `server` (already chosen by the caller): connects within `connect_timeout`, sets TCP_NODELAY
+/// and, for a TLS pool, completes the TLS handshake within the same timeout. On failure the server is marked failed
+/// (passive health) and pushed to `tried`, unless the failure is the gateway's own
+/// ([`ConnectError::LocalResources`]).
 pub(crate) async fn connect_to(
     balancer: &Rc<Balancer>,
     upstream: &Upstream,
+    tls: Option<&TlsConnector>,
     server: usize,
     tried: &mut Vec<usize>,
 ) -> Result<UpstreamConn, ConnectError> {
     let address = balancer.address(server);
     let guard = balancer.acquire(server);
+    let deadline = Instant::now() + upstream.connect_timeout;
     let result =
         monoio::time::timeout(upstream.connect_timeout, TcpStream::connect_addr(address)).await;
     let error = match result {
-        Ok(Ok(stream)) => {
+        Ok(Ok(tcp)) => {
             // Nagle only delays small proxied writes; failing to disable it is harmless.
-            let _ = stream.set_nodelay(true);
-            balancer.mark_ok(server);
-            return Ok(UpstreamConn {
-                stream,
-                server,
-                guard,
-            });
+            let _ = tcp.set_nodelay(true);
+            let stream = match tls {
+                None => Ok(UpstreamStream::Plain(tcp)),
+                Some(tls) => {
+                    let host = upstream.servers.get(server).map_or("", |s| s.host.as_str());
+                    tls.handshake(tcp, host, deadline)
+                        .await
+                        .map(|s| UpstreamStream::Tls(Box::new(s)))
+                }
+            };
+            match stream {
+                Ok(stream) => {
+                    balancer.mark_ok(server);
+                    return Ok(UpstreamConn {
+                        stream,
+                        server,
+                        guard,
+                    });
+                }
+                Err(reason) => {
+                    tracing::warn!(upstream = %upstream.name, %address, "upstream TLS failed: {reason}");
+                    ConnectError::Tls { address, reason }
+                }
+            }
         }
         Ok(Err(source)) if is_local_exhaustion(&source) => {
             tracing::warn!(upstream = %upstream.name, %address, error = %source, "cannot open an upstream connection: the gateway is out of local resources");
@@ -158,6 +187,7 @@ mod tests {
                 .iter()
                 .map(|&address| Server {
                     address,
+                    host: "127.0.0.1".into(),
                     weight: NonZeroU32::new(1).unwrap(),
                 })
                 .collect(),
@@ -165,6 +195,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             fail_cooldown: Duration::from_secs(30),
             max_attempts,
+            tls: None,
         }
     }
 
@@ -190,7 +221,7 @@ mod tests {
         let b = Rc::new(Balancer::new(&u));
         run(async {
             let mut tried = Vec::new();
-            let conn = connect(&b, &u, None, &mut tried).await.unwrap();
+            let conn = connect(&b, &u, None, None, &mut tried).await.unwrap();
             assert_eq!(conn.server, 1);
             assert_eq!(tried, vec![0]);
             assert_eq!(b.active(1), 1);
@@ -199,7 +230,7 @@ mod tests {
             assert_eq!(b.active(0), 0, "failed attempt released its count");
             // The dead server is cooling: the next request goes straight to the live one.
             let mut tried = Vec::new();
-            let conn = connect(&b, &u, None, &mut tried).await.unwrap();
+            let conn = connect(&b, &u, None, None, &mut tried).await.unwrap();
             assert_eq!((conn.server, tried.len()), (1, 0));
         });
     }
@@ -210,12 +241,12 @@ mod tests {
         let b = Rc::new(Balancer::new(&u));
         run(async {
             let mut tried = Vec::new();
-            let err = connect(&b, &u, None, &mut tried).await.unwrap_err();
+            let err = connect(&b, &u, None, None, &mut tried).await.unwrap_err();
             assert_eq!(err.status(), 502, "{err}");
             assert_eq!(tried.len(), 2);
             // Both are cooling: they are tried again rather than answered 503 unseen.
             let mut tried = Vec::new();
-            let err = connect(&b, &u, None, &mut tried).await.unwrap_err();
+            let err = connect(&b, &u, None, None, &mut tried).await.unwrap_err();
             assert_eq!(err.status(), 502, "{err}");
             assert_eq!(tried.len(), 2);
         });
@@ -238,14 +269,14 @@ mod tests {
         run(async {
             let mut tried = Vec::new();
             assert_eq!(
-                connect(&b, &u, None, &mut tried)
+                connect(&b, &u, None, None, &mut tried)
                     .await
                     .unwrap_err()
                     .status(),
                 502
             );
             assert_eq!(tried.len(), 1, "one attempt only");
-            let err = connect(&b, &u, None, &mut tried).await.unwrap_err();
+            let err = connect(&b, &u, None, None, &mut tried).await.unwrap_err();
             assert!(matches!(err, ConnectError::Exhausted(1)), "{err}");
         });
     }

@@ -1,5 +1,5 @@
 //! Everything about upstream servers and their connections: choosing a server ([`balancer`]), opening a connection
-//! to it ([`connect`]), reading its response head ([`response`]), and keeping idle keep-alive connections for reuse
+//! to it ([`connect`], TLS included, as one [`stream`] type), reading its response head ([`response`]), and keeping idle keep-alive connections for reuse
 //! ([`pool`]).
 //!
 //! Does not own: what is said on a connection (plain HTTP in `crate::http_proxy`, the WebSocket handshake in
@@ -9,7 +9,9 @@ pub(crate) mod balancer;
 pub(crate) mod connect;
 pub(crate) mod pool;
 pub(crate) mod response;
+pub(crate) mod stream;
 
 pub(crate) use balancer::{ActiveGuard, Balancer, hash_input};
 pub(crate) use connect::{ConnectError, connect, connect_to};
 pub(crate) use pool::UpstreamPool;
+pub(crate) use stream::UpstreamStream;

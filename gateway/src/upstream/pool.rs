@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use super::stream::UpstreamStream;
 use ringway_config::UpstreamId;
 
 /// Idle connections kept per upstream server and worker.
@@ -45,7 +45,7 @@ struct IdleSlot {
     since: Instant,
     state: Cell<SlotState>,
     /// The connection, handed back by the watcher when a request wants it.
-    returned: RefCell<Option<TcpStream>>,
+    returned: RefCell<Option<UpstreamStream>>,
     watcher: Cell<Option<Waker>>,
     taker: Cell<Option<Waker>>,
 }
@@ -92,7 +92,7 @@ impl UpstreamPool {
         upstream: UpstreamId,
         server: usize,
         now: Instant,
-    ) -> Option<TcpStream> {
+    ) -> Option<UpstreamStream> {
         loop {
             let slot = self.pop_live(upstream, server, now)?;
             slot.state.set(SlotState::Wanted);
@@ -107,7 +107,7 @@ impl UpstreamPool {
             })
             .await;
             if let Some(stream) = stream {
-                match waiting_input(&stream) {
+                match waiting_input(stream.tcp()) {
                     WaitingInput::Nothing => return Some(stream),
                     other => other.log(server, "just before reuse"),
                 }
@@ -117,7 +117,13 @@ impl UpstreamPool {
 
     /// Keeps `stream` for reuse (or closes it when the server's share of the pool is full). Must run on a monoio
     /// runtime: it spawns the connection's watcher.
-    pub(crate) fn put(&self, upstream: UpstreamId, server: usize, stream: TcpStream, now: Instant) {
+    pub(crate) fn put(
+        &self,
+        upstream: UpstreamId,
+        server: usize,
+        stream: UpstreamStream,
+        now: Instant,
+    ) {
         if self.max_idle_per_server == 0 || self.idle_timeout.is_zero() {
             return;
         }
@@ -187,7 +193,7 @@ fn wake(cell: &Cell<Option<Waker>>) {
 }
 
 /// Owns one idle connection until a request wants it, the upstream writes or hangs up, or it expires.
-async fn watch(slot: Rc<IdleSlot>, stream: TcpStream, server: usize, idle_timeout: Duration) {
+async fn watch(slot: Rc<IdleSlot>, stream: UpstreamStream, server: usize, idle_timeout: Duration) {
     enum Outcome {
         Wanted,
         Readable,
@@ -195,7 +201,7 @@ async fn watch(slot: Rc<IdleSlot>, stream: TcpStream, server: usize, idle_timeou
         Expired,
     }
     let outcome = {
-        let mut readable = pin!(stream.readable(false));
+        let mut readable = pin!(stream.tcp().readable(false));
         let mut expiry = pin!(monoio::time::sleep(idle_timeout));
         poll_fn(|cx| {
             match slot.state.get() {
@@ -221,7 +227,7 @@ async fn watch(slot: Rc<IdleSlot>, stream: TcpStream, server: usize, idle_timeou
             wake(&slot.taker);
             return;
         }
-        Outcome::Readable => waiting_input(&stream).log(server, "while idle"),
+        Outcome::Readable => waiting_input(stream.tcp()).log(server, "while idle"),
         Outcome::Discarded | Outcome::Expired => {}
     }
     slot.state.set(SlotState::Closed);
@@ -260,7 +266,7 @@ impl WaitingInput {
 }
 
 /// Looks at what is waiting on `stream` without consuming it or blocking.
-fn waiting_input(stream: &TcpStream) -> WaitingInput {
+fn waiting_input(stream: &monoio::net::TcpStream) -> WaitingInput {
     let mut byte = [0u8; 1];
     #[allow(unsafe_code)]
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow (used for one recv call).
@@ -288,11 +294,13 @@ mod tests {
     }
 
     /// A connected pair: the pool's end and the server's end.
-    async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+    async fn pair(listener: &std::net::TcpListener) -> (UpstreamStream, std::net::TcpStream) {
         let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect_addr(addr).await.expect("connect");
+        let client = monoio::net::TcpStream::connect_addr(addr)
+            .await
+            .expect("connect");
         let (server, _) = listener.accept().expect("accept");
-        (client, server)
+        (UpstreamStream::Plain(client), server)
     }
 
     #[test]
@@ -306,7 +314,7 @@ mod tests {
             let mut servers = Vec::new();
             for _ in 0..3 {
                 let (c, s) = pair(&listener).await;
-                ports.push(c.local_addr().expect("addr").port());
+                ports.push(c.tcp().local_addr().expect("addr").port());
                 servers.push(s);
                 pool.put(id, 0, c, now);
             }
@@ -319,7 +327,7 @@ mod tests {
             );
             let newest = pool.take(id, 0, now).await.expect("pooled");
             assert_eq!(
-                newest.local_addr().expect("addr").port(),
+                newest.tcp().local_addr().expect("addr").port(),
                 ports[2],
                 "most recent first"
             );
@@ -339,7 +347,7 @@ mod tests {
             let (stray, mut stray_server) = pair(&listener).await;
             let (closed, closed_server) = pair(&listener).await;
             let (clean, _clean_server) = pair(&listener).await;
-            let clean_port = clean.local_addr().expect("addr").port();
+            let clean_port = clean.tcp().local_addr().expect("addr").port();
             pool.put(id, 0, clean, Instant::now());
             pool.put(id, 0, closed, Instant::now());
             pool.put(id, 0, stray, Instant::now());
@@ -354,7 +362,7 @@ mod tests {
                 .take(id, 0, Instant::now())
                 .await
                 .expect("the clean one");
-            assert_eq!(got.local_addr().expect("addr").port(), clean_port);
+            assert_eq!(got.tcp().local_addr().expect("addr").port(), clean_port);
         });
     }
 
@@ -368,9 +376,9 @@ mod tests {
             drop(closed_server);
             stray_server.write_all(b"x").expect("write");
             std::thread::sleep(Duration::from_millis(20));
-            assert_eq!(waiting_input(&clean), WaitingInput::Nothing);
-            assert_eq!(waiting_input(&closed), WaitingInput::Closed);
-            assert_eq!(waiting_input(&stray), WaitingInput::Stray);
+            assert_eq!(waiting_input(clean.tcp()), WaitingInput::Nothing);
+            assert_eq!(waiting_input(closed.tcp()), WaitingInput::Closed);
+            assert_eq!(waiting_input(stray.tcp()), WaitingInput::Stray);
         });
     }
 

@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use ringway_config::{Balance, UpstreamId};
 
 use super::accept::{ClientUpgrade, UpgradeRequest};
@@ -19,12 +18,12 @@ use super::{handshake, refusal};
 use crate::answer::respond;
 use crate::http::head::HeadLimits;
 use crate::upstream::response::{HeadReadError, read_response_head};
-use crate::upstream::{self, hash_input};
+use crate::upstream::{self, UpstreamStream, hash_input};
 use crate::worker::WorkerCtx;
 
 /// An upstream that accepted the upgrade.
 pub(crate) struct OpenedUpstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     pub(crate) server: usize,
     pub(crate) guard: upstream::ActiveGuard,
     pub(crate) negotiated: handshake::Negotiated,
@@ -57,7 +56,15 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
     let mut tried = Vec::new();
     let mut last_status: Option<u16> = None;
     loop {
-        let mut conn = match upstream::connect(balancer, upstream, key, &mut tried).await {
+        let mut conn = match upstream::connect(
+            balancer,
+            upstream,
+            ctx.upstream_tls[id.0].as_ref(),
+            key,
+            &mut tried,
+        )
+        .await
+        {
             Ok(conn) => conn,
             Err(e) => {
                 // A handshake failure earlier in this loop decides the status (502, or 504 for a timeout).

@@ -17,13 +17,15 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
-use ringway_config::{Route, Target};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use ringway_config::{Route, Target, UpstreamId};
 
 use accept::UpgradeRequest;
 
 use crate::answer::respond;
 use crate::conn::ClientStream;
 use crate::runtime::isolate::isolated;
+use crate::upstream::stream::Inner;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use relay::{RelaySettings, relay};
 
@@ -105,37 +107,71 @@ pub(crate) async fn serve<S: ClientStream>(
             drop(request);
             drop(upgrade);
             tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
-            let ctx = ctx.clone();
-            let relay_task = async move {
-                let started = Instant::now();
-                let outcome = relay(
-                    client,
-                    opened.stream,
-                    early,
-                    opened.early,
-                    &settings,
-                    &ctx.buffers,
-                    &ctx.sweeper,
-                )
-                .await;
-                drop(opened.guard);
-                drop(slot);
-                tracing::info!(
-                    %peer,
-                    upstream = %ctx.config.upstreams[id.0].name,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    bytes_in = outcome.bytes_client_to_upstream,
-                    bytes_out = outcome.bytes_upstream_to_client,
-                    "websocket closed: {}",
-                    outcome.reason
-                );
+            let start = RelayStart {
+                peer,
+                upstream: id,
+                guard: opened.guard,
+                slot,
+                client_early: early,
+                upstream_early: opened.early,
+                settings,
             };
-            let relay_task = isolated(relay_task);
-            tracing::trace!(
-                task_bytes = std::mem::size_of_val(&relay_task),
-                "relay task"
-            );
-            monoio::spawn(relay_task);
+            // One relay instantiation per pair of stream types: a plain pair pays nothing for TLS.
+            match opened.stream.into_inner() {
+                Inner::Plain(upstream) => spawn_relay(client, upstream, start, ctx),
+                Inner::Tls(upstream) => spawn_relay(client, upstream, start, ctx),
+            }
         }
     }
+}
+
+/// What the relay task takes over from the upgrade.
+struct RelayStart {
+    peer: std::net::SocketAddr,
+    upstream: UpstreamId,
+    guard: crate::upstream::ActiveGuard,
+    slot: ConnectionSlot,
+    client_early: Vec<u8>,
+    upstream_early: Vec<u8>,
+    settings: RelaySettings,
+}
+
+/// Spawns the relay of one WebSocket as a task of its own.
+fn spawn_relay<C, U>(client: C, upstream: U, start: RelayStart, ctx: &Rc<WorkerCtx>)
+where
+    C: ClientStream,
+    U: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>
+        + 'static,
+{
+    let ctx = ctx.clone();
+    let relay_task = async move {
+        let started = Instant::now();
+        let outcome = relay(
+            client,
+            upstream,
+            start.client_early,
+            start.upstream_early,
+            &start.settings,
+            &ctx.buffers,
+            &ctx.sweeper,
+        )
+        .await;
+        drop(start.guard);
+        drop(start.slot);
+        tracing::info!(
+            peer = %start.peer,
+            upstream = %ctx.config.upstreams[start.upstream.0].name,
+            duration_ms = started.elapsed().as_millis() as u64,
+            bytes_in = outcome.bytes_client_to_upstream,
+            bytes_out = outcome.bytes_upstream_to_client,
+            "websocket closed: {}",
+            outcome.reason
+        );
+    };
+    let relay_task = isolated(relay_task);
+    tracing::trace!(
+        task_bytes = std::mem::size_of_val(&relay_task),
+        "relay task"
+    );
+    monoio::spawn(relay_task);
 }

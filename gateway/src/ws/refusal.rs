@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Split,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 
 use crate::answer::respond;
 use crate::http::body::{self, BodyKind, BodyProgress};
@@ -25,7 +23,7 @@ pub(crate) async fn forward<C, S>(
     timeout: Duration,
 ) where
     C: AsyncWriteRent,
-    S: AsyncReadRent + CancelableAsyncReadRent + Split,
+    S: AsyncReadRent + CancelableAsyncReadRent,
 {
     let kind = match body::response_body_kind("GET", head) {
         Ok(kind) => kind,
