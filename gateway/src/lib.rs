@@ -8,8 +8,8 @@
 //! the per-worker buffer pool, clock and timer. A TLS listener runs the handshake first (`tls`) and then the same
 //! code over the decrypted stream.
 //!
-//! Public surface: [`server`] (what the `ringway` binary runs) and [`http`]'s sans-IO head and body parsers (for the
-//! fuzz targets). Everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
+//! Public surface: [`server`] (what the `ringway` binary runs), [`http`]'s sans-IO head and body parsers and
+//! `tls::fuzzing` (for the fuzz targets). Everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
 
 #![deny(unreachable_pub)]
 
@@ -19,7 +19,7 @@ pub mod http;
 pub(crate) mod http_proxy;
 pub(crate) mod runtime;
 pub mod server;
-pub(crate) mod tls;
+pub mod tls;
 pub(crate) mod upstream;
 pub(crate) mod worker;
 pub(crate) mod ws;
