@@ -1,5 +1,5 @@
 //! The TLS-facing entry as the fuzz target drives it: bytes a client sends before and during the handshake, fed to
-//! the same [`TlsEngine`] the listener uses (rustls' unbuffered server, the gateway's record handling), with no
+//! the same `TlsEngine` the listener uses (rustls' unbuffered server, the gateway's record handling), with no
 //! socket. Public only for `gateway/fuzz`.
 
 use std::sync::{Arc, OnceLock};
