@@ -1012,6 +1012,52 @@ mod tests {
     }
 
     #[test]
+    fn tls_servers_take_their_scheme_default_port_and_host() {
+        let cfg = crate::parse(
+            "listeners: [{name: p, bind: 127.0.0.1:0}]\nupstreams:\n  s:\n    servers: [\"wss://localhost\", \"https://127.0.0.1:9443/\"]\n\
+             routes: [{path: /, upstream: s}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let u = &cfg.upstreams[0];
+        assert_eq!(u.tls, Some(UpstreamTls::default()));
+        assert_eq!(u.servers[0].address.port(), 443);
+        assert_eq!(u.servers[0].host, "localhost");
+        assert_eq!(u.servers[1].address, "127.0.0.1:9443".parse().unwrap());
+        let plain = crate::parse(
+            "listeners: [{name: p, bind: 127.0.0.1:0}]\nupstreams:\n  s:\n    servers: [\"ws://[::1]\"]\n\
+             routes: [{path: /, upstream: s}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(plain.upstreams[0].tls, None);
+        assert_eq!(
+            plain.upstreams[0].servers[0].address,
+            "[::1]:80".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_tls_listener_defaults_to_the_first_pair_and_safe_settings() {
+        let cfg = crate::parse(
+            "listeners:\n  - name: p\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{cert: a.pem, key: a.key}, {cert: b.pem, key: b.key}]\n\
+             routes: [{path: /, echo: true}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let tls = cfg.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.default_certificate, 0);
+        assert_eq!(tls.unknown_sni, UnknownSni::Default);
+        assert_eq!(tls.min_version, TlsVersion::V1_2);
+        assert!(tls.session_tickets);
+        assert_eq!(tls.session_cache, 1024);
+        assert_eq!(
+            tls.certificates[1].yaml_path,
+            "listeners[0].tls.certificates[1]"
+        );
+    }
+
+    #[test]
     fn hosts() {
         assert_eq!(
             host("Chat.Example.com"),

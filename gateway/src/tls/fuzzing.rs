@@ -30,8 +30,8 @@ fn config() -> Arc<ServerConfig> {
                 .expect("params")
                 .self_signed(&key)
                 .expect("a fuzzing certificate");
-            let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
-                .expect("a key");
+            let key_der =
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("a key");
             let mut config = ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::aws_lc_rs::default_provider(),
             ))
@@ -65,14 +65,20 @@ pub fn feed_client_bytes<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> TlsE
                 Ok(HandshakeStep::Read) => break,
                 Ok(HandshakeStep::Done) => return TlsEntryOutcome::Completed,
                 Err(_) => {
-                    assert!(incoming.len() <= fed, "the engine kept more than it was given");
+                    assert!(
+                        incoming.len() <= fed,
+                        "the engine kept more than it was given"
+                    );
                     return TlsEntryOutcome::Refused {
                         answer_bytes: out.len(),
                     };
                 }
             }
         }
-        assert!(incoming.len() <= fed, "the engine kept more than it was given");
+        assert!(
+            incoming.len() <= fed,
+            "the engine kept more than it was given"
+        );
     }
     TlsEntryOutcome::WantsMore
 }
