@@ -9,7 +9,7 @@
 #
 # Usage: bench/peers.sh [--quick] [--repeats N] [--duration SECS] [--warmup SECS] [--rate MSGS] [--light-rate MSGS]
 #                       [--idle-conns N] [--idle-ramp PER_SEC] [--upgrade-conns N] [--no-build] [--no-install] [--micro]
-#                       [--ringway-driver auto|io_uring|epoll] [--quiet-wait SECS] [--no-save]
+#                       [--ringway-driver auto|io_uring|epoll] [--quiet-wait SECS] [--no-save] [--tls]
 #   --quick          smoke test: 1 repeat x 2 s, 0.5 s warm-up, 2000 idle connections, no result files
 #                    unless --save
 #   --repeats N      repeats per figure (default 3); the median is reported with min-max
@@ -22,13 +22,16 @@
 #   --quiet-wait S   before each run wait up to S s (default 10) for other processes to go idle
 #   --micro          also run bench/micro.sh (frame-simd micro-benchmarks) and append its tables
 #   --no-save        print only; do not write bench/results/
+#   --tls            the TLS runs instead (bench/peers/tls.py): wss 64 B and 16 KiB msgs per proxy CPU-s, full and
+#                    resumed TLS 1.3 handshakes + upgrades per proxy CPU-s, KiB per idle wss connection; nginx and
+#                    HAProxy terminate TLS with the same ECDSA P-256 certificate; bench/results/latest-tls.md
 # Env: CARGO_TARGET_DIR (default: <repo>/target), as for cargo.
 # Defaults take about 9 minutes plus any waits for a quiet machine (--quick: about 1.5 minutes).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-quick=0 build=1 install=1 micro=0 save=1 save_forced=0
+quick=0 build=1 install=1 micro=0 save=1 save_forced=0 tls=0
 py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --no-install) install=0 ;;
     --micro) micro=1 ;;
     --no-save) save=0 ;;
+    --tls) tls=1 ;;
     --save) save_forced=1 ;;
     -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -96,6 +100,38 @@ machine="$workdir/machine.md"
   echo "Versions: $("$ringway" --version 2>&1 | head -1) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')), $("$load" --version 2>&1 | head -1)," \
     "$(nginx -v 2>&1 | head -1), $(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)."
 } >"$machine"
+
+if [ "$tls" = 1 ]; then
+  tls_args=()
+  for ((i = 0; i < ${#py_args[@]}; i++)); do
+    case "${py_args[$i]}" in
+      --rate|--light-rate|--upgrade-conns|--idle-ramp) i=$((i + 1)) ;;  # not TLS scenarios
+      *) tls_args+=("${py_args[$i]}") ;;
+    esac
+  done
+  python3 "$root/bench/peers/tls.py" --ringway "$ringway" --load "$load" --workdir "$workdir" \
+    --raw "$workdir/raw-tls.json" "${tls_args[@]}" >"$workdir/tls-table.md" &
+  py=$!
+  wait "$py" || { echo "TLS bench failed; logs kept in $workdir" >&2; exit 1; }
+  py=""
+  {
+    echo "# Ringway vs nginx vs HAProxy terminating TLS"
+    echo ""
+    echo "Command: \`$cmd\` ($(date -u '+%Y-%m-%d %H:%M UTC'))."
+    echo ""
+    cat "$machine"
+    echo ""
+    cat "$workdir/tls-table.md"
+  } >"$workdir/report-tls.md"
+  cat "$workdir/report-tls.md"
+  if [ "$save" = 1 ]; then
+    mkdir -p "$root/bench/results"
+    cp "$workdir/report-tls.md" "$root/bench/results/latest-tls.md"
+    cp "$workdir/raw-tls.json" "$root/bench/results/peers-tls-$(date -u +%Y-%m-%d-%H%M).json"
+  fi
+  rm -rf "$workdir"
+  exit 0
+fi
 
 python3 "$root/bench/peers/run.py" --ringway "$ringway" --load "$load" --workdir "$workdir" \
   --raw "$workdir/raw.json" "${py_args[@]}" &
