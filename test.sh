@@ -18,7 +18,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-step "cargo test (unit, property and integration tests; both runtime drivers)"
+step "headless Chromium for the browser test (Debian package chromium)"
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version
+
+step "cargo test (unit, property, integration and browser tests; both runtime drivers)"
 cargo test --workspace
 
 step "frame-simd tests with the scalar paths forced (feature force-scalar)"

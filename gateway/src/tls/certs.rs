@@ -312,6 +312,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_certificate_without_names_is_refused() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let err = parse(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+            &p("c"),
+            &p("k"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CertError::NoNames { .. }), "{err}");
+        assert_eq!(err.file(), PairFile::Cert);
+    }
+
+    #[test]
     fn validity_is_judged_in_days() {
         let (cert, key) = pair(&["a.test"]);
         let mut loaded = parse(cert.as_bytes(), key.as_bytes(), &p("c"), &p("k")).expect("loads");
