@@ -25,13 +25,15 @@
 #   --tls            the TLS runs instead (bench/peers/tls.py): wss 64 B and 16 KiB msgs per proxy CPU-s, full and
 #                    resumed TLS 1.3 handshakes + upgrades per proxy CPU-s, KiB per idle wss connection; nginx and
 #                    HAProxy terminate TLS with the same ECDSA P-256 certificate; bench/results/latest-tls.md
+#   --indep          the closed-loop figures with two load clients side by side: ringway-load and an independent
+#                    one (bench/src/bin/ws-indep-load.rs, tokio-tungstenite); bench/results/latest-indep.md
 # Env: CARGO_TARGET_DIR (default: <repo>/target), as for cargo.
 # Defaults take about 9 minutes plus any waits for a quiet machine (--quick: about 1.5 minutes).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-quick=0 build=1 install=1 micro=0 save=1 save_forced=0 tls=0
+quick=0 build=1 install=1 micro=0 save=1 save_forced=0 tls=0 indep=0
 py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --micro) micro=1 ;;
     --no-save) save=0 ;;
     --tls) tls=1 ;;
+    --indep) indep=1 ;;
     --save) save_forced=1 ;;
     -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -100,6 +103,36 @@ machine="$workdir/machine.md"
   echo "Versions: $("$ringway" --version 2>&1 | head -1) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')), $("$load" --version 2>&1 | head -1)," \
     "$(nginx -v 2>&1 | head -1), $(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)."
 } >"$machine"
+
+if [ "$indep" = 1 ]; then
+  indep_bin="$(dirname "$ringway")/ws-indep-load"
+  [ "$build" = 0 ] || cargo build --release -q -p ringway-bench --bin ws-indep-load
+  indep_args=()
+  for ((i = 0; i < ${#py_args[@]}; i++)); do
+    case "${py_args[$i]}" in
+      --repeats|--duration|--warmup|--quiet-wait|--ringway-driver) indep_args+=("${py_args[$i]}" "${py_args[$((i + 1))]}"); i=$((i + 1)) ;;
+      *) ;;
+    esac
+  done
+  python3 "$root/bench/peers/indep.py" --ringway "$ringway" --load "$load" --indep "$indep_bin" \
+    --workdir "$workdir" "${indep_args[@]}" >"$workdir/indep-table.md" &
+  py=$!
+  wait "$py" || { echo "independent-client bench failed; logs kept in $workdir" >&2; exit 1; }
+  py=""
+  {
+    echo "# Two load clients: ringway-load and an independent one (tokio-tungstenite)"
+    echo ""
+    echo "Command: \`$cmd\` ($(date -u '+%Y-%m-%d %H:%M UTC'))."
+    echo ""
+    cat "$machine"
+    echo ""
+    cat "$workdir/indep-table.md"
+  } >"$workdir/report-indep.md"
+  cat "$workdir/report-indep.md"
+  [ "$save" = 1 ] && mkdir -p "$root/bench/results" && cp "$workdir/report-indep.md" "$root/bench/results/latest-indep.md"
+  rm -rf "$workdir"
+  exit 0
+fi
 
 if [ "$tls" = 1 ]; then
   tls_args=()

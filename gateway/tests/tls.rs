@@ -292,6 +292,20 @@ fn tls_1_2_and_1_3_clients_and_a_1_3_minimum() {
     let ca = TestCa::new("Ringway test CA");
     let (c, k, _) = write_pair(dir.path(), "localhost", ca.leaf(&["localhost"], false));
     let gw = Gateway::start(&tls_yaml(&certs_block(&[(&c, &k)], ""), ""));
+    // ALPN: the gateway speaks http/1.1 only; a client offering only h2 is refused, one offering nothing is served.
+    let mut h2_only = client_config(ca.roots(), all_versions());
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let Err(err) = tls_connect(gw.addr, &Arc::new(h2_only), "localhost") else {
+        panic!("an h2-only client was served")
+    };
+    assert_eq!(
+        err,
+        rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol),
+        "{err}"
+    );
+    let mut no_alpn = client_config(ca.roots(), all_versions());
+    no_alpn.alpn_protocols.clear();
+    tls_connect(gw.addr, &Arc::new(no_alpn), "localhost").expect("a client without ALPN");
     for (version, expected) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
