@@ -652,3 +652,55 @@ fn chunked_upstream_refusal_is_relayed_whole_and_the_client_closed_at_its_end() 
     );
     upstream.join().unwrap();
 }
+
+/// A violation inside a data frame on the built-in echo: the echo of the frames before it, then a clean Close with
+/// the violation's code (not a frame header whose payload turns out to be the Close).
+#[test]
+fn echo_closes_invalid_utf8_with_1007_after_the_valid_frames() {
+    let gw = Gateway::start(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\nroutes:\n  - path: /\n    echo: true\n",
+    );
+    let mut c = WsClient::connect(gw.addr, "/");
+    let mut wire = encode(true, false, TEXT, b"fine", Some([1, 2, 3, 4]));
+    wire.extend(encode(true, false, TEXT, b"ok\xff\xfe", Some([5, 6, 7, 8])));
+    c.send_raw(&wire);
+    let f = c.recv().expect("echo of the valid frame");
+    assert_eq!((f.opcode, f.payload.as_slice()), (TEXT, &b"fine"[..]));
+    let f = c.recv().expect("a close");
+    assert_eq!(
+        (f.opcode, f.close_code()),
+        (CLOSE, Some(1007)),
+        "a Close with 1007 right after the valid frame, got opcode {} payload {:?}",
+        f.opcode,
+        f.payload
+    );
+}
+
+/// A violation inside a frame whose echo already began (its header went out with an earlier write): no Close can
+/// follow a frame header that promised payload, so the echo cuts the connection.
+#[test]
+fn echo_cuts_a_connection_whose_violation_comes_inside_a_frame_already_echoed() {
+    use std::io::Read;
+    let gw = Gateway::start(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\nroutes:\n  - path: /\n    echo: true\n",
+    );
+    let mut c = WsClient::connect(gw.addr, "/");
+    let frame = encode(true, false, TEXT, b"abc\xff", Some([1, 2, 3, 4]));
+    c.send_raw(&frame[..frame.len() - 1]);
+    // The header and "abc" come back before the rest of the frame exists.
+    let mut echoed = [0u8; 5];
+    c.stream
+        .read_exact(&mut echoed)
+        .expect("the start of the echo");
+    assert_eq!(&echoed, b"\x81\x04abc");
+    c.send_raw(&frame[frame.len() - 1..]);
+    let mut rest = Vec::new();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = c.stream.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "nothing may follow the cut frame: {rest:?}"
+    );
+}

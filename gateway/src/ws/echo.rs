@@ -41,6 +41,10 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     loop {
         let mut pos = 0;
         let mut done = false;
+        // Where `output` is between frames (a Close may follow); `None` inside a frame whose header went out with
+        // an earlier batch.
+        let mut boundary = (decoder.remaining_in_frame() == 0).then_some(output.len());
+        let mut cut = false;
         while pos < input.len() && !done {
             match decoder.decode(&mut input[pos..]) {
                 Ok(Decoded::Incomplete) => break,
@@ -54,13 +58,20 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                         &[],
                     );
                     pos += len;
+                    if decoder.remaining_in_frame() == 0 {
+                        boundary = Some(output.len());
+                    }
                 }
-                Ok(Decoded::DataPayload { len, .. }) => {
+                Ok(Decoded::DataPayload { len, frame_end, .. }) => {
                     output.extend_from_slice(&input[pos..pos + len]);
                     pos += len;
+                    if frame_end {
+                        boundary = Some(output.len());
+                    }
                 }
                 Ok(Decoded::Control { opcode, len }) => {
                     pos += len;
+                    boundary = Some(output.len());
                     match opcode {
                         OpCode::Ping => push_control_frame(
                             &mut output,
@@ -79,11 +90,28 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "echo: protocol violation");
-                    push_close(&mut output, e.close_code());
+                    // The echo of the offending frame is dropped: its header promised payload that will not come,
+                    // so the Close goes right after the last whole frame (as the relay does).
+                    match boundary {
+                        Some(at) => {
+                            tracing::debug!(error = %e, "echo: protocol violation");
+                            output.truncate(at);
+                            push_close(&mut output, e.close_code());
+                        }
+                        None => {
+                            // The frame's header went out with an earlier batch: nothing can follow it.
+                            tracing::info!(error = %e, "echo: protocol violation inside a frame already being echoed; connection cut");
+                            output.clear();
+                            cut = true;
+                        }
+                    }
                     done = true;
                 }
             }
+        }
+        if cut {
+            pool.give(input);
+            return;
         }
         input.drain(..pos);
         if !output.is_empty() {
