@@ -117,6 +117,8 @@ pub(crate) struct TlsEngine<C> {
     owed: Vec<u8>,
     peer_closed: bool,
     handshaking: bool,
+    /// rustls failed once: it is never stepped again (after a fatal alert it asserts it sends no second one).
+    failed: bool,
 }
 
 impl<C: Unbuffered> TlsEngine<C> {
@@ -128,6 +130,7 @@ impl<C: Unbuffered> TlsEngine<C> {
             owed: Vec::new(),
             peer_closed: false,
             handshaking: true,
+            failed: false,
         }
     }
 
@@ -144,6 +147,9 @@ impl<C: Unbuffered> TlsEngine<C> {
         incoming: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<HandshakeStep, TlsError> {
+        if self.failed {
+            return Err(TlsError::Unexpected("the TLS session failed earlier"));
+        }
         let mut start = 0;
         let result = loop {
             let status = self.conn.process(&mut incoming[start..]);
@@ -198,6 +204,7 @@ impl<C: Unbuffered> TlsEngine<C> {
         };
         if result.is_err() {
             self.queue_alert(&mut incoming[start..], out);
+            self.failed = true;
         }
         incoming.drain(..start.min(incoming.len()));
         result
@@ -254,6 +261,9 @@ impl<C: Unbuffered> TlsEngine<C> {
         incoming: &mut Vec<u8>,
         dst: &mut impl PlainSink,
     ) -> Result<Decrypted, TlsError> {
+        if self.failed {
+            return Err(TlsError::Unexpected("the TLS session failed earlier"));
+        }
         let mut written = self.take_plain(dst);
         let mut start = 0;
         let result = loop {
@@ -317,8 +327,14 @@ impl<C: Unbuffered> TlsEngine<C> {
         };
         let rest = incoming.len() - start.min(incoming.len());
         incoming.drain(..incoming.len() - rest);
+        if result.is_err() {
+            self.failed = true;
+        }
         result?;
-        if holds_whole_record(incoming) {
+        if self.peer_closed {
+            // "Any data received after a closure alert has been received MUST be ignored" (RFC 8446 §6.1).
+            incoming.clear();
+        } else if holds_whole_record(incoming) {
             // rustls keeps a partial handshake message as positions into these bytes; the writer, which passes no
             // bytes, would then hand it a shorter buffer.
             return Err(TlsError::FragmentedPostHandshake);
@@ -405,13 +421,22 @@ impl<C: Unbuffered> TlsEngine<C> {
             &mut Vec<u8>,
         ) -> Result<T, TlsError>,
     ) -> Result<T, TlsError> {
-        if self.handshaking {
-            return Err(TlsError::Unexpected("write before the handshake finished"));
+        if self.handshaking || self.failed {
+            return Err(TlsError::Unexpected(
+                "write before the handshake finished or after the session failed",
+            ));
         }
         // Each turn either encodes a queued record or ends; rustls queues a handful at most.
         for _ in 0..16 {
             let status = self.conn.process(&mut []);
-            match status.state.map_err(TlsError::Protocol)? {
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(TlsError::Protocol(e));
+                }
+            };
+            match state {
                 ConnectionState::EncodeTlsData(mut data) => {
                     encode_into(out, |buf| data.encode(buf));
                 }
@@ -460,4 +485,172 @@ fn encode_into(out: &mut Vec<u8>, mut encode: impl FnMut(&mut [u8]) -> Result<us
 /// Whether `bytes` starts with at least one whole TLS record (5-byte header plus its length).
 fn holds_whole_record(bytes: &[u8]) -> bool {
     bytes.len() >= 5 && bytes.len() >= 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    use super::*;
+
+    /// A rustls client (buffered) and the engine (unbuffered server) over in-memory buffers.
+    fn pair() -> (ClientConnection, TlsEngine<UnbufferedServerConnection>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["engine.test".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key"),
+            )
+            .expect("server config");
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client =
+            ClientConnection::new(Arc::new(client), "engine.test".try_into().expect("name"))
+                .expect("client");
+        let server = UnbufferedServerConnection::new(Arc::new(server)).expect("server");
+        (client, TlsEngine::new(server))
+    }
+
+    /// Everything the client wants to send.
+    fn from_client(client: &mut ClientConnection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut out).expect("write_tls");
+        }
+        out
+    }
+
+    fn to_client(client: &mut ClientConnection, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            client.read_tls(&mut bytes).expect("read_tls");
+        }
+        client.process_new_packets().expect("client accepts");
+    }
+
+    /// Runs the handshake to completion; returns ciphertext left over for the stream.
+    fn handshake(
+        client: &mut ClientConnection,
+        engine: &mut TlsEngine<UnbufferedServerConnection>,
+    ) -> Vec<u8> {
+        let mut incoming = Vec::with_capacity(64 * 1024);
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            incoming.extend(from_client(client));
+            match engine
+                .handshake(&mut incoming, &mut out)
+                .expect("handshake")
+            {
+                HandshakeStep::Write => {
+                    to_client(client, &out);
+                    out.clear();
+                }
+                HandshakeStep::Read => {}
+                HandshakeStep::Done => {
+                    to_client(client, &out);
+                    return incoming;
+                }
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    fn read_all(
+        engine: &mut TlsEngine<UnbufferedServerConnection>,
+        incoming: &mut Vec<u8>,
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            let mut dst = Vec::with_capacity(7);
+            let d = engine.decrypt(incoming, &mut dst).expect("decrypt");
+            got.extend_from_slice(&dst);
+            if d.written == 0 && !engine.has_plain() {
+                return got;
+            }
+        }
+    }
+
+    #[test]
+    fn data_both_ways_through_small_buffers_and_a_key_update() {
+        use std::io::{Read, Write};
+        let (mut client, mut engine) = pair();
+        let mut incoming = handshake(&mut client, &mut engine);
+        client
+            .writer()
+            .write_all(b"hello over tls, in small reads")
+            .expect("write");
+        incoming.extend(from_client(&mut client));
+        // The caller's buffer holds 7 bytes: the rest waits in the engine, nothing is lost.
+        assert_eq!(
+            read_all(&mut engine, &mut incoming),
+            b"hello over tls, in small reads"
+        );
+
+        let mut out = Vec::with_capacity(1024);
+        let n = engine.encrypt(b"and back", &mut out).expect("encrypt");
+        assert_eq!(n, 8);
+        to_client(&mut client, &out);
+        let mut back = [0u8; 8];
+        client.reader().read_exact(&mut back).expect("client reads");
+        assert_eq!(&back, b"and back");
+
+        // The client updates its keys and asks us to do the same: our key update goes out before our next data.
+        client.refresh_traffic_keys().expect("key update");
+        client.writer().write_all(b"new keys").expect("write");
+        incoming.extend(from_client(&mut client));
+        assert_eq!(read_all(&mut engine, &mut incoming), b"new keys");
+        let mut out = Vec::with_capacity(1024);
+        engine.encrypt(b"after", &mut out).expect("encrypt");
+        to_client(&mut client, &out);
+        let mut after = [0u8; 5];
+        client
+            .reader()
+            .read_exact(&mut after)
+            .expect("client reads");
+        assert_eq!(&after, b"after");
+    }
+
+    #[test]
+    fn close_notify_ends_reading_and_later_bytes_are_ignored() {
+        let (mut client, mut engine) = pair();
+        let mut incoming = handshake(&mut client, &mut engine);
+        client.send_close_notify();
+        incoming.extend(from_client(&mut client));
+        // A whole record of garbage after the alert must not turn a clean end into an error.
+        incoming.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x02, 0xde, 0xad]);
+        let mut dst = Vec::with_capacity(64);
+        let d = engine
+            .decrypt(&mut incoming, &mut dst)
+            .expect("a clean end");
+        assert!(d.peer_closed && d.written == 0);
+        assert!(incoming.is_empty());
+        let mut out = Vec::with_capacity(256);
+        engine.close_notify(&mut out).expect("our close_notify");
+        assert!(!out.is_empty());
+    }
+
+    #[test]
+    fn garbage_in_place_of_a_client_hello_is_refused_with_an_alert_and_no_panic() {
+        let (_, mut engine) = pair();
+        let mut incoming = b"\x16\x03\x01\x00\x08\x02\x00\x00\x04\x03\x03\x00\x00".to_vec();
+        let mut out = Vec::new();
+        assert!(engine.handshake(&mut incoming, &mut out).is_err());
+        assert_eq!(out.first(), Some(&0x15), "an alert record: {out:?}");
+        // Stepping again after the failure stays an error (rustls asserted here before).
+        assert!(engine.handshake(&mut incoming, &mut out).is_err());
+    }
 }
