@@ -16,7 +16,7 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use ringway_config::{Route, Target};
 
-use crate::answer::respond;
+use crate::answer::{respond, respond_error};
 use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_response};
 use crate::http::rewrite::{self, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
@@ -220,7 +220,7 @@ async fn serve_requests<S: ClientStream>(
                     Err(e) => {
                         tracing::info!(%peer, error = %e, blame = ?e.blame(), "http proxy failed");
                         if let Some(status) = e.status() {
-                            respond(&mut stream, status, &[], &format!("{e}\n")).await;
+                            respond_error(&mut stream, status, &e.to_string()).await;
                         }
                         Persist::Close
                     }

@@ -394,3 +394,44 @@ fn both_drivers_relay_bodies_and_reuse_connections() {
         );
     }
 }
+
+/// A 502 tells the client the gateway failed, never which internal address it tried or the OS error (those go to
+/// the log): on the plain path and on the upgrade path.
+#[test]
+fn a_502_body_names_no_internal_address_or_os_error() {
+    use std::io::{Read, Write};
+    let dead = common::closed_port();
+    let gw = common::Gateway::start_logged(
+        &format!(
+            "listeners:\n  - name: t\n    bind: 127.0.0.1:0\nupstreams:\n  up:\n    servers: [{dead}]\n\
+             routes:\n  - path: /\n    upstream: up\n"
+        ),
+        "info",
+    );
+    for request in [
+        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_owned(),
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            common::CLIENT_KEY
+        ),
+    ] {
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert_eq!(common::status_of(&answer), 502, "{answer}");
+        let port = dead.port().to_string();
+        assert!(
+            !answer.contains(&port) && !answer.contains("os error") && !answer.contains("refused"),
+            "{answer}"
+        );
+    }
+    let log = gw.stop();
+    assert!(
+        log.contains(&dead.to_string()),
+        "the log names the server: {log}"
+    );
+}

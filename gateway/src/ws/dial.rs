@@ -15,7 +15,7 @@ use ringway_config::{Balance, UpstreamId};
 
 use super::accept::{ClientUpgrade, UpgradeRequest};
 use super::{handshake, refusal};
-use crate::answer::respond;
+use crate::answer::{respond, respond_error};
 use crate::http::head::HeadLimits;
 use crate::upstream::response::{HeadReadError, read_response_head};
 use crate::upstream::{self, UpstreamStream, hash_input};
@@ -70,7 +70,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 // A handshake failure earlier in this loop decides the status (502, or 504 for a timeout).
                 let status = last_status.unwrap_or(e.status());
                 tracing::info!(%peer, upstream = %upstream.name, status, error = %e, "no upstream for websocket");
-                respond(client, status, &[], &format!("{e}\n")).await;
+                respond_error(client, status, &e.to_string()).await;
                 return None;
             }
         };
