@@ -20,9 +20,9 @@ struct Cli {
     /// Route file (YAML).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Worker threads (overrides `workers:`; default: one per CPU).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Worker threads, 1 to 4096 (overrides `workers:`; default: one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    workers: Option<u16>,
     /// Runtime driver (overrides `driver:`).
     #[arg(long, value_enum)]
     driver: Option<DriverArg>,
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            run(&path, cli.workers, cli.driver)
+            run(&path, cli.workers.map(usize::from), cli.driver)
         }
     }
 }
@@ -189,6 +189,8 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        // Colours only for a person at a terminal: journald and log shippers get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let config = match ringway_config::load(path) {
@@ -226,8 +228,20 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
     };
     let options = StartOptions { workers, driver };
     let result = server::run(config, options, |bound| {
+        let listeners: Vec<String> = bound
+            .iter()
+            .map(|b| format!("{} {}", b.name, b.addr))
+            .collect();
+        // One start line for the log (stderr); the addresses also go to stdout, one per line, for scripts.
+        tracing::info!(
+            version = %env!("CARGO_PKG_VERSION"),
+            config = %path.display(),
+            workers,
+            io_uring = uring,
+            listeners = %listeners.join(", "),
+            "ringway started"
+        );
         for b in bound {
-            tracing::info!(listener = %b.name, addr = %b.addr, workers, io_uring = uring, "listening");
             println!("ringway listening on {} ({})", b.addr, b.name);
         }
     });

@@ -105,3 +105,52 @@ fn the_quickstart_config_serves_the_builtin_echo() {
     );
     assert_eq!(status_of(&head), 200, "{head}");
 }
+
+/// `--workers 0` is refused instead of silently becoming 1.
+#[test]
+fn zero_workers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.yaml");
+    std::fs::write(
+        &file,
+        "listeners: [{name: t, bind: 127.0.0.1:0}]\nroutes: [{path: /, echo: true}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["--workers", "0", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers") && err.contains("0"), "{err}");
+}
+
+/// Logs to a pipe (journald, a file) carry no colour codes, and the start line names the version and the config.
+#[test]
+fn logs_to_a_pipe_are_plain_text_with_a_start_line() {
+    let gw = Gateway::start_logged(
+        "listeners: [{name: t, bind: 127.0.0.1:0}]\nroutes: [{path: /, echo: true}]\n",
+        "info",
+    );
+    let log = gw.stop();
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a piped log: {log:?}"
+    );
+    let start = log
+        .lines()
+        .find(|l| l.contains("ringway started"))
+        .unwrap_or_else(|| panic!("no start line: {log}"));
+    assert!(
+        start.contains(&format!("version={}", env!("CARGO_PKG_VERSION")))
+            && start.contains("config=")
+            && start.contains("ringway.yaml"),
+        "{start}"
+    );
+    assert_eq!(
+        log.matches("ringway started").count(),
+        1,
+        "one start line: {log}"
+    );
+}
