@@ -455,7 +455,7 @@ impl<'a> Exchange<'a> {
 
     /// Passive health: the server gave a broken response (or could not take the request).
     fn mark_failed(&self, server: usize) {
-        tracing::info!(upstream = %self.upstream.name, server = %self.balancer.address(server), "upstream server marked failed (passive health)");
+        tracing::debug!(upstream = %self.upstream.name, server = %self.balancer.address(server), "upstream server failed a request");
         self.balancer.mark_failed(server, Instant::now());
     }
 

@@ -224,3 +224,25 @@ fn tally_statuses(gw: &Gateway, n: usize) -> Vec<u16> {
         })
         .collect()
 }
+
+/// A server going down is logged once at info (not once per request, not only at debug).
+#[test]
+fn a_server_marked_down_is_logged_once_at_info() {
+    let dead = common::closed_port();
+    let alive = common::ScriptedUpstream::echo();
+    let gw = common::Gateway::start_logged(
+        &format!(
+            "workers: 1\nlisteners:\n  - name: t\n    bind: 127.0.0.1:0\nupstreams:\n  up:\n    servers: [{dead}, {}]\n\
+             routes:\n  - path: /\n    upstream: up\n",
+            alive.addr
+        ),
+        "info",
+    );
+    for _ in 0..4 {
+        let _c = common::WsClient::connect(gw.addr, "/");
+    }
+    let log = gw.stop();
+    let down: Vec<&str> = log.lines().filter(|l| l.contains("marked down")).collect();
+    assert_eq!(down.len(), 1, "{log}");
+    assert!(down[0].contains(&dead.to_string()), "{}", down[0]);
+}

@@ -24,6 +24,8 @@ const MAX_VNODES: u64 = 10_000;
 
 /// Chooses servers of one upstream pool.
 pub(crate) struct Balancer {
+    /// The pool's name, for the log lines of health changes.
+    name: String,
     servers: Vec<ServerState>,
     policy: Policy,
     fail_cooldown: Duration,
@@ -73,6 +75,7 @@ impl Balancer {
             Vec::new()
         };
         Self {
+            name: upstream.name.clone(),
             current: RefCell::new(vec![0; servers.len()]),
             servers,
             policy,
@@ -104,18 +107,30 @@ impl Balancer {
     }
 
     /// Passive health: `server` failed at `now` and is skipped until `now + fail_cooldown`.
+    /// A change of state (healthy to cooling down) is logged at info, once per worker.
     pub(crate) fn mark_failed(&self, server: usize, now: Instant) {
         if let Some(s) = self.servers.get(server)
             && !self.fail_cooldown.is_zero()
         {
+            if s.cooling_until.get().is_none_or(|until| until <= now) {
+                tracing::info!(
+                    upstream = %self.name,
+                    server = %s.address,
+                    cooldown_ms = self.fail_cooldown.as_millis() as u64,
+                    "upstream server marked down (passive health)"
+                );
+            }
             s.cooling_until.set(Some(now + self.fail_cooldown));
         }
     }
 
     /// `server` worked: any cooldown ends now.
+    /// A server that was marked down is logged back up at info.
     pub(crate) fn mark_ok(&self, server: usize) {
-        if let Some(s) = self.servers.get(server) {
-            s.cooling_until.set(None);
+        if let Some(s) = self.servers.get(server)
+            && s.cooling_until.take().is_some()
+        {
+            tracing::info!(upstream = %self.name, server = %s.address, "upstream server back up");
         }
     }
 
