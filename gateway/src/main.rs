@@ -26,6 +26,10 @@ struct Cli {
     /// Runtime driver (overrides `driver:`).
     #[arg(long, value_enum)]
     driver: Option<DriverArg>,
+    /// Share listening ports another process already listens on (a binary upgrade: start the new ringway, then
+    /// stop the old one). Without it, a port in use is an error.
+    #[arg(long)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -86,7 +90,12 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            run(&path, cli.workers.map(usize::from), cli.driver)
+            run(
+                &path,
+                cli.workers.map(usize::from),
+                cli.driver,
+                cli.takeover,
+            )
         }
     }
 }
@@ -183,7 +192,12 @@ fn self_signed(out: &std::path::Path, names: &[String], days: u32) -> anyhow::Re
     Ok(())
 }
 
-fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>) -> ExitCode {
+fn run(
+    path: &std::path::Path,
+    workers: Option<usize>,
+    driver: Option<DriverArg>,
+    takeover: bool,
+) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -226,7 +240,11 @@ fn run(path: &std::path::Path, workers: Option<usize>, driver: Option<DriverArg>
         Driver::Epoll => false,
         _ => monoio::utils::detect_uring(),
     };
-    let options = StartOptions { workers, driver };
+    let options = StartOptions {
+        workers,
+        driver,
+        takeover,
+    };
     let result = server::run(config, options, |bound| {
         let listeners: Vec<String> = bound
             .iter()

@@ -28,6 +28,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(
+        "cannot listen on {addr} (listener `{name}`): another process is already listening there (a second ringway? \
+         pass --takeover to share the port on purpose, during a binary upgrade)"
+    )]
+    PortTaken { name: String, addr: SocketAddr },
+    #[error(
         "io_uring is not available on this kernel (driver: io_uring was requested; use `auto` or `epoll`)"
     )]
     NoIoUring,
@@ -47,6 +52,10 @@ pub enum StartError {
 pub struct StartOptions {
     pub workers: usize,
     pub driver: Driver,
+    /// Share listening ports another process already listens on (SO_REUSEPORT), for a binary upgrade where the new
+    /// `ringway` starts before the old one drains. Without it such a port is refused: a second instance started by
+    /// mistake would otherwise silently take half of the first one's connections.
+    pub takeover: bool,
 }
 
 /// The addresses actually bound, per listener name (port 0 resolved).
@@ -107,7 +116,7 @@ pub fn run(
         worker_tls.push(per_listener);
     }
     reload_certificates_on_sighup(shared_tls.into_iter().flatten().collect());
-    let (bound, per_worker) = bind_all(&config, workers)?;
+    let (bound, per_worker) = bind_all(&config, workers, options.takeover)?;
     on_ready(&bound);
     let config = Arc::new(config);
     let mut threads = Vec::with_capacity(workers);
@@ -285,12 +294,19 @@ fn reload_certificates_on_sighup(listeners: Vec<Arc<SharedTls>>) {
 fn bind_all(
     config: &Config,
     workers: usize,
+    takeover: bool,
 ) -> Result<(Vec<Bound>, Vec<Vec<std::net::TcpListener>>), StartError> {
     let mut bound = Vec::new();
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..workers).map(|_| Vec::new()).collect();
     for listener in &config.listeners {
         let mut addr = listener.bind;
+        if !takeover && addr.port() != 0 && port_taken(addr) {
+            return Err(StartError::PortTaken {
+                name: listener.name.clone(),
+                addr,
+            });
+        }
         for sockets in per_worker.iter_mut() {
             let socket = bind_one(addr).map_err(|source| StartError::Bind {
                 name: listener.name.clone(),
@@ -312,6 +328,17 @@ fn bind_all(
         });
     }
     Ok((bound, per_worker))
+}
+
+/// Whether another socket already holds `addr`: a bind without SO_REUSEPORT fails only then (SO_REUSEADDR keeps
+/// connections in TIME_WAIT from counting).
+fn port_taken(addr: SocketAddr) -> bool {
+    let probe = || -> std::io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())
+    };
+    matches!(probe(), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

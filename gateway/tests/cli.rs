@@ -154,3 +154,51 @@ fn logs_to_a_pipe_are_plain_text_with_a_start_line() {
         "one start line: {log}"
     );
 }
+
+/// A second `ringway` on a port the first one listens on is refused (SO_REUSEPORT would otherwise let it take half
+/// of the first one's connections without a word), unless `--takeover` asks for it (a binary upgrade).
+#[test]
+fn a_second_instance_on_a_taken_port_is_refused_unless_taking_over() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "listeners: [{{name: t, bind: \"127.0.0.1:{port}\"}}]\nroutes: [{{path: /, echo: true}}]\n"
+    );
+    let first = Gateway::start(&yaml);
+    assert_eq!(first.addr.port(), port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("second.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already listening") && err.contains("--takeover"),
+        "{err}"
+    );
+
+    let mut second = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--takeover")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(second.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+}
