@@ -234,19 +234,15 @@ pub(crate) fn describe_client(leaf: &[u8]) -> Option<String> {
             out.push_str(&value);
         }
     }
-    Some(
-        out.chars()
-            .flat_map(|c| {
-                let plain = c.is_ascii() && !c.is_ascii_control();
-                let escaped = if plain {
-                    String::from(c)
-                } else {
-                    c.escape_unicode().to_string()
-                };
-                escaped.chars().collect::<Vec<_>>()
-            })
-            .collect(),
-    )
+    let mut escaped = String::with_capacity(out.len());
+    for c in out.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            escaped.push(c);
+        } else {
+            escaped.extend(c.escape_unicode());
+        }
+    }
+    Some(escaped)
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ pub(crate) enum TlsError {
     /// (rustls needs those records kept in place while the other direction writes).
     #[error("peer fragmented a post-handshake message across records")]
     FragmentedPostHandshake,
+    /// The peer made rustls queue more replies (key updates) than [`MAX_OWED`] bytes while nothing was written.
+    #[error("peer made the gateway owe more than {MAX_OWED} bytes of TLS replies")]
+    TooManyOwedRecords,
     /// rustls asked for something this driver does not handle (early data, a state of a newer rustls).
     #[error("unexpected TLS state: {0}")]
     Unexpected(&'static str),
@@ -104,6 +107,8 @@ impl PlainSink for Vec<u8> {
 
 /// Bytes of record overhead budgeted per 16 KiB of plaintext (header, nonce, tag, content type).
 const RECORD_OVERHEAD: usize = 64;
+/// Most bytes of replies (alerts, key updates) the read side may queue for the writer.
+const MAX_OWED: usize = 16 * 1024;
 /// Largest plaintext of one TLS record.
 const MAX_FRAGMENT: usize = 16 * 1024;
 
@@ -299,9 +304,10 @@ impl<C: Unbuffered> TlsEngine<C> {
                     failed.map(|e| Err(TlsError::Protocol(e)))
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    let owed = &mut self.owed;
-                    encode_into(owed, |buf| data.encode(buf));
-                    None
+                    encode_into(&mut self.owed, |buf| data.encode(buf));
+                    // A peer that keeps asking for replies (key updates) while we never write would grow this
+                    // without end.
+                    (self.owed.len() > MAX_OWED).then_some(Err(TlsError::TooManyOwedRecords))
                 }
                 ConnectionState::TransmitTlsData(data) => {
                     // Sent by the writer before its next record (`owed`), in order.
