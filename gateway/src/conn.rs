@@ -77,15 +77,13 @@ pub(crate) async fn serve(
             serve_requests(stream, client, &ctx, slot, deadline).await
         }
         Some(tls) => {
-            let Some(stream) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
+            let Some(tls::accept::Accepted {
+                stream,
+                client_cert,
+            }) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
             else {
                 return;
             };
-            let client_cert = stream.with_conn(|c| {
-                c.peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| tls::certs::describe_client(leaf))
-            });
             let client = Client {
                 peer,
                 scheme: Scheme::Https,

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use rustls::server::UnbufferedServerConnection;
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 
 use super::engine::TlsEngine;
 use super::handshake::{FirstBytes, HandshakeError, drive};
@@ -22,13 +23,19 @@ use crate::http::head::simple_response;
 use crate::runtime::buffer_pool::BufferPool;
 
 /// A server-side TLS stream.
-pub(crate) type ServerTls = TlsStream<UnbufferedServerConnection>;
+pub(crate) type ServerTls = TlsStream<KernelConnection<ServerConnectionData>>;
 
 /// How long a refusal may take to send: the connection ends either way.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// `unrecognized_name` (112), fatal, as a plaintext record: sent before any key exists.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// A completed server handshake: the stream and the verified client certificate (mTLS) as forwarded upstream.
+pub(crate) struct Accepted {
+    pub(crate) stream: ServerTls,
+    pub(crate) client_cert: Option<String>,
+}
 
 /// Runs the handshake; `None` if it failed (already answered and logged).
 pub(crate) async fn accept(
@@ -37,7 +44,7 @@ pub(crate) async fn accept(
     tls: &WorkerTls,
     pool: &Rc<BufferPool>,
     deadline: Instant,
-) -> Option<ServerTls> {
+) -> Option<Accepted> {
     let conn = match UnbufferedServerConnection::new(tls.config()) {
         Ok(c) => c,
         Err(e) => {
@@ -98,7 +105,21 @@ pub(crate) async fn accept(
             "TLS handshake complete"
         );
     }
-    Some(TlsStream::new(tcp, engine, incoming, pool.clone()))
+    let client_cert = engine
+        .conn()
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| super::certs::describe_client(leaf));
+    match TlsStream::new(tcp, engine, incoming, pool.clone()) {
+        Ok(stream) => Some(Accepted {
+            stream,
+            client_cert,
+        }),
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "TLS session could not start after the handshake");
+            None
+        }
+    }
 }
 
 /// Whether the first bytes on a TLS port are an HTTP request line rather than a TLS record (which starts with a

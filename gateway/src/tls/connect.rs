@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 use ringway_config::{Upstream, UpstreamTls};
-use rustls::client::UnbufferedClientConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
@@ -23,7 +24,7 @@ use super::stream::TlsStream;
 use crate::runtime::buffer_pool::BufferPool;
 
 /// A client-side TLS stream to an upstream server.
-pub(crate) type ClientTls = TlsStream<UnbufferedClientConnection>;
+pub(crate) type ClientTls = TlsStream<KernelConnection<ClientConnectionData>>;
 
 /// Why an upstream pool's TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,8 @@ impl UpstreamTlsSetup {
                 .with_no_client_auth()
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // After the handshake `super::records` takes the keys and rustls' connection state is dropped.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 
@@ -179,7 +182,8 @@ impl TlsConnector {
         )
         .await
         {
-            Ok(incoming) => Ok(TlsStream::new(tcp, engine, incoming, self.pool.clone())),
+            Ok(incoming) => TlsStream::new(tcp, engine, incoming, self.pool.clone())
+                .map_err(|e| format!("TLS session could not start: {e}")),
             Err(HandshakeError::Tls(e)) => Err(format!("TLS handshake failed: {e}")),
             Err(e) => Err(format!("TLS {e}")),
         }

@@ -254,6 +254,8 @@ fn build_config(
     // The gateway speaks HTTP/1.1 only; a client that offers ALPN without it is refused (no_application_protocol).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = cache;
+    // After the handshake `super::records` takes the keys and rustls' connection state is dropped.
+    config.enable_secret_extraction = true;
     match &shared.ticketer {
         Some(t) => config.ticketer = t.clone(),
         None if settings.session_cache == 0 => config.send_tls13_tickets = 0,

@@ -2,8 +2,8 @@
 //!
 //! Owns: certificates and keys (`certs`), choosing one by SNI (`resolver`), a listener's rustls setup and its
 //! reload (`listener`), the server handshake (`accept`) and the client one to upstreams (`connect`), both driven by
-//! one loop (`handshake`), and the TLS stream the HTTP path and the relay run over (`stream`, around the sans-IO
-//! `engine`). Does not own: anything after the bytes are decrypted; the relay, HTTP handling and routing are the
+//! one loop (`handshake`) around the sans-IO `engine`, the record layer after the handshake (`records`, sans-IO),
+//! and the TLS stream the HTTP path and the relay run over (`stream`). Does not own: anything after the bytes are decrypted; the relay, HTTP handling and routing are the
 //! same for TLS and plain connections. Public only for the fuzz target's entry ([`fuzzing`]).
 
 pub(crate) mod accept;
@@ -14,5 +14,6 @@ pub(crate) mod engine;
 pub mod fuzzing;
 pub(crate) mod handshake;
 pub(crate) mod listener;
+pub(crate) mod records;
 pub(crate) mod resolver;
 pub(crate) mod stream;

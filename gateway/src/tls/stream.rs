@@ -1,14 +1,14 @@
 //! A TLS connection as a monoio stream: the same read/write/cancel/split interface a `TcpStream` offers, so the
 //! HTTP path and the frame relay run over it unchanged (one code path for `ws://` and `wss://`).
 //!
-//! Owns: moving bytes between the socket and the [`TlsEngine`]: ciphertext is read into a buffer borrowed from the
+//! Owns: moving bytes between the socket and the [`RecordLayer`]: ciphertext is read into a buffer borrowed from the
 //! worker's pool only while a record is incomplete, decrypted straight into the caller's buffer, and encrypted into
 //! a pooled buffer only while a write is in flight. An idle connection therefore pins no TLS buffer: a small read
 //! (the relay's parked one-byte read) waits on a one-byte socket read, like the plain relay does.
 //! Does not own: the handshake (`super::accept`), any rule about what the bytes mean.
 //!
-//! Both halves share the engine (`Rc<RefCell<_>>`, never borrowed across an await). The read half never writes to
-//! the socket: records rustls produces while reading (alerts, key updates) go out before the next write.
+//! Both halves share the record layer (`Rc<RefCell<_>>`, never borrowed across an await). The read half never writes
+//! to the socket: records produced while reading (key updates) go out before the next write.
 
 use std::cell::RefCell;
 use std::io;
@@ -23,6 +23,7 @@ use monoio::io::{
 use monoio::net::TcpStream;
 
 use super::engine::{PlainSink, TlsEngine, TlsError, Unbuffered};
+use super::records::{PostHandshake, RecordLayer};
 use crate::runtime::buffer_pool::BufferPool;
 
 /// Reads asking for fewer bytes than this wait on a one-byte socket read, so no pooled buffer is held while the
@@ -39,7 +40,7 @@ pub(crate) struct TlsStream<C> {
 /// The reading half of a TLS connection; `R` is the socket (or its read half).
 pub(crate) struct TlsReader<C, R = OwnedReadHalf<TcpStream>> {
     tcp: R,
-    engine: Rc<RefCell<TlsEngine<C>>>,
+    records: Rc<RefCell<RecordLayer<C>>>,
     pool: Rc<BufferPool>,
     /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
     incoming: Option<Vec<u8>>,
@@ -54,48 +55,50 @@ pub(crate) struct TlsWriter<C, W = OwnedWriteHalf<TcpStream>> {
 
 /// What the writing side keeps apart from the socket.
 struct WriteState<C> {
-    engine: Rc<RefCell<TlsEngine<C>>>,
+    records: Rc<RefCell<RecordLayer<C>>>,
     pool: Rc<BufferPool>,
     closed: bool,
 }
 
-impl<C: Unbuffered> TlsStream<C> {
+impl<C: PostHandshake> TlsStream<C> {
     /// Wraps a socket whose handshake `engine` completed. `incoming` holds ciphertext received after the
     /// handshake's last record (it may be empty).
-    pub(crate) fn new(
+    pub(crate) fn new<U: Unbuffered<Kernel = C>>(
         tcp: TcpStream,
-        engine: TlsEngine<C>,
+        engine: TlsEngine<U>,
         incoming: Vec<u8>,
         pool: Rc<BufferPool>,
-    ) -> Self {
-        let engine = Rc::new(RefCell::new(engine));
+    ) -> Result<Self, TlsError> {
+        let records = match engine.into_records() {
+            Ok(records) => records,
+            Err(e) => {
+                pool.give(incoming);
+                return Err(e);
+            }
+        };
+        let records = Rc::new(RefCell::new(records));
         let incoming = if incoming.is_empty() {
             pool.give(incoming);
             None
         } else {
             Some(incoming)
         };
-        Self {
+        Ok(Self {
             reader: TlsReader {
                 tcp,
-                engine: engine.clone(),
+                records: records.clone(),
                 pool: pool.clone(),
                 incoming,
             },
             writer: TlsWriter {
                 tcp: (),
                 state: WriteState {
-                    engine,
+                    records,
                     pool,
                     closed: false,
                 },
             },
-        }
-    }
-
-    /// Runs `f` on the TLS connection (what the handshake decided: version, SNI, the peer's certificates).
-    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&C) -> T) -> T {
-        f(self.reader.engine.borrow().conn())
+        })
     }
 
     /// The socket underneath.
@@ -131,7 +134,7 @@ impl<T: IoBufMut> PlainSink for IoSink<'_, T> {
     }
 }
 
-impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
+impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
     async fn read_plain<T: IoBufMut>(
         &mut self,
         mut buf: T,
@@ -140,17 +143,17 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
         loop {
             // Plaintext already decrypted, or whole records already received.
             {
-                let mut engine = self.engine.borrow_mut();
+                let mut records = self.records.borrow_mut();
                 let mut sink = IoSink {
                     buf: &mut buf,
                     filled: 0,
                 };
-                if engine.has_plain() {
-                    let n = engine.take_plain(&mut sink);
+                if records.has_plain() {
+                    let n = records.take_plain(&mut sink);
                     return (Ok(n), buf);
                 }
                 if let Some(mut incoming) = self.incoming.take() {
-                    let decrypted = engine.decrypt(&mut incoming, &mut sink);
+                    let decrypted = records.decrypt(&mut incoming, &mut sink);
                     if incoming.is_empty() {
                         self.pool.give(incoming);
                     } else {
@@ -161,7 +164,7 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
                         Ok(_) => {}
                         Err(e) => return (Err(invalid(e)), buf),
                     }
-                } else if engine.peer_closed() {
+                } else if records.peer_closed() {
                     return (Ok(0), buf);
                 }
             }
@@ -169,6 +172,8 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
             let mut incoming = match self.incoming.take() {
                 Some(b) => b,
                 None if buf.bytes_total() < SMALL_READ => {
+                    // Parked: nothing is in flight, so the AEAD contexts go too (rebuilt by the next record).
+                    self.records.borrow_mut().release_keys();
                     let byte = Box::new([0u8; 1]);
                     let (res, byte) = match &cancel {
                         Some(c) => self.tcp.cancelable_read(byte, c.clone()).await,
@@ -236,7 +241,7 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> TlsReader<C, R> {
     }
 }
 
-impl<C: Unbuffered> WriteState<C> {
+impl<C: PostHandshake> WriteState<C> {
     /// Encrypts what of `buf` fits one pooled buffer; the ciphertext is written with `tcp`.
     async fn write_plain<T: IoBuf, S: AsyncWriteRent>(
         &mut self,
@@ -253,7 +258,7 @@ impl<C: Unbuffered> WriteState<C> {
             // outlive this block, during which `buf` is neither moved nor changed.
             #[allow(unsafe_code)]
             let plain = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            self.engine.borrow_mut().encrypt(plain, &mut out)
+            self.records.borrow_mut().encrypt(plain, &mut out)
         };
         let taken = match encrypted {
             Ok(n) => n,
@@ -275,7 +280,7 @@ impl<C: Unbuffered> WriteState<C> {
         if !self.closed {
             self.closed = true;
             let mut out = Vec::new();
-            if self.engine.borrow_mut().close_notify(&mut out).is_ok() && !out.is_empty() {
+            if self.records.borrow_mut().close_notify(&mut out).is_ok() && !out.is_empty() {
                 tcp.write_all(out).await.0?;
             }
         }
@@ -290,7 +295,7 @@ fn no_vectored() -> io::Error {
     )
 }
 
-impl<C: Unbuffered, R: CancelableAsyncReadRent> AsyncReadRent for TlsReader<C, R> {
+impl<C: PostHandshake, R: CancelableAsyncReadRent> AsyncReadRent for TlsReader<C, R> {
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.read_plain(buf, None)
     }
@@ -300,7 +305,7 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> AsyncReadRent for TlsReader<C, R
     }
 }
 
-impl<C: Unbuffered, R: CancelableAsyncReadRent> CancelableAsyncReadRent for TlsReader<C, R> {
+impl<C: PostHandshake, R: CancelableAsyncReadRent> CancelableAsyncReadRent for TlsReader<C, R> {
     fn cancelable_read<T: IoBufMut>(
         &mut self,
         buf: T,
@@ -318,7 +323,7 @@ impl<C: Unbuffered, R: CancelableAsyncReadRent> CancelableAsyncReadRent for TlsR
     }
 }
 
-impl<C: Unbuffered> AsyncWriteRent for TlsWriter<C> {
+impl<C: PostHandshake> AsyncWriteRent for TlsWriter<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.state.write_plain(&mut self.tcp, buf)
     }
@@ -336,7 +341,7 @@ impl<C: Unbuffered> AsyncWriteRent for TlsWriter<C> {
     }
 }
 
-impl<C: Unbuffered> AsyncReadRent for TlsStream<C> {
+impl<C: PostHandshake> AsyncReadRent for TlsStream<C> {
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.reader.read(buf)
     }
@@ -346,7 +351,7 @@ impl<C: Unbuffered> AsyncReadRent for TlsStream<C> {
     }
 }
 
-impl<C: Unbuffered> CancelableAsyncReadRent for TlsStream<C> {
+impl<C: PostHandshake> CancelableAsyncReadRent for TlsStream<C> {
     fn cancelable_read<T: IoBufMut>(
         &mut self,
         buf: T,
@@ -364,7 +369,7 @@ impl<C: Unbuffered> CancelableAsyncReadRent for TlsStream<C> {
     }
 }
 
-impl<C: Unbuffered> AsyncWriteRent for TlsStream<C> {
+impl<C: PostHandshake> AsyncWriteRent for TlsStream<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         self.writer.state.write_plain(&mut self.reader.tcp, buf)
     }
@@ -382,7 +387,7 @@ impl<C: Unbuffered> AsyncWriteRent for TlsStream<C> {
     }
 }
 
-impl<C: Unbuffered> Splitable for TlsStream<C> {
+impl<C: PostHandshake> Splitable for TlsStream<C> {
     type OwnedRead = TlsReader<C>;
     type OwnedWrite = TlsWriter<C>;
 
@@ -391,7 +396,7 @@ impl<C: Unbuffered> Splitable for TlsStream<C> {
         (
             TlsReader {
                 tcp: read,
-                engine: self.reader.engine,
+                records: self.reader.records,
                 pool: self.reader.pool,
                 incoming: self.reader.incoming,
             },
