@@ -97,35 +97,57 @@ enum Protection {
     Tls12Chacha,
 }
 
+/// The AEAD of a traffic key (a byte: it sits in every connection's state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+impl Cipher {
+    fn algorithm(self) -> &'static aead::Algorithm {
+        match self {
+            Cipher::Aes128Gcm => &aead::AES_128_GCM,
+            Cipher::Aes256Gcm => &aead::AES_256_GCM,
+            Cipher::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
+        }
+    }
+}
+
 /// One direction's traffic key: its bytes always, its AEAD context only while records flow.
 struct DirectionKeys {
-    algorithm: &'static aead::Algorithm,
     key: [u8; 32],
-    iv: Iv,
+    iv: [u8; 12],
+    cipher: Cipher,
     seq: u64,
     live: Option<LessSafeKey>,
 }
 
 impl DirectionKeys {
     fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Self, TlsError> {
-        let (algorithm, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+        let (cipher, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
             ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
+                (Cipher::Chacha20Poly1305, key, iv)
             }
             _ => return Err(TlsError::Unexpected("a cipher suite without an AEAD key")),
         };
         let bytes = key.as_ref();
-        if bytes.len() != algorithm.key_len() || bytes.len() > 32 {
+        if bytes.len() != cipher.algorithm().key_len() || bytes.len() > 32 {
             return Err(TlsError::Unexpected("a traffic key of the wrong length"));
         }
         let mut own = [0u8; 32];
         own[..bytes.len()].copy_from_slice(bytes);
+        let iv: [u8; 12] = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| TlsError::Unexpected("a traffic IV of the wrong length"))?;
         Ok(Self {
-            algorithm,
             key: own,
             iv,
+            cipher,
             seq,
             live: None,
         })
@@ -139,7 +161,8 @@ impl DirectionKeys {
 
     fn aead(&mut self) -> Result<&LessSafeKey, TlsError> {
         if self.live.is_none() {
-            let key = UnboundKey::new(self.algorithm, &self.key[..self.algorithm.key_len()])
+            let algorithm = self.cipher.algorithm();
+            let key = UnboundKey::new(algorithm, &self.key[..algorithm.key_len()])
                 .map_err(|_| TlsError::Unexpected("aws-lc refused a traffic key"))?;
             self.live = Some(LessSafeKey::new(key));
         }
@@ -150,7 +173,7 @@ impl DirectionKeys {
 
     /// The per-record nonce: the IV XOR the sequence number (RFC 8446 §5.3; RFC 5288 and 7905 as rustls does).
     fn nonce(&self) -> [u8; 12] {
-        Nonce::new(&self.iv, self.seq).0
+        Nonce::new(&Iv::new(self.iv), self.seq).0
     }
 
     fn advance(&mut self) -> Result<(), TlsError> {
@@ -165,22 +188,31 @@ impl DirectionKeys {
 impl Drop for DirectionKeys {
     fn drop(&mut self) {
         self.key.zeroize();
+        self.iv.zeroize();
     }
 }
 
-/// One TLS connection's state after its handshake.
+/// Plaintext waiting for the caller, from `pos` on.
+struct Backlog {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+/// One TLS connection's state after its handshake. Kept within 744 bytes, so that with its `Rc<RefCell<_>>` it
+/// takes mimalloc's 768-byte class (rustls' kernel state is 560 of them).
 pub(crate) struct RecordLayer<K> {
     kernel: K,
     protection: Protection,
     rx: DirectionKeys,
     tx: DirectionKeys,
-    /// Records sent under one key before it must change (the suite's confidentiality limit).
-    tx_limit: u64,
-    /// Decrypted bytes the caller's buffer had no room for, from `plain_pos` on.
-    plain: Vec<u8>,
-    plain_pos: usize,
+    /// Records sent under one key before it must change (the suite's confidentiality limit; above 2^32 for
+    /// ChaCha20-Poly1305, where this cap is merely conservative).
+    tx_limit: u32,
+    /// Decrypted bytes the caller's buffer had no room for (rare: boxed so the common case costs a pointer).
+    plain: Option<Box<Backlog>>,
     /// Records produced while reading (key updates) that go out before the next write.
-    owed: Vec<u8>,
+    #[allow(clippy::box_collection)] // 8 bytes in every connection instead of 24 for a rarely used buffer
+    owed: Option<Box<Vec<u8>>>,
     peer_closed: bool,
     failed: bool,
 }
@@ -206,15 +238,20 @@ impl<K: PostHandshake> RecordLayer<K> {
             SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
             SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
         };
+        let tx_limit = u32::try_from(tx_limit).unwrap_or(u32::MAX);
         Ok(Self {
             kernel,
             protection,
             rx: DirectionKeys::new(secrets.rx)?,
             tx: DirectionKeys::new(secrets.tx)?,
             tx_limit,
-            plain,
-            plain_pos: 0,
-            owed: Vec::new(),
+            plain: (!plain.is_empty()).then(|| {
+                Box::new(Backlog {
+                    bytes: plain,
+                    pos: 0,
+                })
+            }),
+            owed: None,
             peer_closed: false,
             failed: false,
         })
@@ -228,19 +265,18 @@ impl<K: PostHandshake> RecordLayer<K> {
 
     /// Decrypted bytes waiting for the caller.
     pub(crate) fn has_plain(&self) -> bool {
-        self.plain_pos < self.plain.len()
+        self.plain.is_some()
     }
 
     /// Moves waiting plaintext into `dst`; returns how many bytes. Frees the holding buffer once drained.
     pub(crate) fn take_plain(&mut self, dst: &mut impl PlainSink) -> usize {
-        if !self.has_plain() {
+        let Some(backlog) = self.plain.as_mut() else {
             return 0;
-        }
-        let n = dst.put(&self.plain[self.plain_pos..]);
-        self.plain_pos += n;
-        if self.plain_pos == self.plain.len() {
-            self.plain = Vec::new();
-            self.plain_pos = 0;
+        };
+        let n = dst.put(&backlog.bytes[backlog.pos..]);
+        backlog.pos += n;
+        if backlog.pos == backlog.bytes.len() {
+            self.plain = None;
         }
         n
     }
@@ -284,7 +320,17 @@ impl<K: PostHandshake> RecordLayer<K> {
                         dst.put(payload)
                     };
                     written += n;
-                    self.plain.extend_from_slice(&payload[n..]);
+                    if n < payload.len() {
+                        self.plain
+                            .get_or_insert_with(|| {
+                                Box::new(Backlog {
+                                    bytes: Vec::new(),
+                                    pos: 0,
+                                })
+                            })
+                            .bytes
+                            .extend_from_slice(&payload[n..]);
+                    }
                 }
                 Ok((CONTENT_ALERT, range)) => {
                     if let Err(e) = self.on_alert(&record[range]) {
@@ -479,13 +525,13 @@ impl<K: PostHandshake> RecordLayer<K> {
 
     /// Queues KeyUpdate(update_not_requested) under the current key for the writer, then moves to the next key.
     fn update_tx_keys(&mut self) -> Result<(), TlsError> {
-        if self.owed.len() > MAX_OWED {
+        let mut owed = self.owed.take().unwrap_or_default();
+        if owed.len() > MAX_OWED {
             // A peer that keeps asking for key updates while we never write would grow this without end.
             return Err(TlsError::TooManyOwedRecords);
         }
-        let mut owed = std::mem::take(&mut self.owed);
         let sent = self.send_key_update(&mut owed);
-        self.owed = owed;
+        self.owed = Some(owed);
         sent
     }
 
@@ -508,10 +554,12 @@ impl<K: PostHandshake> RecordLayer<K> {
         match self.protection {
             // One record is kept back under each key for the KeyUpdate that retires it: crossing the limit under
             // one key weakens it, so TLS 1.3 changes key instead (RFC 8446 §5.5).
-            Protection::Tls13 if self.tx.seq.saturating_add(1) >= self.tx_limit => {
+            Protection::Tls13 if self.tx.seq.saturating_add(1) >= u64::from(self.tx_limit) => {
                 self.send_key_update(out)?;
             }
-            Protection::Tls12Gcm | Protection::Tls12Chacha if self.tx.seq >= self.tx_limit => {
+            Protection::Tls12Gcm | Protection::Tls12Chacha
+                if self.tx.seq >= u64::from(self.tx_limit) =>
+            {
                 self.failed = true;
                 return Err(TlsError::Unexpected(
                     "the cipher's record limit was reached",
@@ -612,9 +660,8 @@ impl<K: PostHandshake> RecordLayer<K> {
     }
 
     fn flush_owed(&mut self, out: &mut Vec<u8>) {
-        if !self.owed.is_empty() {
-            out.extend_from_slice(&self.owed);
-            self.owed = Vec::new();
+        if let Some(owed) = self.owed.take() {
+            out.extend_from_slice(&owed);
         }
     }
 }
@@ -771,10 +818,18 @@ mod tests {
     }
 
     #[test]
+    fn the_state_of_a_connection_fits_the_768_byte_allocation_class() {
+        // With `Rc<RefCell<_>>` (24 bytes) it must stay within mimalloc's 768-byte class: an idle wss connection's
+        // memory is mostly this (README, idle figures).
+        assert!(std::mem::size_of::<ServerRecords>() <= 744);
+        assert!(std::mem::size_of::<RecordLayer<KernelConnection<ClientConnectionData>>>() <= 744);
+    }
+
+    #[test]
     fn tls12_refuses_to_pass_the_cipher_limit() {
         let (_, mut records, _) =
             connected(Some(cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256));
-        records.tx_limit = records.tx.seq + 1;
+        records.tx_limit = u32::try_from(records.tx.seq + 1).expect("a small sequence number");
         let mut out = Vec::with_capacity(256);
         records.encrypt(b"one", &mut out).expect("first record");
         assert!(records.encrypt(b"two", &mut out).is_err());
@@ -876,6 +931,6 @@ mod tests {
             matches!(result, Err(TlsError::TooManyOwedRecords)),
             "{result:?}"
         );
-        assert!(records.owed.len() <= MAX_OWED + 64);
+        assert!(records.owed.as_ref().map_or(0, |o| o.len()) <= MAX_OWED + 64);
     }
 }
