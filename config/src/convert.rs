@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use crate::error::{Problem, join};
 use crate::raw::{
-    RawConfig, RawHeader, RawLimits, RawListener, RawListenerTls, RawRoute, RawServer, RawUpstream,
-    RawWebSocket,
+    RawConfig, RawDrain, RawHeader, RawLimits, RawListener, RawListenerTls, RawRoute, RawServer,
+    RawUpstream, RawWebSocket,
 };
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
-    Balance, CertificateFiles, ClientAuth, Config, Driver, HashKey, HeaderMatch, HostMatch, Limits,
-    Listener, ListenerTls, Route, RouteTable, Server, Target, TlsVersion, UnknownSni, Upstream,
-    UpstreamId, UpstreamTls, WebSocketSettings,
+    Admin, Balance, CertificateFiles, ClientAuth, Config, Drain, Driver, HashKey, HeaderMatch,
+    HostMatch, Limits, Listener, ListenerTls, Route, RouteTable, Server, Target, TlsVersion,
+    UnknownSni, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -65,6 +65,32 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
             out
         }
     };
+    let admin = match raw.admin {
+        None => None,
+        Some(a) => match a.bind {
+            None => {
+                return Err(Problem::new(
+                    "admin.bind",
+                    "missing: write e.g. `127.0.0.1:9900`",
+                ));
+            }
+            Some(b) => Some(Admin {
+                bind: address(&b.0, true).map_err(|m| Problem::new("admin.bind", m))?,
+            }),
+        },
+    };
+    if let Some(a) = &admin
+        && listeners.iter().any(|l| l.bind == a.bind)
+    {
+        return Err(Problem::new(
+            "admin.bind",
+            format!(
+                "{} is also a listener's address: give the admin endpoint its own",
+                a.bind
+            ),
+        ));
+    }
+    let drain = drain(raw.drain.unwrap_or_default())?;
     Ok(Config {
         workers,
         driver,
@@ -73,6 +99,44 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         upstreams,
         routes,
         trusted_proxies,
+        admin,
+        drain,
+    })
+}
+
+fn drain(raw: RawDrain) -> Result<Drain> {
+    let d = Drain::default();
+    let period = match raw.period {
+        None => d.period,
+        // Zero is allowed: every WebSocket is closed at once.
+        Some(s) => parse_duration(&s.0).map_err(|m| Problem::new("drain.period", m))?,
+    };
+    let timeout = opt_timeout(raw.timeout, "drain.timeout")?.unwrap_or(d.timeout.max(period));
+    if timeout < period {
+        return Err(Problem::new(
+            "drain.timeout",
+            format!(
+                "{timeout:?} is shorter than drain.period ({period:?}): connections would be cut before their Close"
+            ),
+        ));
+    }
+    let close_code = match raw.close_code.as_ref().map(|s| s.0.as_str()) {
+        None => d.close_code,
+        Some("1001" | "going_away") => 1001,
+        Some("1012" | "service_restart") => 1012,
+        Some(other) => {
+            return Err(Problem::new(
+                "drain.close_code",
+                format!(
+                    "`{other}` is not allowed: write 1001 (going_away) or 1012 (service_restart)"
+                ),
+            ));
+        }
+    };
+    Ok(Drain {
+        period,
+        timeout,
+        close_code,
     })
 }
 

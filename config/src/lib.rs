@@ -55,6 +55,41 @@ pub struct Config {
     /// extended. Everyone else's are replaced by what the gateway saw (a client cannot choose the address the
     /// upstream logs or rate-limits). Default: none.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The operator's HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), on its own address. Default: none.
+    pub admin: Option<Admin>,
+    /// How a stopping gateway lets its connections go.
+    pub drain: Drain,
+}
+
+/// `admin:`: the operator's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Where it listens, e.g. `127.0.0.1:9900`. Keep it off public addresses: it tells anyone who asks about the
+    /// routes, upstreams and traffic.
+    pub bind: SocketAddr,
+}
+
+/// `drain:`: what `SIGTERM`/`SIGINT` do to live connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    /// WebSockets are sent their Close at moments spread evenly over this, so clients do not reconnect in one
+    /// storm. Default 30s.
+    pub period: Duration,
+    /// What is still open this long after the signal is cut. Default 60s; at least `period`.
+    pub timeout: Duration,
+    /// The close code both legs of a relayed WebSocket get: 1001 (Going Away, default) or 1012 (Service Restart:
+    /// the clients are told to come back).
+    pub close_code: u16,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            period: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+            close_code: 1001,
+        }
+    }
 }
 
 /// Which kernel interface the event loops use.
@@ -563,6 +598,33 @@ mod tests {
         assert_eq!(r.websocket.max_frame_size, 1 << 20);
         assert_eq!(r.websocket.ping_interval, Some(Duration::from_secs(30)));
         assert!(r.websocket.validate_utf8);
+    }
+
+    #[test]
+    fn admin_and_drain_are_read_and_checked() {
+        let c = cfg("routes: [{echo: true}]\n");
+        assert_eq!(c.admin, None);
+        assert_eq!(c.drain, Drain::default());
+        let c = cfg(
+            "admin: {bind: 127.0.0.1:9900}\ndrain: {period: 5s, timeout: 10s, close_code: service_restart}\nroutes: [{echo: true}]\n",
+        );
+        assert_eq!(c.admin.map(|a| a.bind.port()), Some(9900));
+        assert_eq!(c.drain.period, Duration::from_secs(5));
+        assert_eq!(c.drain.close_code, 1012);
+        // A period longer than the default timeout stretches the timeout with it.
+        let c = cfg("drain: {period: 90s}\nroutes: [{echo: true}]\n");
+        assert_eq!(c.drain.timeout, Duration::from_secs(90));
+        for (bad, path) in [
+            ("drain: {period: 10s, timeout: 5s}", "drain.timeout"),
+            ("drain: {close_code: 1000}", "drain.close_code"),
+            ("admin: {bind: 127.0.0.1:8080}", "admin.bind"),
+            ("admin: {}", "admin.bind"),
+        ] {
+            let err = parse(&format!("{BASE}{bad}\nroutes: [{{echo: true}}]\n"), "t.yaml")
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(path), "{bad}: {err}");
+        }
     }
 
     #[test]

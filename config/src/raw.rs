@@ -23,6 +23,24 @@ pub struct RawConfig {
     pub upstreams: Option<RawUpstreams>,
     pub routes: Option<Vec<RawRoute>>,
     pub trusted_proxies: Option<Vec<Scalar>>,
+    pub admin: Option<RawAdmin>,
+    pub drain: Option<RawDrain>,
+}
+
+/// `admin:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<Scalar>,
+}
+
+/// `drain:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    pub period: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub close_code: Option<Scalar>,
 }
 
 /// One entry of `listeners:`.

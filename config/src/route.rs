@@ -71,9 +71,20 @@ impl RouteTable {
         path: &str,
         header: impl Fn(&str) -> Option<&'h [u8]>,
     ) -> Option<&'a Route> {
+        self.find_indexed(host, path, header).map(|(_, r)| r)
+    }
+
+    /// [`RouteTable::find`], with the route's index in match order (what [`RouteTable::iter`] yields; metrics
+    /// are kept per index).
+    pub fn find_indexed<'a, 'h>(
+        &'a self,
+        host: Option<&str>,
+        path: &str,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+    ) -> Option<(usize, &'a Route)> {
         let host = host.map(|h| strip_port(h).trim_end_matches('.'));
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        self.routes.iter().find(|route| {
+        self.routes.iter().enumerate().find(|(_, route)| {
             let host_ok = match (&route.host, host) {
                 (None, _) => true,
                 (Some(m), Some(h)) => m.matches(h),
@@ -174,6 +185,22 @@ pub(crate) fn describe_ws(ws: &WebSocketSettings) -> String {
             "unchecked"
         },
     )
+}
+
+impl Route {
+    /// A short name for logs and metric labels, from what the route matches: `host/path` (`*` for any host), plus
+    /// `[header=value]` when it matches a header.
+    pub fn label(&self) -> String {
+        let host = match &self.host {
+            None => "*".to_owned(),
+            Some(HostMatch::Exact(h)) => h.clone(),
+            Some(HostMatch::Wildcard(suffix)) => format!("*{suffix}"),
+        };
+        match &self.header {
+            None => format!("{host}{}", self.path_prefix),
+            Some(h) => format!("{host}{}[{}={}]", self.path_prefix, h.name, h.value),
+        }
+    }
 }
 
 #[cfg(test)]
