@@ -170,7 +170,7 @@ async fn serve_requests<S: ClientStream>(
             }
             return;
         }
-        let Some(route) = find_route(ctx, &head, &dest) else {
+        let Some((route_index, route)) = find_route(ctx, &head, &dest) else {
             tracing::info!(%peer, target = %head.target, "no route");
             respond(&mut stream, 404, &[], "no route\n").await;
             return;
@@ -197,11 +197,19 @@ async fn serve_requests<S: ClientStream>(
                 fwd,
                 early: leftover,
             };
-            ws::serve(stream, request, route, ctx, slot).await;
+            ws::serve(stream, request, route, route_index, ctx, slot).await;
             return;
         }
+        let began = Instant::now();
+        let metrics = ctx.metrics.routes.get(route_index);
         let persist = match route.target {
-            Target::Echo => serve_echo_http(&mut stream, &head).await,
+            Target::Echo => {
+                let persist = serve_echo_http(&mut stream, &head).await;
+                if let Some(m) = metrics {
+                    m.http(200, began.elapsed());
+                }
+                persist
+            }
             Target::Upstream(id) => {
                 match Box::pin(http_proxy::forward(
                     &mut stream,
@@ -214,11 +222,19 @@ async fn serve_requests<S: ClientStream>(
                 ))
                 .await
                 {
-                    Ok(persist) => persist,
+                    Ok((persist, status)) => {
+                        if let Some(m) = metrics {
+                            m.http(status, began.elapsed());
+                        }
+                        persist
+                    }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, blame = ?e.blame(), "http proxy failed");
                         if let Some(status) = e.status() {
                             respond_error(&mut stream, status, &e.to_string()).await;
+                            if let Some(m) = metrics {
+                                m.http(status, began.elapsed());
+                            }
                         }
                         Persist::Close
                     }
@@ -226,6 +242,10 @@ async fn serve_requests<S: ClientStream>(
             }
         };
         if persist == Persist::Close {
+            return;
+        }
+        if ctx.sweeper.drain().is_some() {
+            // Draining: the exchange is finished; the client opens its next connection elsewhere.
             return;
         }
         buf = leftover;
@@ -314,10 +334,14 @@ fn https_location(dest: &Destination, port: u16) -> Option<String> {
 }
 
 /// The route for the destination's host and path: the same host the upstream will see in `Host`.
-fn find_route<'c>(ctx: &'c WorkerCtx, head: &RequestHead, dest: &Destination) -> Option<&'c Route> {
+fn find_route<'c>(
+    ctx: &'c WorkerCtx,
+    head: &RequestHead,
+    dest: &Destination,
+) -> Option<(usize, &'c Route)> {
     ctx.config
         .routes
-        .find(dest.host.as_deref(), &dest.path, |name| head.header(name))
+        .find_indexed(dest.host.as_deref(), &dest.path, |name| head.header(name))
 }
 
 /// Plain HTTP to an echo route: a small text answer, so a browser or curl sees the gateway is up.

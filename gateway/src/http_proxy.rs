@@ -151,7 +151,7 @@ pub(crate) async fn forward<S>(
     leftover: &mut Vec<u8>,
     upstream: UpstreamId,
     ctx: &WorkerCtx,
-) -> Result<Persist, ProxyError>
+) -> Result<(Persist, u16), ProxyError>
 where
     S: AsyncReadRent + AsyncWriteRent,
 {
@@ -364,7 +364,7 @@ impl<'a> Exchange<'a> {
         initial: Vec<u8>,
         body: &mut RequestBody,
         sent_continue: &mut bool,
-    ) -> Result<Persist, AttemptError>
+    ) -> Result<(Persist, u16), AttemptError>
     where
         S: AsyncReadRent + AsyncWriteRent,
     {
@@ -437,7 +437,7 @@ impl<'a> Exchange<'a> {
                 }
                 AttemptError::Fatal(e)
             })?;
-        Ok(persist)
+        Ok((persist, response.status))
     }
 
     /// A failure on a fresh connection before any response: the server counts as failed (passive health).

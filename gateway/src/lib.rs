@@ -13,10 +13,12 @@
 
 #![deny(unreachable_pub)]
 
+pub(crate) mod admin;
 mod answer;
 pub(crate) mod conn;
 pub mod http;
 pub(crate) mod http_proxy;
+pub(crate) mod metrics;
 pub(crate) mod runtime;
 pub mod server;
 pub mod tls;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use ringway_config::{Config, Driver};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::runtime::drain::DrainPlan;
 use crate::runtime::isolate::isolated;
+use crate::runtime::notify;
+use crate::runtime::process::ProcessState;
 use crate::tls::connect::UpstreamTlsSetup;
 use crate::tls::listener::{SharedTls, WorkerTls};
 use crate::worker::WorkerCtx;
@@ -115,10 +118,31 @@ pub fn run(
         }
         worker_tls.push(per_listener);
     }
-    reload_certificates_on_sighup(shared_tls.into_iter().flatten().collect());
     let (bound, per_worker) = bind_all(&config, workers, options.takeover)?;
-    on_ready(&bound);
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => {
+            Some(
+                std::net::TcpListener::bind(a.bind).map_err(|source| StartError::Bind {
+                    name: "admin".to_owned(),
+                    addr: a.bind,
+                    source,
+                })?,
+            )
+        }
+    };
+    let process = Arc::new(ProcessState::default());
+    handle_signals(shared_tls.into_iter().flatten().collect(), process.clone());
     let config = Arc::new(config);
+    if let Some(listener) = admin {
+        let addr = listener.local_addr().ok();
+        crate::admin::spawn(listener, config.clone(), process.clone())
+            .map_err(|source| StartError::Runtime { worker: 0, source })?;
+        if let Some(addr) = addr {
+            tracing::info!(%addr, "admin endpoint: /metrics, /healthz, /readyz");
+        }
+    }
+    on_ready(&bound);
     let mut threads = Vec::with_capacity(workers);
     for (((id, listeners), tls), upstream_tls) in per_worker
         .into_iter()
@@ -128,6 +152,7 @@ pub fn run(
     {
         let config = config.clone();
         let driver = options.driver;
+        let process = process.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ringway-worker-{id}"))
             .spawn(move || {
@@ -139,12 +164,25 @@ pub fn run(
                         listeners,
                         tls,
                         upstream_tls,
+                        process,
                     },
                     driver,
                 )
             })
             .map_err(|source| StartError::Runtime { worker: id, source })?;
         threads.push(thread);
+    }
+    process.set_ready();
+    notify::notify("READY=1");
+    if let Some(every) = notify::watchdog_interval() {
+        let _ = std::thread::Builder::new()
+            .name("ringway-watchdog".into())
+            .spawn(move || {
+                loop {
+                    notify::notify("WATCHDOG=1");
+                    std::thread::sleep(every);
+                }
+            });
     }
     for thread in threads {
         match thread.join() {
@@ -153,6 +191,7 @@ pub fn run(
             Err(_) => tracing::error!("a worker thread panicked"),
         }
     }
+    tracing::info!("ringway stopped");
     Ok(())
 }
 
@@ -255,38 +294,56 @@ fn shared_tls(config: &Config) -> Result<Vec<Option<Arc<SharedTls>>>, StartError
         .collect()
 }
 
-/// `SIGHUP` re-reads every TLS listener's certificate files: new handshakes get the new pairs, live connections
-/// keep theirs, and a pair that fails to load leaves the old one serving (logged with the reason).
-fn reload_certificates_on_sighup(listeners: Vec<Arc<SharedTls>>) {
-    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+/// The signal thread. `SIGHUP` re-reads every TLS listener's certificate files: new handshakes get the new pairs,
+/// live connections keep theirs, and a pair that fails to load leaves the old one serving (logged with the
+/// reason). `SIGTERM`/`SIGINT` start the drain (see [`control_worker`]); a second one ends the process at once.
+fn handle_signals(listeners: Vec<Arc<SharedTls>>, process: Arc<ProcessState>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP; certificates will not be reloaded");
+            tracing::warn!(error = %e, "cannot handle signals; reload and drain are not available");
             return;
         }
     };
     let spawned = std::thread::Builder::new()
         .name("ringway-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                tracing::info!("SIGHUP: reloading certificates");
-                for tls in &listeners {
-                    match tls.reload() {
-                        Ok(pairs) => tracing::info!(
-                            listener = tls.listener_path(),
-                            pairs,
-                            "certificates reloaded"
-                        ),
-                        Err(e) => tracing::error!(
-                            listener = tls.listener_path(),
-                            "certificate reload failed, the previous certificates keep serving: {e}"
-                        ),
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    notify::notify("RELOADING=1");
+                    tracing::info!("SIGHUP: reloading certificates");
+                    let mut ok = true;
+                    for tls in &listeners {
+                        match tls.reload() {
+                            Ok(pairs) => tracing::info!(
+                                listener = tls.listener_path(),
+                                pairs,
+                                "certificates reloaded"
+                            ),
+                            Err(e) => {
+                                ok = false;
+                                tracing::error!(
+                                    listener = tls.listener_path(),
+                                    "certificate reload failed, the previous certificates keep serving: {e}"
+                                );
+                            }
+                        }
                     }
+                    process.reloaded(ok);
+                    notify::notify("READY=1");
+                } else if process.start_drain() {
+                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    tracing::info!("{name}: draining (a second signal stops at once)");
+                    notify::notify("STOPPING=1");
+                } else {
+                    tracing::warn!("second stop signal: exiting now, open connections are cut");
+                    std::process::exit(1);
                 }
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the signal thread; certificates will not be reloaded");
+        tracing::warn!(error = %e, "cannot start the signal thread; reload and drain are not available");
     }
 }
 
@@ -355,6 +412,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// What the main thread prepares for one worker: its listener sockets and TLS setups.
 struct WorkerSetup {
+    process: Arc<ProcessState>,
     listeners: Vec<std::net::TcpListener>,
     tls: Vec<Option<WorkerTls>>,
     upstream_tls: Vec<
@@ -438,9 +496,12 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         listeners,
         tls,
         upstream_tls,
+        process,
     } = setup;
     let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls, upstream_tls));
+    process.metrics.add(ctx.metrics.clone());
     monoio::spawn(ctx.sweeper.clone().run());
+    let stop_accepting = monoio::io::Canceller::new();
     let mut accept_loops = Vec::new();
     for (index, std_listener) in listeners.into_iter().enumerate() {
         let listener = match monoio::net::TcpListener::from_std(std_listener) {
@@ -450,17 +511,102 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
                 continue;
             }
         };
-        accept_loops.push(monoio::spawn(accept_loop(listener, index, ctx.clone())));
+        accept_loops.push(monoio::spawn(accept_loop(
+            listener,
+            index,
+            ctx.clone(),
+            stop_accepting.handle(),
+        )));
     }
+    control_worker(&ctx, &process, stop_accepting).await;
     for handle in accept_loops {
         handle.await;
     }
 }
 
-async fn accept_loop(listener: monoio::net::TcpListener, index: usize, ctx: Rc<WorkerCtx>) {
+/// How often a worker looks at the process state (drain) and publishes its gauges.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// The worker's control loop: publishes its gauges, and once the process drains, stops accepting, has the relays
+/// close on the drain schedule, and returns when the worker's connections are gone (or at `drain.timeout`; what is
+/// left is cut when the runtime ends). Idle HTTP keep-alive connections are cut once the period is over and no
+/// WebSocket is left.
+async fn control_worker(
+    ctx: &Rc<WorkerCtx>,
+    process: &ProcessState,
+    stop_accepting: monoio::io::Canceller,
+) {
+    let drain = &ctx.config.drain;
+    let mut started: Option<Instant> = None;
+    let mut stop_accepting = Some(stop_accepting);
+    loop {
+        monoio::time::sleep(CONTROL_TICK).await;
+        ctx.metrics
+            .buffers_cached
+            .set(i64::try_from(ctx.buffers.cached()).unwrap_or(i64::MAX));
+        let now = Instant::now();
+        match started {
+            None if process.draining() => {
+                started = Some(now);
+                if let Some(c) = stop_accepting.take() {
+                    c.cancel();
+                }
+                ctx.sweeper.start_drain(DrainPlan {
+                    start: now,
+                    period: drain.period,
+                    close_code: drain.close_code,
+                });
+                tracing::info!(
+                    worker = ctx.id,
+                    websockets = ctx.sweeper.live(),
+                    connections = ctx.connections.get(),
+                    period_ms = drain.period.as_millis() as u64,
+                    close_code = drain.close_code,
+                    "draining"
+                );
+            }
+            None => {}
+            Some(start) => {
+                let open = ctx.connections.get();
+                let relays = ctx.sweeper.live();
+                if open == 0 {
+                    tracing::info!(worker = ctx.id, "drained");
+                    return;
+                }
+                if relays == 0 && now >= start + drain.period {
+                    tracing::info!(
+                        worker = ctx.id,
+                        connections = open,
+                        "drained; closing idle HTTP connections"
+                    );
+                    return;
+                }
+                if now >= start + drain.timeout {
+                    tracing::warn!(
+                        worker = ctx.id,
+                        connections = open,
+                        websockets = relays,
+                        "drain timeout: cutting what is left"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    index: usize,
+    ctx: Rc<WorkerCtx>,
+    stop: monoio::io::CancelHandle,
+) {
     let mut backoff = AcceptBackoff::default();
     loop {
-        match listener.accept().await {
+        if ctx.sweeper.drain().is_some() {
+            return;
+        }
+        match listener.cancelable_accept(stop.clone()).await {
             Ok((stream, peer)) => {
                 if let Some(failures) = backoff.on_success() {
                     tracing::info!(worker = ctx.id, failures, "accepting connections again");
@@ -473,6 +619,7 @@ async fn accept_loop(listener: monoio::net::TcpListener, index: usize, ctx: Rc<W
                 );
                 monoio::spawn(fut);
             }
+            Err(_) if ctx.sweeper.drain().is_some() => return,
             Err(e) => {
                 // EMFILE and friends: the pending connection stays in the backlog, so retrying at once would spin.
                 let (wait, log) = backoff.on_error(Instant::now());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ringway_config::Config;
 
+use crate::metrics::WorkerMetrics;
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::sweeper::Sweeper;
 use crate::tls::connect::TlsConnector;
@@ -36,6 +37,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) connections: Cell<usize>,
     /// This worker's share of `limits.max_connections`.
     pub(crate) max_connections: usize,
+    /// What this worker counts (read by the admin endpoint's scrape).
+    pub(crate) metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerCtx {
@@ -52,10 +55,12 @@ impl WorkerCtx {
             .into_iter()
             .map(|c| c.map(|(config, name)| TlsConnector::new(config, name, buffers.clone())))
             .collect();
+        let metrics = Arc::new(WorkerMetrics::new(&config));
         let balancers = config
             .upstreams
             .iter()
-            .map(|u| Rc::new(Balancer::new(u)))
+            .enumerate()
+            .map(|(i, u)| Rc::new(Balancer::new(u).with_metrics(metrics.clone(), i)))
             .collect();
         let max_connections = config
             .limits
@@ -72,6 +77,7 @@ impl WorkerCtx {
             sweeper: Sweeper::new(),
             connections: Cell::new(0),
             max_connections,
+            metrics,
             config,
         }
     }
@@ -87,6 +93,7 @@ impl ConnectionSlot {
             return None;
         }
         ctx.connections.set(ctx.connections.get() + 1);
+        ctx.metrics.connections_open.add(1);
         Some(Self(ctx.clone()))
     }
 }
@@ -96,5 +103,6 @@ impl Drop for ConnectionSlot {
         self.0
             .connections
             .set(self.0.connections.get().saturating_sub(1));
+        self.0.metrics.connections_open.add(-1);
     }
 }

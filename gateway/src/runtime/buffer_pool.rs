@@ -41,7 +41,6 @@ impl BufferPool {
         }
     }
 
-    #[cfg(test)]
     /// Number of free buffers currently cached.
     pub(crate) fn cached(&self) -> usize {
         self.free.borrow().len()

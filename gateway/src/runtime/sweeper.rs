@@ -7,9 +7,11 @@
 //! bookkeeping. Deadlines are therefore coarse: up to one [`TICK`] late. Each tick also advances the worker's coarse
 //! [`crate::runtime::clock`], which the relay uses to stamp its batches.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+
+use super::drain::DrainPlan;
 
 /// How often the sweeper looks at the relays.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
@@ -36,7 +38,8 @@ const NUDGE_BLOCK_BYTES: usize = 1 << 20;
 
 /// Something the sweeper looks at on every tick.
 pub(crate) trait Sweep {
-    fn sweep(&self, now: Instant);
+    /// `drain`: the worker is draining (each item schedules its own close).
+    fn sweep(&self, now: Instant, drain: Option<&DrainPlan>);
 }
 
 /// The registry of live relays of one worker.
@@ -44,6 +47,7 @@ pub(crate) trait Sweep {
 pub(crate) struct Sweeper {
     entries: RefCell<Vec<Option<Weak<dyn Sweep>>>>,
     free: RefCell<Vec<usize>>,
+    drain: Cell<Option<DrainPlan>>,
 }
 
 /// Unregisters its entry when dropped.
@@ -85,21 +89,33 @@ impl Sweeper {
         }
     }
 
-    #[cfg(test)]
-    /// Live registrations.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.borrow().iter().filter(|e| e.is_some()).count()
-    }
-
     /// Looks at every registered item once.
     pub(crate) fn sweep(&self, now: Instant) {
+        let drain = self.drain.get();
         // Items only wake tasks here; none registers or unregisters during the walk.
         let entries = self.entries.borrow();
         for item in entries.iter().flatten() {
             if let Some(item) = item.upgrade() {
-                item.sweep(now);
+                item.sweep(now, drain.as_ref());
             }
         }
+    }
+
+    /// Starts draining this worker's relays (the first plan wins).
+    pub(crate) fn start_drain(&self, plan: DrainPlan) {
+        if self.drain.get().is_none() {
+            self.drain.set(Some(plan));
+        }
+    }
+
+    /// The drain under way, if any.
+    pub(crate) fn drain(&self) -> Option<DrainPlan> {
+        self.drain.get()
+    }
+
+    /// Live registrations (relays) on this worker.
+    pub(crate) fn live(&self) -> usize {
+        self.entries.borrow().iter().filter(|e| e.is_some()).count()
     }
 
     /// Ticks forever (spawned once per worker).
@@ -121,7 +137,7 @@ mod tests {
     struct Counter(Cell<usize>);
 
     impl Sweep for Counter {
-        fn sweep(&self, _now: Instant) {
+        fn sweep(&self, _now: Instant, _drain: Option<&DrainPlan>) {
             self.0.set(self.0.get() + 1);
         }
     }
@@ -139,7 +155,7 @@ mod tests {
         drop(reg_a);
         sweeper.sweep(Instant::now());
         assert_eq!((a.0.get(), b.0.get()), (1, 2));
-        assert_eq!(sweeper.len(), 1);
+        assert_eq!(sweeper.live(), 1);
         // The freed slot is reused.
         let c = Rc::new(Counter(Cell::new(0)));
         let weak_c: Weak<dyn Sweep> = Rc::downgrade(&c) as Weak<dyn Sweep>;

@@ -211,7 +211,8 @@ pub(crate) struct RecordLayer<K> {
     /// Decrypted bytes the caller's buffer had no room for (rare: boxed so the common case costs a pointer).
     plain: Option<Box<Backlog>>,
     /// Records produced while reading (key updates) that go out before the next write.
-    #[allow(clippy::box_collection)] // 8 bytes in every connection instead of 24 for a rarely used buffer
+    #[allow(clippy::box_collection)]
+    // 8 bytes in every connection instead of 24 for a rarely used buffer
     owed: Option<Box<Vec<u8>>>,
     peer_closed: bool,
     failed: bool,

@@ -33,6 +33,8 @@ pub(crate) struct Balancer {
     current: RefCell<Vec<i64>>,
     /// Hash ring of `(point, server)`, sorted by point; empty unless the policy is hashing.
     ring: Vec<(u64, usize)>,
+    /// This pool's metric cells on the worker (connect latency, health), when counted.
+    metrics: Option<(std::sync::Arc<crate::metrics::WorkerMetrics>, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,7 @@ impl Balancer {
         };
         Self {
             name: upstream.name.clone(),
+            metrics: None,
             current: RefCell::new(vec![0; servers.len()]),
             servers,
             policy,
@@ -106,6 +109,36 @@ impl Balancer {
         }
     }
 
+    /// Counts this pool's connects and health in `metrics` (the pool's index there is `index`).
+    pub(crate) fn with_metrics(
+        mut self,
+        metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
+        index: usize,
+    ) -> Self {
+        self.metrics = Some((metrics, index));
+        self
+    }
+
+    fn upstream_metrics(&self) -> Option<&crate::metrics::worker::UpstreamMetrics> {
+        self.metrics.as_ref().and_then(|(m, i)| m.upstreams.get(*i))
+    }
+
+    /// A connect (TCP, and TLS for a TLS pool) to a server took `took`, or failed (`None`).
+    pub(crate) fn count_connect(&self, took: Option<Duration>) {
+        if let Some(m) = self.upstream_metrics() {
+            match took {
+                Some(d) => m.connect.observe(d),
+                None => m.connect_failures.inc(),
+            }
+        }
+    }
+
+    fn set_healthy(&self, server: usize, healthy: bool) {
+        if let Some(g) = self.upstream_metrics().and_then(|m| m.healthy.get(server)) {
+            g.set(i64::from(healthy));
+        }
+    }
+
     /// Passive health: `server` failed at `now` and is skipped until `now + fail_cooldown`.
     /// A change of state (healthy to cooling down) is logged at info, once per worker.
     pub(crate) fn mark_failed(&self, server: usize, now: Instant) {
@@ -119,6 +152,7 @@ impl Balancer {
                     cooldown_ms = self.fail_cooldown.as_millis() as u64,
                     "upstream server marked down (passive health)"
                 );
+                self.set_healthy(server, false);
             }
             s.cooling_until.set(Some(now + self.fail_cooldown));
         }
@@ -131,6 +165,7 @@ impl Balancer {
             && s.cooling_until.take().is_some()
         {
             tracing::info!(upstream = %self.name, server = %s.address, "upstream server back up");
+            self.set_healthy(server, true);
         }
     }
 

@@ -119,7 +119,8 @@ pub(crate) async fn connect_to(
 ) -> Result<UpstreamConn, ConnectError> {
     let address = balancer.address(server);
     let guard = balancer.acquire(server);
-    let deadline = Instant::now() + upstream.connect_timeout;
+    let began = Instant::now();
+    let deadline = began + upstream.connect_timeout;
     let result =
         monoio::time::timeout(upstream.connect_timeout, TcpStream::connect_addr(address)).await;
     let error = match result {
@@ -137,6 +138,7 @@ pub(crate) async fn connect_to(
             };
             match stream {
                 Ok(stream) => {
+                    balancer.count_connect(Some(began.elapsed()));
                     balancer.mark_ok(server);
                     return Ok(UpstreamConn {
                         stream,
@@ -158,6 +160,7 @@ pub(crate) async fn connect_to(
         Err(_elapsed) => ConnectError::TimedOut,
     };
     tracing::debug!(upstream = %upstream.name, %address, error = %error, "upstream connect failed");
+    balancer.count_connect(None);
     balancer.mark_failed(server, Instant::now());
     tried.push(server);
     Err(error)

@@ -39,7 +39,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
     upgrade: &ClientUpgrade,
     id: UpstreamId,
     ctx: &Rc<WorkerCtx>,
-) -> Option<OpenedUpstream> {
+) -> Result<OpenedUpstream, u16> {
     let head = &request.head;
     let peer = request.peer;
     let upstream = &ctx.config.upstreams[id.0];
@@ -71,7 +71,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 let status = last_status.unwrap_or(e.status());
                 tracing::info!(%peer, upstream = %upstream.name, status, error = %e, "no upstream for websocket");
                 respond_error(client, status, &e.to_string()).await;
-                return None;
+                return Err(status);
             }
         };
         if !tried.contains(&conn.server) {
@@ -109,7 +109,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 last_status = Some(504);
                 if tried.len() >= upstream.max_attempts {
                     respond(client, 504, &[], "upstream handshake timed out\n").await;
-                    return None;
+                    return Err(504);
                 }
                 continue;
             }
@@ -119,7 +119,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 last_status = Some(502);
                 if tried.len() >= upstream.max_attempts {
                     respond(client, 502, &[], "upstream handshake failed\n").await;
-                    return None;
+                    return Err(502);
                 }
                 continue;
             }
@@ -135,13 +135,13 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 limits.handshake_timeout,
             )
             .await;
-            return None;
+            return Err(res_head.status);
         }
         match handshake::verify_switching(&res_head, &key_sent, upgrade) {
             Ok(negotiated) => {
                 balancer.mark_ok(conn.server);
                 let early = buf.split_off(res_head.head_len);
-                return Some(OpenedUpstream {
+                return Ok(OpenedUpstream {
                     stream: conn.stream,
                     server: conn.server,
                     guard: conn.guard,
@@ -155,7 +155,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                 last_status = Some(502);
                 if tried.len() >= upstream.max_attempts {
                     respond(client, 502, &[], &format!("bad upstream handshake: {e}\n")).await;
-                    return None;
+                    return Err(502);
                 }
             }
         }

@@ -27,22 +27,31 @@ use crate::conn::ClientStream;
 use crate::runtime::isolate::isolated;
 use crate::upstream::stream::Inner;
 use crate::worker::{ConnectionSlot, WorkerCtx};
-use relay::{RelaySettings, relay};
+use relay::{RelayMetrics, RelaySettings, relay};
 
 /// Serves the upgrade: refusals are answered (and logged) here; on success the relay runs as its own task.
 pub(crate) async fn serve<S: ClientStream>(
     mut client: S,
     mut request: UpgradeRequest<'_>,
     route: &Route,
+    route_index: usize,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
 ) {
+    let began = Instant::now();
+    let metrics = ctx.metrics.routes.get(route_index);
+    let count = |status: u16| {
+        if let Some(m) = metrics {
+            m.upgrade(status);
+        }
+    };
     let peer = request.peer;
     let early = std::mem::take(&mut request.early);
     let upgrade = match accept::check(&request.head, &route.websocket) {
         Ok(u) => u,
         Err(rejection) => {
             tracing::info!(%peer, status = rejection.status, reason = rejection.reason, "upgrade refused");
+            count(rejection.status);
             respond(
                 &mut client,
                 rejection.status,
@@ -61,6 +70,7 @@ pub(crate) async fn serve<S: ClientStream>(
             if client.write_all(answer).await.0.is_err() {
                 return;
             }
+            count(101);
             tracing::debug!(%peer, "websocket echo session");
             Box::pin(echo::serve(
                 client,
@@ -72,7 +82,7 @@ pub(crate) async fn serve<S: ClientStream>(
             .await;
         }
         Target::Upstream(id) => {
-            let Some(opened) = Box::pin(dial::open_upstream(
+            let opened = match Box::pin(dial::open_upstream(
                 &mut client,
                 &request,
                 &upgrade,
@@ -80,8 +90,12 @@ pub(crate) async fn serve<S: ClientStream>(
                 ctx,
             ))
             .await
-            else {
-                return;
+            {
+                Ok(opened) => opened,
+                Err(status) => {
+                    count(status);
+                    return;
+                }
             };
             let answer = accept::switching_protocols(
                 &upgrade.key,
@@ -90,6 +104,10 @@ pub(crate) async fn serve<S: ClientStream>(
             );
             if client.write_all(answer).await.0.is_err() {
                 return;
+            }
+            count(101);
+            if let Some(m) = metrics {
+                m.ws_handshake.observe(began.elapsed());
             }
             let ws = &route.websocket;
             let settings = RelaySettings {
@@ -106,8 +124,21 @@ pub(crate) async fn serve<S: ClientStream>(
             // relay becomes a task of its own and this connection task, with all its handshake state, ends.
             drop(request);
             drop(upgrade);
-            tracing::debug!(%peer, upstream = %ctx.config.upstreams[id.0].name, server = opened.server, "websocket relay started");
+            let server = ctx.config.upstreams[id.0]
+                .servers
+                .get(opened.server)
+                .map(|s| s.host.as_str())
+                .unwrap_or("");
+            tracing::info!(
+                %peer,
+                route = %route.label(),
+                upstream = %ctx.config.upstreams[id.0].name,
+                server,
+                subprotocol = opened.negotiated.protocol.as_deref().unwrap_or(""),
+                "websocket opened"
+            );
             let start = RelayStart {
+                route: route_index,
                 peer,
                 upstream: id,
                 guard: opened.guard,
@@ -127,6 +158,7 @@ pub(crate) async fn serve<S: ClientStream>(
 
 /// What the relay task takes over from the upgrade.
 struct RelayStart {
+    route: usize,
     peer: std::net::SocketAddr,
     upstream: UpstreamId,
     guard: crate::upstream::ActiveGuard,
@@ -144,6 +176,10 @@ where
         + 'static,
 {
     let ctx = ctx.clone();
+    if let Some(m) = ctx.metrics.routes.get(start.route) {
+        m.ws_open.add(1);
+        m.ws_total.inc();
+    }
     let relay_task = async move {
         let started = Instant::now();
         let outcome = relay(
@@ -152,18 +188,50 @@ where
             start.client_early,
             start.upstream_early,
             &start.settings,
-            &ctx.buffers,
-            &ctx.sweeper,
+            (&ctx.buffers, &ctx.sweeper),
+            RelayMetrics {
+                worker: ctx.metrics.clone(),
+                route: start.route,
+            },
         )
         .await;
         drop(start.guard);
         drop(start.slot);
+        let lived = started.elapsed();
+        if let Some(m) = ctx.metrics.routes.get(start.route) {
+            m.ws_open.add(-1);
+            m.ws_duration.observe(lived);
+            for (source, code) in outcome.close_from.iter().enumerate() {
+                // A side that went away without a Close frame counts as 1006.
+                m.close(source, code.unwrap_or(1006));
+            }
+            for code in outcome.gateway_closes.iter().flatten() {
+                m.close(crate::metrics::worker::FROM_GATEWAY, *code);
+            }
+            if let Some(code) = outcome.violation
+                && let Some(i) = crate::metrics::worker::REJECT_CODES
+                    .iter()
+                    .position(|c| *c == code)
+            {
+                m.rejected[i].inc();
+            }
+            if outcome.dead_peer {
+                m.dead_peers.inc();
+            }
+        }
+        let code = |c: Option<u16>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
         tracing::info!(
             peer = %start.peer,
             upstream = %ctx.config.upstreams[start.upstream.0].name,
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms = lived.as_millis() as u64,
+            messages_in = outcome.messages[0],
+            messages_out = outcome.messages[1],
             bytes_in = outcome.bytes_client_to_upstream,
             bytes_out = outcome.bytes_upstream_to_client,
+            client_close = %code(outcome.close_from[0]),
+            upstream_close = %code(outcome.close_from[1]),
+            gateway_close_to_client = %code(outcome.gateway_closes[0]),
+            gateway_close_to_upstream = %code(outcome.gateway_closes[1]),
             "websocket closed: {}",
             outcome.reason
         );

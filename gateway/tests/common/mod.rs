@@ -41,7 +41,23 @@ impl Gateway {
         Self::spawn(yaml, &[], &[], log)
     }
 
+    /// Like [`Gateway::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let log = std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into());
+        Self::spawn_env(yaml, &[], &[], &log, env)
+    }
+
     fn spawn(yaml: &str, args: &[&str], wrapper: &[&str], log: &str) -> Gateway {
+        Self::spawn_env(yaml, args, wrapper, log, &[])
+    }
+
+    fn spawn_env(
+        yaml: &str,
+        args: &[&str],
+        wrapper: &[&str],
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringway.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -58,6 +74,7 @@ impl Gateway {
             .arg(&path)
             .args(args)
             .env("RUST_LOG", log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -109,6 +126,28 @@ impl Gateway {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default()
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Process id, for reading /proc.

@@ -13,20 +13,24 @@
 //! [`PARK_AFTER`](super::side::PARK_AFTER) is cancelled, its buffer returned, and the leg parks on a one-byte read, so an idle connection pins
 //! no buffer. Backpressure: a leg does not read while its write is pending, so each leg holds at most one buffer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frame_simd::{DecoderConfig, FrameDecoder, PayloadMode, Role, Rsv};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
 
-use super::session::{Batch, RelayOutcome, RelaySettings, Session, SideId, Step};
+use super::session::{Batch, Progress, RelayOutcome, RelaySettings, Session, SideId, Step};
 use super::side::Side;
+use crate::metrics::WorkerMetrics;
+use crate::metrics::worker::RouteMetrics;
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::clock;
+use crate::runtime::drain::DrainPlan;
 use crate::runtime::sweeper::{Sweep, Sweeper};
 
 /// Relays frames between `client` and `upstream` until both are closed. `client_early` / `upstream_early` are bytes
@@ -37,8 +41,8 @@ pub(crate) async fn relay<C, U>(
     client_early: Vec<u8>,
     upstream_early: Vec<u8>,
     settings: &RelaySettings,
-    pool: &BufferPool,
-    sweeper: &Rc<Sweeper>,
+    (pool, sweeper): (&BufferPool, &Rc<Sweeper>),
+    metrics: RelayMetrics,
 ) -> RelayOutcome
 where
     C: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>,
@@ -51,6 +55,8 @@ where
         client: Side::new(SideId::Client, client_write),
         upstream: Side::new(SideId::Upstream, upstream_write),
         write_stall: settings.idle_timeout,
+        metrics,
+        published: Cell::new(Progress::default()),
     });
     let weak: Weak<dyn Sweep> = Rc::downgrade(&shared) as Weak<dyn Sweep>;
     let registration = sweeper.register(weak);
@@ -70,7 +76,20 @@ where
     .run(upstream_read, upstream_early);
     monoio::join!(c2u, u2c);
     drop(registration);
+    shared.publish();
     shared.session.borrow_mut().outcome()
+}
+
+/// Where a relay counts its traffic: its route's cells on its worker.
+pub(crate) struct RelayMetrics {
+    pub(crate) worker: Arc<WorkerMetrics>,
+    pub(crate) route: usize,
+}
+
+impl RelayMetrics {
+    pub(crate) fn route(&self) -> Option<&RouteMetrics> {
+        self.worker.routes.get(self.route)
+    }
 }
 
 /// Everything both legs of one proxied connection share; the worker's sweeper looks at it on every tick.
@@ -80,12 +99,48 @@ struct Shared<CW, UW> {
     upstream: Side<UW>,
     /// A write pending this long is aborted (the route's idle timeout).
     write_stall: Duration,
+    metrics: RelayMetrics,
+    /// The counts already added to the worker's metrics.
+    published: Cell<Progress>,
+}
+
+impl<CW, UW> Shared<CW, UW> {
+    /// Adds what the session counted since the last call to the route's metrics (every sweeper tick, so long-lived
+    /// WebSockets show up as they go, and once at the end).
+    fn publish(&self) {
+        let now = self.session.borrow().progress();
+        let before = self.published.replace(now);
+        if now == before {
+            return;
+        }
+        if let Some(route) = self.metrics.route() {
+            for d in 0..2 {
+                route.messages[d].add(now.messages[d] - before.messages[d]);
+                route.bytes[d].add(now.bytes[d] - before.bytes[d]);
+            }
+            route.pings_sent.add(now.pings_sent - before.pings_sent);
+        }
+    }
 }
 
 impl<CW, UW> Sweep for Shared<CW, UW> {
-    fn sweep(&self, now: Instant) {
+    fn sweep(&self, now: Instant, drain: Option<&DrainPlan>) {
+        if let Some(plan) = drain {
+            let mut session = self.session.borrow_mut();
+            if !session.drain_scheduled() {
+                // Any per-connection number will do as the seed: the plan mixes it.
+                let seed = std::ptr::from_ref(self) as usize as u64;
+                session.schedule_drain(plan.close_at(seed), plan.close_code);
+                session.take_wakes();
+                drop(session);
+                // The legs look at their deadlines again, now with the drain's moment among them.
+                self.client.wake_reader();
+                self.upstream.wake_reader();
+            }
+        }
         self.client.sweep(now, self.write_stall);
         self.upstream.sweep(now, self.write_stall);
+        self.publish();
     }
 }
 

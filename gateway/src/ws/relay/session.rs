@@ -119,6 +119,8 @@ pub(crate) enum CloseWhy {
     PeerNotResponding,
     PeerProtocolError,
     IdleTimeout,
+    /// The gateway is stopping (the text follows the code: 1001 or 1012).
+    Draining,
     /// This side broke the protocol; the text follows the close code.
     Violation,
 }
@@ -131,6 +133,8 @@ impl CloseWhy {
             CloseWhy::PeerNotResponding => "peer not responding",
             CloseWhy::PeerProtocolError => "peer protocol error",
             CloseWhy::IdleTimeout => "idle timeout",
+            CloseWhy::Draining if code == 1012 => "service restart",
+            CloseWhy::Draining => "going away",
             CloseWhy::Violation => match code {
                 1002 => "protocol error",
                 1007 => "invalid payload data",
@@ -181,6 +185,24 @@ pub(crate) struct RelayOutcome {
     pub(crate) reason: String,
     pub(crate) bytes_client_to_upstream: u64,
     pub(crate) bytes_upstream_to_client: u64,
+    /// Messages relayed client→upstream and upstream→client.
+    pub(crate) messages: [u64; 2],
+    /// The code of the Close frame each side sent (1005: one without a code), if it sent one.
+    pub(crate) close_from: [Option<u16>; 2],
+    /// The codes of the gateway's own Close frames to each side.
+    pub(crate) gateway_closes: [Option<u16>; 2],
+    /// The code of a frame the gateway refused (1002, 1007, 1009).
+    pub(crate) violation: Option<u16>,
+    /// A side did not answer the gateway's ping.
+    pub(crate) dead_peer: bool,
+}
+
+/// Counts that grow while a relay runs, for metrics published as they go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) messages: [u64; 2],
+    pub(crate) bytes: [u64; 2],
+    pub(crate) pings_sent: u64,
 }
 
 /// One side's part of the session.
@@ -259,8 +281,14 @@ pub(crate) struct Session {
     closing_deadline: Option<Instant>,
     stopped: bool,
     reason: Option<String>,
-    /// Bytes forwarded client→upstream and upstream→client.
-    bytes: [u64; 2],
+    /// Bytes and messages forwarded client→upstream and upstream→client, pings sent.
+    progress: Progress,
+    close_from: [Option<u16>; 2],
+    gateway_closes: [Option<u16>; 2],
+    violation: Option<u16>,
+    dead_peer: bool,
+    /// The gateway is draining: both sides get a Close with this code at this moment.
+    drain: Option<(Instant, u16)>,
     ping_counter: u64,
     /// Sides whose reader must look at the session again (its pending read is to be cancelled).
     wake: [bool; 2],
@@ -275,7 +303,12 @@ impl Session {
             closing_deadline: None,
             stopped: false,
             reason: None,
-            bytes: [0, 0],
+            progress: Progress::default(),
+            close_from: [None, None],
+            gateway_closes: [None, None],
+            violation: None,
+            dead_peer: false,
+            drain: None,
             ping_counter: 0,
             wake: [false, false],
         }
@@ -318,8 +351,32 @@ impl Session {
     pub(crate) fn outcome(&mut self) -> RelayOutcome {
         RelayOutcome {
             reason: self.reason.take().unwrap_or_else(|| "closed".to_owned()),
-            bytes_client_to_upstream: self.bytes[0],
-            bytes_upstream_to_client: self.bytes[1],
+            bytes_client_to_upstream: self.progress.bytes[0],
+            bytes_upstream_to_client: self.progress.bytes[1],
+            messages: self.progress.messages,
+            close_from: self.close_from,
+            gateway_closes: self.gateway_closes,
+            violation: self.violation,
+            dead_peer: self.dead_peer,
+        }
+    }
+
+    /// The counts so far.
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// Whether [`Session::schedule_drain`] was called.
+    pub(crate) fn drain_scheduled(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// The gateway drains: both sides are sent a Close with `code` at `at` (once; a later call changes nothing).
+    pub(crate) fn schedule_drain(&mut self, at: Instant, code: u16) {
+        if self.drain.is_none() && !self.stopped {
+            self.drain = Some((at, code));
+            // The legs look at their deadlines again.
+            self.wake = [true, true];
         }
     }
 
@@ -375,9 +432,14 @@ impl Session {
                     *in_frame = true;
                     data_seen = true;
                 }
-                Ok(Decoded::DataPayload { len, frame_end, .. }) => {
+                Ok(Decoded::DataPayload {
+                    len,
+                    frame_end,
+                    message_end,
+                }) => {
                     pos += len;
                     data_seen = true;
+                    self.progress.messages[src.index()] += u64::from(message_end);
                     if frame_end {
                         *in_frame = false;
                         boundary = Some(pos);
@@ -395,6 +457,11 @@ impl Session {
                     boundary = Some(pos);
                     if opcode == OpCode::Close {
                         saw_close = true;
+                        let code = match decoder.control_payload() {
+                            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                            _ => 1005,
+                        };
+                        self.close_from[src.index()].get_or_insert(code);
                         if dst_deferred {
                             // The destination broke the protocol; it gets the gateway's own Close instead.
                             pos -= len;
@@ -451,7 +518,7 @@ impl Session {
 
     /// `len` bytes from `src` reached the other side, ending inside a data frame when `mid_frame`.
     pub(crate) fn on_forwarded(&mut self, src: SideId, len: usize, mid_frame: bool) {
-        self.bytes[src.index()] += len as u64;
+        self.progress.bytes[src.index()] += len as u64;
         self.side_mut(src.other()).tx_mid_frame = mid_frame;
     }
 
@@ -481,6 +548,7 @@ impl Session {
         now: Instant,
     ) {
         let code = e.close_code();
+        self.violation.get_or_insert(code);
         tracing::warn!(side = src.name(), code, error = %e, "protocol violation; closing");
         self.note(|| format!("{} violated the protocol ({code}): {e}", src.name()));
         let side = self.side_mut(src);
@@ -581,6 +649,9 @@ impl Session {
         }
         let side = self.side(src);
         let mut deadline = self.last_activity + s.idle_timeout;
+        if let Some((at, _)) = self.drain {
+            deadline = deadline.min(at);
+        }
         if let Some(interval) = s.ping_interval
             && side.pending_ping.is_none()
         {
@@ -608,6 +679,17 @@ impl Session {
             }
             return;
         }
+        if let Some((at, code)) = self.drain
+            && now >= at
+        {
+            self.note(|| format!("gateway draining ({code})"));
+            self.side_mut(src).queue_close((code, CloseWhy::Draining));
+            self.side_mut(src.other())
+                .queue_close((code, CloseWhy::Draining));
+            self.start_closing(now);
+            self.wake(src.other());
+            return;
+        }
         if now >= self.last_activity + idle_timeout {
             self.note(|| format!("idle for {idle_timeout:?}"));
             self.side_mut(src)
@@ -626,6 +708,7 @@ impl Session {
                     "peer did not answer the gateway's ping; closing"
                 );
                 self.note(|| format!("{} did not answer ping", src.name()));
+                self.dead_peer = true;
                 self.side_mut(src).abandon();
                 self.close_other(
                     src,
@@ -664,6 +747,10 @@ impl Session {
         if close.is_some() {
             state.close = state.close.after_send();
         }
+        if let Some((code, _)) = close {
+            self.gateway_closes[side.index()].get_or_insert(code);
+        }
+        self.progress.pings_sent += u64::from(ping.is_some());
         Some(Transmit { ping, close })
     }
 

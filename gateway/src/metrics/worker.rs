@@ -1,0 +1,179 @@
+//! What one worker counts: a fixed set of cells per route, per upstream and per upstream server, laid out when the
+//! worker starts from the config (so label values are bounded by the config, never by client input).
+//!
+//! Owns: the metric families and their label tables (statuses, close codes, directions). Does not own: where the
+//! events happen (the callers), or how the scrape renders them (`super::expose`).
+
+use ringway_config::Config;
+
+use super::cells::{Counter, DURATION_BOUNDS, Gauge, Histogram, LATENCY_BOUNDS};
+
+/// Statuses an upgrade attempt is counted under; anything else is `other`.
+pub(crate) const UPGRADE_STATUSES: &[u16] = &[
+    101, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 502, 503, 504,
+];
+/// Close codes counted by value; anything else is `other`. 1005: a Close frame without a code; 1006: the side
+/// disconnected without a Close frame.
+pub(crate) const CLOSE_CODES: &[u16] = &[
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+];
+/// Who sent a Close: the client, the upstream, or the gateway itself (to either side).
+pub(crate) const CLOSE_SOURCES: [&str; 3] = ["client", "upstream", "gateway"];
+/// Index of [`CLOSE_SOURCES`] for the gateway's own closes.
+pub(crate) const FROM_GATEWAY: usize = 2;
+/// Directions of relayed traffic, indexed like `SideId::index()` of the source side.
+pub(crate) const DIRECTIONS: [&str; 2] = ["client_to_upstream", "upstream_to_client"];
+/// Close codes of frames the gateway rejects.
+pub(crate) const REJECT_CODES: [u16; 3] = [1002, 1007, 1009];
+
+/// Index of `value` in `table`, or `table.len()` (the `other` cell).
+pub(crate) fn slot(table: &[u16], value: u16) -> usize {
+    table
+        .iter()
+        .position(|v| *v == value)
+        .unwrap_or(table.len())
+}
+
+fn counters(n: usize) -> Box<[Counter]> {
+    (0..n).map(|_| Counter::default()).collect()
+}
+
+/// One route's cells.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    pub(crate) ws_open: Gauge,
+    pub(crate) ws_total: Counter,
+    /// Indexed by [`slot`] of [`UPGRADE_STATUSES`].
+    pub(crate) upgrades: Box<[Counter]>,
+    /// From the request head to the `101` sent (upstream connect and handshake included).
+    pub(crate) ws_handshake: Histogram,
+    pub(crate) messages: [Counter; 2],
+    pub(crate) bytes: [Counter; 2],
+    /// `[source][slot of CLOSE_CODES]`.
+    pub(crate) closes: [Box<[Counter]>; 3],
+    pub(crate) ws_duration: Histogram,
+    /// Indexed like [`REJECT_CODES`].
+    pub(crate) rejected: [Counter; 3],
+    pub(crate) pings_sent: Counter,
+    pub(crate) dead_peers: Counter,
+    /// Plain HTTP exchanges by status class (1xx..5xx).
+    pub(crate) http_requests: [Counter; 5],
+    pub(crate) http_latency: Histogram,
+}
+
+impl RouteMetrics {
+    fn new() -> Self {
+        Self {
+            ws_open: Gauge::default(),
+            ws_total: Counter::default(),
+            upgrades: counters(UPGRADE_STATUSES.len() + 1),
+            ws_handshake: Histogram::new(LATENCY_BOUNDS),
+            messages: Default::default(),
+            bytes: Default::default(),
+            closes: std::array::from_fn(|_| counters(CLOSE_CODES.len() + 1)),
+            ws_duration: Histogram::new(DURATION_BOUNDS),
+            rejected: Default::default(),
+            pings_sent: Counter::default(),
+            dead_peers: Counter::default(),
+            http_requests: Default::default(),
+            http_latency: Histogram::new(LATENCY_BOUNDS),
+        }
+    }
+
+    /// Counts an upgrade attempt answered with `status`.
+    pub(crate) fn upgrade(&self, status: u16) {
+        if let Some(c) = self.upgrades.get(slot(UPGRADE_STATUSES, status)) {
+            c.inc();
+        }
+    }
+
+    /// Counts a Close with `code` from `source` ([`CLOSE_SOURCES`] index).
+    pub(crate) fn close(&self, source: usize, code: u16) {
+        if let Some(c) = self
+            .closes
+            .get(source)
+            .and_then(|row| row.get(slot(CLOSE_CODES, code)))
+        {
+            c.inc();
+        }
+    }
+
+    /// Counts a plain HTTP exchange answered with `status`.
+    pub(crate) fn http(&self, status: u16, took: std::time::Duration) {
+        if let Some(c) = self
+            .http_requests
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            c.inc();
+        }
+        self.http_latency.observe(took);
+    }
+}
+
+/// One upstream pool's cells.
+#[derive(Debug)]
+pub(crate) struct UpstreamMetrics {
+    /// TCP connect plus TLS handshake, successful attempts.
+    pub(crate) connect: Histogram,
+    pub(crate) connect_failures: Counter,
+    /// Per server (indexed like the pool's servers): 1 while this worker considers it healthy.
+    pub(crate) healthy: Box<[Gauge]>,
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+pub(crate) struct WorkerMetrics {
+    /// Indexed like `config.routes.iter()` (match order).
+    pub(crate) routes: Box<[RouteMetrics]>,
+    /// Indexed like `config.upstreams`.
+    pub(crate) upstreams: Box<[UpstreamMetrics]>,
+    /// Client connections open on this worker (WebSocket, HTTP and handshakes in progress).
+    pub(crate) connections_open: Gauge,
+    /// Connections refused at accept because the worker's share of `max_connections` was used up.
+    pub(crate) connections_refused: Counter,
+    /// Free buffers the worker's pool keeps for reuse (buffers lent out are not counted: a buffer dropped with a
+    /// failed connection is never handed back, so a lent count would drift).
+    pub(crate) buffers_cached: Gauge,
+    pub(crate) tls_handshake_failures: Counter,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            routes: config.routes.iter().map(|_| RouteMetrics::new()).collect(),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|u| UpstreamMetrics {
+                    connect: Histogram::new(LATENCY_BOUNDS),
+                    connect_failures: Counter::default(),
+                    healthy: u
+                        .servers
+                        .iter()
+                        .map(|_| {
+                            let g = Gauge::default();
+                            g.set(1);
+                            g
+                        })
+                        .collect(),
+                })
+                .collect(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
+            buffers_cached: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_values_count_as_other() {
+        assert_eq!(slot(UPGRADE_STATUSES, 101), 0);
+        assert_eq!(slot(UPGRADE_STATUSES, 418), UPGRADE_STATUSES.len());
+        assert_eq!(slot(CLOSE_CODES, 4000), CLOSE_CODES.len());
+    }
+}

@@ -1,0 +1,368 @@
+//! Operating the gateway: the admin endpoint's metrics and probes, drain on SIGTERM (close codes, jitter, exit),
+//! a second signal, and systemd notifications, against the real binary over loopback.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CLOSE: u8 = 0x8;
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A config with an admin endpoint, the echo upstream on `/` and the built-in echo on `/plain`.
+fn config(upstream: SocketAddr, admin: SocketAddr, drain: &str) -> String {
+    format!(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\nlimits:\n  handshake_timeout: 2s\n  close_timeout: 1s\n\
+         admin:\n  bind: {admin}\n{drain}\
+         upstreams:\n  up:\n    servers: [{upstream}]\n    connect_timeout: 1s\n\
+         routes:\n  - path: /plain\n    echo: true\n  - path: /\n    upstream: up\n"
+    )
+}
+
+/// One GET to the admin endpoint (it closes after each answer): status and body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let status = status_of(&answer);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `series` (exact text up to the value) in a scrape.
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes until `series` has `want` (metrics of live relays are published on the gateway's 20 ms tick).
+fn wait_for(admin: SocketAddr, series: &str, want: f64) -> String {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, scrape) = get(admin, "/metrics");
+        if value(&scrape, series) == Some(want) || Instant::now() > end {
+            assert_eq!(value(&scrape, series), Some(want), "{series} in\n{scrape}");
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn metrics_follow_the_traffic_and_the_probes_answer() {
+    let upstream = ScriptedUpstream::echo();
+    let admin = free_port();
+    let gw = Gateway::start(&config(upstream.addr, admin, ""));
+    assert_eq!(get(admin, "/healthz").0, 200);
+    assert_eq!(get(admin, "/readyz").0, 200);
+    assert_eq!(get(admin, "/nothing").0, 404);
+
+    let mut ws = WsClient::connect(gw.addr, "/chat");
+    for i in 0..3 {
+        ws.send_text(&format!("message {i}"));
+        assert_eq!(
+            ws.recv().expect("echo").payload,
+            format!("message {i}").into_bytes()
+        );
+    }
+    let route = "route=\"*/\"";
+    wait_for(
+        admin,
+        &format!("ringway_websocket_messages_total{{{route},direction=\"client_to_upstream\"}}"),
+        3.0,
+    );
+    let scrape = wait_for(
+        admin,
+        &format!("ringway_websocket_messages_total{{{route},direction=\"upstream_to_client\"}}"),
+        3.0,
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            &format!("ringway_websocket_connections_open{{{route}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            &format!("ringway_websocket_upgrades_total{{{route},status=\"101\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            &format!("ringway_websocket_handshake_seconds_count{{{route}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "ringway_upstream_connect_seconds_count{upstream=\"up\"}"
+        ),
+        Some(1.0)
+    );
+    let bytes = value(
+        &scrape,
+        &format!("ringway_websocket_bytes_total{{{route},direction=\"client_to_upstream\"}}"),
+    );
+    // Three masked frames of 9 bytes: 2 header + 4 mask + 9 payload each.
+    assert_eq!(bytes, Some(45.0));
+
+    ws.send(true, CLOSE, &close_payload(1000, "bye"));
+    assert_eq!(ws.recv().expect("close answer").close_code(), Some(1000));
+    let scrape = wait_for(
+        admin,
+        &format!("ringway_websocket_connections_open{{{route}}}"),
+        0.0,
+    );
+    let scrape = if value(
+        &scrape,
+        &format!("ringway_websocket_closes_total{{{route},from=\"client\",code=\"1000\"}}"),
+    )
+    .is_some()
+    {
+        scrape
+    } else {
+        wait_for(
+            admin,
+            &format!("ringway_websocket_closes_total{{{route},from=\"client\",code=\"1000\"}}"),
+            1.0,
+        )
+    };
+    assert_eq!(
+        value(
+            &scrape,
+            &format!("ringway_websocket_closes_total{{{route},from=\"upstream\",code=\"1000\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            &format!("ringway_websocket_duration_seconds_count{{{route}}}")
+        ),
+        Some(1.0)
+    );
+
+    // A refused upgrade and a plain HTTP exchange are counted too.
+    let refused = http_request(
+        gw.addr,
+        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert_eq!(status_of(&refused), 426);
+    let plain = http_request(
+        gw.addr,
+        "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&plain), 200);
+    let scrape = wait_for(
+        admin,
+        &format!("ringway_websocket_upgrades_total{{{route},status=\"426\"}}"),
+        1.0,
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "ringway_http_requests_total{route=\"*/plain\",class=\"2xx\"}"
+        ),
+        Some(1.0)
+    );
+    drop(gw);
+}
+
+/// An upstream that echoes and records the close code it was sent.
+fn recording_upstream(codes: Arc<Mutex<Vec<u16>>>) -> ScriptedUpstream {
+    ScriptedUpstream::start(
+        Arc::new(|_| UpstreamAnswer::Accept(String::new())),
+        Arc::new(move |mut c: UpstreamConn| {
+            while let Some(f) = c.recv() {
+                if f.opcode == CLOSE {
+                    codes
+                        .lock()
+                        .expect("codes")
+                        .push(f.close_code().unwrap_or(0));
+                    c.send(true, CLOSE, &f.payload);
+                    return;
+                }
+                c.send(f.fin, f.opcode, &f.payload);
+            }
+        }),
+    )
+}
+
+fn drain_test(close_code: &str, expected: u16) {
+    let codes = Arc::new(Mutex::new(Vec::new()));
+    let upstream = recording_upstream(codes.clone());
+    let admin = free_port();
+    let drain = format!("drain:\n  period: 2s\n  timeout: 6s\n  close_code: {close_code}\n");
+    let mut gw = Gateway::start(&config(upstream.addr, admin, &drain));
+    let mut clients: Vec<WsClient> = (0..12).map(|_| WsClient::connect(gw.addr, "/")).collect();
+    for c in &mut clients {
+        c.send_text("hi");
+        assert_eq!(c.recv().expect("echo").payload, b"hi");
+    }
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    // Not ready any more, still alive; no new connections are taken.
+    let end = Instant::now() + Duration::from_secs(1);
+    while get(admin, "/readyz").0 != 503 {
+        assert!(Instant::now() < end, "readyz did not turn 503");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(get(admin, "/healthz").0, 200);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        TcpStream::connect(gw.addr)
+            .map(|mut s| {
+                // A connect may still complete in the kernel's backlog of a closing socket; it must not be served.
+                s.set_read_timeout(Some(Duration::from_secs(1))).ok();
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut buf = [0u8; 64];
+                !matches!(s.read(&mut buf), Ok(n) if n > 0)
+            })
+            .unwrap_or(true),
+        "a new connection was served while draining"
+    );
+
+    let mut at = Vec::new();
+    for c in &mut clients {
+        let close = c
+            .recv_within(Duration::from_secs(5))
+            .expect("a close frame while draining");
+        assert_eq!(close.opcode, CLOSE);
+        assert_eq!(close.close_code(), Some(expected));
+        at.push(signalled.elapsed());
+        c.send(true, CLOSE, &close_payload(expected, ""));
+    }
+    let first = at.iter().min().copied().unwrap_or_default();
+    let last = at.iter().max().copied().unwrap_or_default();
+    assert!(
+        last < Duration::from_millis(2600),
+        "closes must fall inside the 2 s period: {at:?}"
+    );
+    assert!(
+        last - first > Duration::from_millis(300),
+        "closes must be spread, not sent at once: {at:?}"
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .expect("the gateway exits after the drain");
+    assert!(status.success(), "{status:?}");
+    let codes = codes.lock().expect("codes").clone();
+    assert_eq!(
+        codes.len(),
+        12,
+        "every upstream leg is closed too: {codes:?}"
+    );
+    assert!(codes.iter().all(|c| *c == expected), "{codes:?}");
+}
+
+#[test]
+fn sigterm_drains_with_1001_spread_over_the_period_and_exits() {
+    drain_test("going_away", 1001);
+}
+
+#[test]
+fn a_restart_drain_sends_1012() {
+    drain_test("1012", 1012);
+}
+
+#[test]
+fn a_second_signal_stops_at_once() {
+    let upstream = ScriptedUpstream::echo();
+    let admin = free_port();
+    let drain = "drain:\n  period: 30s\n  timeout: 60s\n";
+    let mut gw = Gateway::start(&config(upstream.addr, admin, drain));
+    let mut ws = WsClient::connect(gw.addr, "/");
+    ws.send_text("x");
+    assert!(ws.recv().is_some());
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        gw.wait_exit(Duration::from_millis(100)).is_none(),
+        "still draining"
+    );
+    gw.signal("INT");
+    let status = gw.wait_exit(Duration::from_secs(2)).expect("exits at once");
+    assert!(!status.success());
+}
+
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let upstream = ScriptedUpstream::echo();
+    let admin = free_port();
+    let yaml = config(
+        upstream.addr,
+        admin,
+        "drain:\n  period: 0s\n  timeout: 2s\n",
+    );
+    let path_text = path.to_string_lossy().into_owned();
+    let mut gw = Gateway::start_env(&yaml, &[("NOTIFY_SOCKET", &path_text)]);
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    gw.signal("HUP");
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    gw.signal("TERM");
+    assert_eq!(next(), "STOPPING=1");
+    assert!(
+        gw.wait_exit(Duration::from_secs(3))
+            .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn an_admin_port_in_use_stops_the_start_with_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("r.yaml");
+    std::fs::write(
+        &file,
+        format!("listeners: [{{name: a, bind: '127.0.0.1:0'}}]\nadmin: {{bind: '{addr}'}}\nroutes: [{{path: /, echo: true}}]\n"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+}
