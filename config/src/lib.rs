@@ -620,9 +620,12 @@ mod tests {
             ("admin: {bind: 127.0.0.1:8080}", "admin.bind"),
             ("admin: {}", "admin.bind"),
         ] {
-            let err = parse(&format!("{BASE}{bad}\nroutes: [{{echo: true}}]\n"), "t.yaml")
-                .expect_err(bad)
-                .to_string();
+            let err = parse(
+                &format!("{BASE}{bad}\nroutes: [{{echo: true}}]\n"),
+                "t.yaml",
+            )
+            .expect_err(bad)
+            .to_string();
             assert!(err.contains(path), "{bad}: {err}");
         }
     }
