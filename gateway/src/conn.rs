@@ -55,6 +55,7 @@ pub(crate) async fn serve(
 ) {
     let Some(slot) = ConnectionSlot::claim(&ctx) else {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
+        ctx.metrics.totals.connections_refused.inc();
         let answer = simple_response(
             503,
             &[("retry-after", "1")],
@@ -82,6 +83,7 @@ pub(crate) async fn serve(
                 client_cert,
             }) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
             else {
+                ctx.metrics.totals.tls_handshake_failures.inc();
                 return;
             };
             let client = Client {

@@ -41,6 +41,16 @@ enum Command {
     /// Certificates for development.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Tell a running ringway to re-read its route file and certificates (sends it SIGHUP). It is found by the
+    /// route file it runs (`--config`) or by `--pid`; the result is in its log.
+    Reload {
+        /// The route file of the ringway to reload.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The process to reload.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Reload { config, pid }) => reload(config.as_deref(), pid),
         Some(Command::Cert(CertCommand::SelfSigned { out, names, days })) => {
             match self_signed(&out, &names, days) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +109,101 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// `ringway reload`: SIGHUP to the ringway processes running `config` (or to `pid`).
+fn reload(config: Option<&std::path::Path>, pid: Option<i32>) -> ExitCode {
+    use rustix::process::{Pid, Signal, kill_process};
+    let targets: Vec<i32> = match (pid, config) {
+        (Some(pid), _) => vec![pid],
+        (None, Some(config)) => {
+            let Ok(wanted) = std::fs::canonicalize(config) else {
+                eprintln!("ringway: cannot read {}", config.display());
+                return ExitCode::FAILURE;
+            };
+            running_with(&wanted)
+        }
+        (None, None) => {
+            eprintln!(
+                "ringway reload: say which one: --config FILE (the route file it runs) or --pid PID"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if targets.is_empty() {
+        eprintln!(
+            "ringway: no running ringway uses {}",
+            config.map_or_else(String::new, |c| c.display().to_string())
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut failed = false;
+    for pid in targets {
+        match Pid::from_raw(pid).map(|p| kill_process(p, Signal::HUP)) {
+            Some(Ok(())) => println!("sent SIGHUP to ringway (pid {pid}); it logs the result"),
+            Some(Err(e)) => {
+                eprintln!("ringway: cannot signal pid {pid}: {e}");
+                failed = true;
+            }
+            None => {
+                eprintln!("ringway: {pid} is not a process id");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Pids of `ringway` processes (not this one) started with `--config` naming `wanted` (canonical path).
+fn running_with(wanted: &std::path::Path) -> Vec<i32> {
+    let own = std::process::id();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ringway = args
+            .first()
+            .and_then(|a| std::path::Path::new(a).file_name())
+            .is_some_and(|n| n == "ringway");
+        if !is_ringway {
+            continue;
+        }
+        let config = args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+            "--config" | "-c" => args.get(i + 1).cloned(),
+            _ => a.strip_prefix("--config=").map(str::to_owned),
+        });
+        let Some(config) = config else { continue };
+        // A relative path is relative to that process's working directory.
+        let path = entry.path().join("cwd").join(&config);
+        if std::fs::canonicalize(&path).is_ok_and(|p| p == wanted)
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
@@ -244,6 +350,7 @@ fn run(
         workers,
         driver,
         takeover,
+        config_path: Some(path.to_path_buf()),
     };
     let result = server::run(config, options, |bound| {
         let listeners: Vec<String> = bound

@@ -4,6 +4,7 @@
 //! Owns: binding (all sockets are bound up front on the main thread so that port 0 resolves to one port shared by
 //! every worker), choosing the runtime driver, and the accept loops. Does not own: what happens on a connection.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::runtime::drain::DrainPlan;
 use crate::runtime::isolate::isolated;
 use crate::runtime::notify;
-use crate::runtime::process::ProcessState;
+use crate::runtime::process::{Loaded, ProcessState};
 use crate::tls::connect::UpstreamTlsSetup;
 use crate::tls::listener::{SharedTls, WorkerTls};
 use crate::worker::WorkerCtx;
@@ -59,6 +60,8 @@ pub struct StartOptions {
     /// `ringway` starts before the old one drains. Without it such a port is refused: a second instance started by
     /// mistake would otherwise silently take half of the first one's connections.
     pub takeover: bool,
+    /// The route file, re-read on `SIGHUP` (`None`: the config cannot be reloaded, e.g. in tests that build one).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// The addresses actually bound, per listener name (port 0 resolved).
@@ -131,12 +134,19 @@ pub fn run(
             )
         }
     };
-    let process = Arc::new(ProcessState::default());
-    handle_signals(shared_tls.into_iter().flatten().collect(), process.clone());
     let config = Arc::new(config);
+    let process = Arc::new(ProcessState::new(Loaded {
+        config: config.clone(),
+        upstream_tls: upstream_setups,
+    }));
+    handle_signals(
+        shared_tls.into_iter().flatten().collect(),
+        process.clone(),
+        options.config_path.clone(),
+    );
     if let Some(listener) = admin {
         let addr = listener.local_addr().ok();
-        crate::admin::spawn(listener, config.clone(), process.clone())
+        crate::admin::spawn(listener, process.clone())
             .map_err(|source| StartError::Runtime { worker: 0, source })?;
         if let Some(addr) = addr {
             tracing::info!(%addr, "admin endpoint: /metrics, /healthz, /readyz");
@@ -294,10 +304,15 @@ fn shared_tls(config: &Config) -> Result<Vec<Option<Arc<SharedTls>>>, StartError
         .collect()
 }
 
-/// The signal thread. `SIGHUP` re-reads every TLS listener's certificate files: new handshakes get the new pairs,
-/// live connections keep theirs, and a pair that fails to load leaves the old one serving (logged with the
-/// reason). `SIGTERM`/`SIGINT` start the drain (see [`control_worker`]); a second one ends the process at once.
-fn handle_signals(listeners: Vec<Arc<SharedTls>>, process: Arc<ProcessState>) {
+/// The signal thread. `SIGHUP` re-reads the route file ([`reload_route_file`]) and every TLS listener's certificate
+/// files: new handshakes get the new pairs, live connections keep theirs, and a pair that fails to load leaves the
+/// old one serving (logged with the reason). `SIGTERM`/`SIGINT` start the drain (see [`control_worker`]); a second
+/// one ends the process at once.
+fn handle_signals(
+    listeners: Vec<Arc<SharedTls>>,
+    process: Arc<ProcessState>,
+    config_path: Option<std::path::PathBuf>,
+) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]) {
         Ok(s) => s,
@@ -312,8 +327,27 @@ fn handle_signals(listeners: Vec<Arc<SharedTls>>, process: Arc<ProcessState>) {
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     notify::notify("RELOADING=1");
-                    tracing::info!("SIGHUP: reloading certificates");
-                    let mut ok = true;
+                    tracing::info!("SIGHUP: reloading");
+                    let mut ok = match &config_path {
+                        Some(path) => match reload_route_file(path, &process) {
+                            Ok(summary) => {
+                                tracing::info!(
+                                    file = %path.display(),
+                                    generation = process.config_generation(),
+                                    "route file reloaded: {summary}"
+                                );
+                                true
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    "route file reload failed, the running config stays: {e}"
+                                );
+                                false
+                            }
+                        },
+                        None => true,
+                    };
+
                     for tls in &listeners {
                         match tls.reload() {
                             Ok(pairs) => tracing::info!(
@@ -345,6 +379,68 @@ fn handle_signals(listeners: Vec<Arc<SharedTls>>, process: Arc<ProcessState>) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the signal thread; reload and drain are not available");
     }
+}
+
+/// Loads `path` as the config for new connections. Refused (the running config stays): a file that does not load
+/// or whose certificates do not, and a file that changes the listeners (live sockets cannot move; restart, or start
+/// a new ringway with `--takeover` and stop this one). Keys read only at start (`workers`, `driver`, `admin`) are
+/// logged when they change and otherwise ignored.
+fn reload_route_file(path: &std::path::Path, process: &ProcessState) -> Result<String, String> {
+    let config = ringway_config::load(path).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let errors: Vec<String> = check_tls(&config, std::time::SystemTime::now())
+        .into_iter()
+        .filter(|f| f.error)
+        .map(|f| {
+            let (line, column) = ringway_config::position_of(&text, &f.yaml_key);
+            format!(
+                "{}:{line}:{column}: {}: {}",
+                path.display(),
+                f.yaml_key,
+                f.message
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let current = process.loaded();
+    if config.listeners != current.config.listeners {
+        return Err(format!(
+            "{}: `listeners` changed; listeners are not changed by a reload (restart, or start a new ringway with \
+             --takeover and stop this one)",
+            path.display()
+        ));
+    }
+    if config.workers != current.config.workers
+        || config.driver != current.config.driver
+        || config.admin != current.config.admin
+    {
+        tracing::warn!(
+            "`workers`, `driver` and `admin` take effect at the next start, not on reload"
+        );
+    }
+    let upstream_tls = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.tls
+                .as_ref()
+                .map(|t| UpstreamTlsSetup::load(u, t))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let summary = format!(
+        "{} routes, {} upstream pools",
+        config.routes.len(),
+        config.upstreams.len()
+    );
+    process.publish(Loaded {
+        config: Arc::new(config),
+        upstream_tls,
+    });
+    Ok(summary)
 }
 
 /// Binds `workers` SO_REUSEPORT sockets per listener. The first bind of a port-0 listener picks the port for all.
@@ -499,7 +595,9 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         process,
     } = setup;
     let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls, upstream_tls));
-    process.metrics.add(ctx.metrics.clone());
+    process.metrics.set(id, ctx.metrics.clone());
+    let generation = process.config_generation();
+    let slot: CtxSlot = Rc::new(RefCell::new(ctx.clone()));
     monoio::spawn(ctx.sweeper.clone().run());
     let stop_accepting = monoio::io::Canceller::new();
     let mut accept_loops = Vec::new();
@@ -514,11 +612,12 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         accept_loops.push(monoio::spawn(accept_loop(
             listener,
             index,
-            ctx.clone(),
+            slot.clone(),
             stop_accepting.handle(),
         )));
     }
-    control_worker(&ctx, &process, stop_accepting).await;
+    drop(ctx);
+    control_worker(&slot, &process, generation, stop_accepting).await;
     for handle in accept_loops {
         handle.await;
     }
@@ -532,16 +631,40 @@ const CONTROL_TICK: Duration = Duration::from_millis(50);
 /// left is cut when the runtime ends). Idle HTTP keep-alive connections are cut once the period is over and no
 /// WebSocket is left.
 async fn control_worker(
-    ctx: &Rc<WorkerCtx>,
+    slot: &CtxSlot,
     process: &ProcessState,
+    mut generation: u64,
     stop_accepting: monoio::io::Canceller,
 ) {
-    let drain = &ctx.config.drain;
     let mut started: Option<Instant> = None;
     let mut stop_accepting = Some(stop_accepting);
     loop {
         monoio::time::sleep(CONTROL_TICK).await;
+        let latest = process.config_generation();
+        if latest != generation && started.is_none() {
+            generation = latest;
+            let current = slot.borrow().clone();
+            match current.next(&process.loaded()) {
+                Ok(next) => {
+                    let next = Rc::new(next);
+                    process.metrics.set(next.id, next.metrics.clone());
+                    *slot.borrow_mut() = next;
+                    tracing::debug!(
+                        worker = current.id,
+                        generation,
+                        "new connections use the reloaded config"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    worker = current.id,
+                    "cannot apply the reloaded config, new connections keep the previous one: {e}"
+                ),
+            }
+        }
+        let ctx = slot.borrow().clone();
+        let drain = &ctx.config.drain;
         ctx.metrics
+            .totals
             .buffers_cached
             .set(i64::try_from(ctx.buffers.cached()).unwrap_or(i64::MAX));
         let now = Instant::now();
@@ -595,18 +718,23 @@ async fn control_worker(
     }
 }
 
+/// The state new connections of a worker get: replaced by a reload, kept by the connections that started with it.
+type CtxSlot = Rc<RefCell<Rc<WorkerCtx>>>;
+
 async fn accept_loop(
     listener: monoio::net::TcpListener,
     index: usize,
-    ctx: Rc<WorkerCtx>,
+    slot: CtxSlot,
     stop: monoio::io::CancelHandle,
 ) {
     let mut backoff = AcceptBackoff::default();
     loop {
-        if ctx.sweeper.drain().is_some() {
+        if slot.borrow().sweeper.drain().is_some() {
             return;
         }
-        match listener.cancelable_accept(stop.clone()).await {
+        let accepted = listener.cancelable_accept(stop.clone()).await;
+        let ctx = slot.borrow().clone();
+        match accepted {
             Ok((stream, peer)) => {
                 if let Some(failures) = backoff.on_success() {
                     tracing::info!(worker = ctx.id, failures, "accepting connections again");

@@ -8,6 +8,7 @@ use ringway_config::Config;
 
 use crate::metrics::WorkerMetrics;
 use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::process::Loaded;
 use crate::runtime::sweeper::Sweeper;
 use crate::tls::connect::TlsConnector;
 use crate::tls::listener::WorkerTls;
@@ -27,14 +28,17 @@ pub(crate) struct WorkerCtx {
     /// Idle keep-alive connections to upstreams for plain HTTP requests.
     pub(crate) http_pool: UpstreamPool,
     pub(crate) buffers: Rc<BufferPool>,
-    /// Per listener (indexed like `config.listeners`): its TLS setup, `None` for a plain listener.
-    pub(crate) tls: Vec<Option<WorkerTls>>,
+    /// Per listener (indexed like `config.listeners`): its TLS setup, `None` for a plain listener. Listeners do
+    /// not change on reload, so every generation shares these.
+    pub(crate) tls: Rc<Vec<Option<WorkerTls>>>,
     /// Per upstream (indexed like `config.upstreams`): the TLS client, `None` for a plain pool.
     pub(crate) upstream_tls: Vec<Option<TlsConnector>>,
     /// The coarse timer of this worker's relays.
     pub(crate) sweeper: Rc<Sweeper>,
-    /// Open client connections on this worker.
-    pub(crate) connections: Cell<usize>,
+    /// Open client connections on this worker (all config generations together).
+    pub(crate) connections: Rc<Cell<usize>>,
+    /// Worker threads in the process (for this worker's share of limits).
+    workers: usize,
     /// This worker's share of `limits.max_connections`.
     pub(crate) max_connections: usize,
     /// What this worker counts (read by the admin endpoint's scrape).
@@ -62,25 +66,79 @@ impl WorkerCtx {
             .enumerate()
             .map(|(i, u)| Rc::new(Balancer::new(u).with_metrics(metrics.clone(), i)))
             .collect();
-        let max_connections = config
-            .limits
-            .max_connections
-            .div_ceil(workers.max(1))
-            .max(1);
         Self {
             id,
             balancers,
             http_pool: UpstreamPool::new(),
             buffers,
-            tls,
+            tls: Rc::new(tls),
             upstream_tls,
             sweeper: Sweeper::new(),
-            connections: Cell::new(0),
-            max_connections,
+            connections: Rc::new(Cell::new(0)),
+            max_connections: share(&config, workers),
+            workers,
             metrics,
             config,
         }
     }
+}
+
+impl WorkerCtx {
+    /// The state for connections accepted after a reload to `config`: new routes, pools and TLS clients; the same
+    /// buffers, timer, listener TLS and connection count; the health of servers the new pools keep, and the metric
+    /// cells of routes and pools whose labels did not change. Connections that started before keep the old state.
+    pub(crate) fn next(&self, loaded: &Loaded) -> Result<WorkerCtx, String> {
+        let config = loaded.config.clone();
+        let metrics = Arc::new(self.metrics.next(&config));
+        let mut upstream_tls = Vec::with_capacity(config.upstreams.len());
+        for setup in &loaded.upstream_tls {
+            upstream_tls.push(match setup {
+                None => None,
+                Some(s) => Some(TlsConnector::new(
+                    s.client_config().map_err(|e| e.to_string())?,
+                    s.server_name(),
+                    self.buffers.clone(),
+                )),
+            });
+        }
+        let balancers = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let balancer = Balancer::new(u).with_metrics(metrics.clone(), i);
+                if let Some(old) = self.config.upstreams.iter().position(|o| o.name == u.name)
+                    && let Some(old) = self.balancers.get(old)
+                {
+                    balancer.inherit_health(old);
+                }
+                Rc::new(balancer)
+            })
+            .collect();
+        Ok(WorkerCtx {
+            id: self.id,
+            balancers,
+            http_pool: UpstreamPool::new(),
+            buffers: self.buffers.clone(),
+            tls: self.tls.clone(),
+            upstream_tls,
+            sweeper: self.sweeper.clone(),
+            connections: self.connections.clone(),
+            max_connections: share(&config, self.workers),
+            workers: self.workers,
+            metrics,
+            config,
+        })
+    }
+}
+
+/// This worker's share of `limits.max_connections`.
+fn share(config: &Config, workers: usize) -> usize {
+    config
+        .limits
+        .max_connections
+        .div_ceil(workers.max(1))
+        .max(1)
 }
 
 /// One client connection counted against the worker's share of `max_connections`, until dropped.
@@ -93,7 +151,7 @@ impl ConnectionSlot {
             return None;
         }
         ctx.connections.set(ctx.connections.get() + 1);
-        ctx.metrics.connections_open.add(1);
+        ctx.metrics.totals.connections_open.add(1);
         Some(Self(ctx.clone()))
     }
 }
@@ -103,6 +161,6 @@ impl Drop for ConnectionSlot {
         self.0
             .connections
             .set(self.0.connections.get().saturating_sub(1));
-        self.0.metrics.connections_open.add(-1);
+        self.0.metrics.totals.connections_open.add(-1);
     }
 }

@@ -14,8 +14,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringway_config::Config;
-
 use crate::metrics::expose::{ProcessInfo, render};
 use crate::runtime::process::ProcessState;
 use crate::worker::IO_BUFFER_SIZE;
@@ -34,12 +32,7 @@ pub(crate) struct Answer {
 }
 
 /// What the endpoint answers to `method` and `target` (sans-IO).
-pub(crate) fn answer(
-    method: &str,
-    target: &str,
-    config: &Config,
-    process: &ProcessState,
-) -> Answer {
+pub(crate) fn answer(method: &str, target: &str, process: &ProcessState) -> Answer {
     let text = |status, body: &str| Answer {
         status,
         content_type: "text/plain; charset=utf-8",
@@ -54,7 +47,6 @@ pub(crate) fn answer(
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: render(
-                config,
                 &process.metrics.workers(),
                 &ProcessInfo {
                     version: env!("CARGO_PKG_VERSION"),
@@ -75,17 +67,13 @@ pub(crate) fn answer(
 }
 
 /// Serves `listener` on a thread of its own until the process exits.
-pub(crate) fn spawn(
-    listener: TcpListener,
-    config: Arc<Config>,
-    process: Arc<ProcessState>,
-) -> std::io::Result<()> {
+pub(crate) fn spawn(listener: TcpListener, process: Arc<ProcessState>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ringway-admin".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
-                    Ok(s) => serve(s, &config, &process),
+                    Ok(s) => serve(s, &process),
                     Err(e) => {
                         tracing::warn!(error = %e, "admin endpoint: accept failed");
                         std::thread::sleep(Duration::from_millis(100));
@@ -96,7 +84,7 @@ pub(crate) fn spawn(
         .map(|_| ())
 }
 
-fn serve(mut stream: TcpStream, config: &Config, process: &ProcessState) {
+fn serve(mut stream: TcpStream, process: &ProcessState) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut head = Vec::with_capacity(1024);
@@ -125,7 +113,7 @@ fn serve(mut stream: TcpStream, config: &Config, process: &ProcessState) {
         Ok(httparse::Status::Complete(_)) => {
             let method = request.method.unwrap_or("");
             let target = request.path.unwrap_or("/");
-            let a = answer(method, target, config, process);
+            let a = answer(method, target, process);
             let _ = write_answer(&mut stream, &a, method == "HEAD");
             return;
         }
@@ -165,38 +153,40 @@ fn write_answer(stream: &mut TcpStream, a: &Answer, head_only: bool) -> std::io:
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        ringway_config::parse(
+    fn process() -> ProcessState {
+        let config = ringway_config::parse(
             "listeners: [{name: main, bind: '127.0.0.1:0'}]\nroutes: [{path: /, echo: true}]\n",
             "test.yaml",
         )
-        .expect("config")
+        .expect("config");
+        ProcessState::new(crate::runtime::process::Loaded {
+            config: Arc::new(config),
+            upstream_tls: Vec::new(),
+        })
     }
 
     #[test]
     fn readiness_follows_start_and_drain_and_health_is_always_ok() {
-        let config = config();
-        let process = ProcessState::default();
-        assert_eq!(answer("GET", "/readyz", &config, &process).status, 503);
+        let process = process();
+        assert_eq!(answer("GET", "/readyz", &process).status, 503);
         process.set_ready();
-        assert_eq!(answer("GET", "/readyz", &config, &process).status, 200);
+        assert_eq!(answer("GET", "/readyz", &process).status, 200);
         assert!(process.start_drain());
         assert!(
             !process.start_drain(),
             "a second signal does not start another drain"
         );
-        assert_eq!(answer("GET", "/readyz", &config, &process).status, 503);
-        assert_eq!(answer("GET", "/healthz", &config, &process).status, 200);
+        assert_eq!(answer("GET", "/readyz", &process).status, 503);
+        assert_eq!(answer("GET", "/healthz", &process).status, 200);
     }
 
     #[test]
     fn metrics_unknown_paths_and_methods() {
-        let config = config();
-        let process = ProcessState::default();
-        let m = answer("GET", "/metrics?x=1", &config, &process);
+        let process = process();
+        let m = answer("GET", "/metrics?x=1", &process);
         assert_eq!(m.status, 200);
         assert!(m.body.contains("ringway_build_info{version="));
-        assert_eq!(answer("GET", "/nope", &config, &process).status, 404);
-        assert_eq!(answer("POST", "/metrics", &config, &process).status, 405);
+        assert_eq!(answer("GET", "/nope", &process).status, 404);
+        assert_eq!(answer("POST", "/metrics", &process).status, 405);
     }
 }

@@ -10,12 +10,10 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use ringway_config::Config;
-
 use super::cells::Histogram;
 use super::worker::{
     CLOSE_CODES, CLOSE_SOURCES, DIRECTIONS, REJECT_CODES, RouteMetrics, UPGRADE_STATUSES,
-    WorkerMetrics,
+    UpstreamMetrics, WorkerMetrics,
 };
 
 /// What the process knows about itself, beside the workers' cells.
@@ -30,7 +28,7 @@ pub(crate) struct ProcessInfo {
 }
 
 /// Renders the whole scrape.
-pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String {
+pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let o = &mut out;
     family(
@@ -86,7 +84,7 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_connections_open",
         &[],
-        sum(&|w| w.connections_open.get()),
+        sum(&|w| w.totals.connections_open.get()),
     );
     family(
         o,
@@ -98,7 +96,7 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_connections_refused_total",
         &[],
-        sum(&|w| w.connections_refused.get() as i64),
+        sum(&|w| w.totals.connections_refused.get() as i64),
     );
     family(
         o,
@@ -111,7 +109,7 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_buffer_pool_cached_bytes",
         &[],
-        sum(&|w| w.buffers_cached.get()) * bytes,
+        sum(&|w| w.totals.buffers_cached.get()) * bytes,
     );
     family(
         o,
@@ -123,12 +121,13 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_tls_handshake_failures_total",
         &[],
-        sum(&|w| w.tls_handshake_failures.get() as i64),
+        sum(&|w| w.totals.tls_handshake_failures.get() as i64),
     );
 
-    let labels: Vec<String> = config.routes.iter().map(|r| r.label()).collect();
-    let routes = |i: usize| workers.iter().filter_map(move |w| w.routes.get(i));
-    let route_sum = |i: usize, f: &dyn Fn(&RouteMetrics) -> u64| routes(i).map(f).sum::<u64>();
+    let routes = route_groups(workers);
+    let route_sum = |group: &[&RouteMetrics], f: &dyn Fn(&RouteMetrics) -> u64| {
+        group.iter().map(|r| f(r)).sum::<u64>()
+    };
 
     family(
         o,
@@ -136,8 +135,8 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "gauge",
         "WebSockets being relayed.",
     );
-    for (i, l) in labels.iter().enumerate() {
-        let open: i64 = routes(i).map(|r| r.ws_open.get()).sum();
+    for (l, group) in &routes {
+        let open: i64 = group.iter().map(|r| r.ws_open.get()).sum();
         sample(
             o,
             "ringway_websocket_connections_open",
@@ -151,12 +150,12 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "WebSockets relayed since start.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         sample(
             o,
             "ringway_websocket_connections_total",
             &[("route", l)],
-            route_sum(i, &|r| r.ws_total.get()),
+            route_sum(group, &|r| r.ws_total.get()),
         );
     }
     family(
@@ -165,9 +164,9 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "WebSocket upgrade requests by the status answered.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         for (s, status) in status_labels().iter().enumerate() {
-            let n = route_sum(i, &|r| r.upgrades.get(s).map_or(0, |c| c.get()));
+            let n = route_sum(group, &|r| r.upgrades.get(s).map_or(0, |c| c.get()));
             if n > 0 || s == 0 {
                 sample(
                     o,
@@ -182,10 +181,9 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_websocket_handshake_seconds",
         "From the upgrade request to the 101 sent (upstream connect and handshake included).",
-        &labels,
-        workers,
-        |w, i| w.routes.get(i).map(|r| &r.ws_handshake),
         "route",
+        &routes,
+        |r| &r.ws_handshake,
     );
     for (name, help, pick) in [
         (
@@ -200,9 +198,9 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         ),
     ] {
         family(o, name, "counter", help);
-        for (i, l) in labels.iter().enumerate() {
+        for (l, group) in &routes {
             for (d, dir) in DIRECTIONS.iter().enumerate() {
-                let n = route_sum(i, &|r| {
+                let n = route_sum(group, &|r| {
                     if pick == 0 {
                         r.messages[d].get()
                     } else {
@@ -220,10 +218,10 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "WebSocket closes by who closed and the code (1006: no Close frame).",
     );
     let codes = code_labels();
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         for (src, from) in CLOSE_SOURCES.iter().enumerate() {
             for (c, code) in codes.iter().enumerate() {
-                let n = route_sum(i, &|r| r.closes[src].get(c).map_or(0, |x| x.get()));
+                let n = route_sum(group, &|r| r.closes[src].get(c).map_or(0, |x| x.get()));
                 if n > 0 {
                     sample(
                         o,
@@ -239,10 +237,9 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_websocket_duration_seconds",
         "How long relayed WebSockets lived.",
-        &labels,
-        workers,
-        |w, i| w.routes.get(i).map(|r| &r.ws_duration),
         "route",
+        &routes,
+        |r| &r.ws_duration,
     );
     family(
         o,
@@ -250,14 +247,14 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "Frames the gateway refused, by the close code it answered.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         for (k, code) in REJECT_CODES.iter().enumerate() {
             let code = code.to_string();
             sample(
                 o,
                 "ringway_websocket_frames_rejected_total",
                 &[("route", l), ("code", &code)],
-                route_sum(i, &|r| r.rejected[k].get()),
+                route_sum(group, &|r| r.rejected[k].get()),
             );
         }
     }
@@ -267,12 +264,12 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "Pings the gateway sent to idle peers.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         sample(
             o,
             "ringway_websocket_pings_sent_total",
             &[("route", l)],
-            route_sum(i, &|r| r.pings_sent.get()),
+            route_sum(group, &|r| r.pings_sent.get()),
         );
     }
     family(
@@ -281,12 +278,12 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "Peers closed because they did not answer the gateway's ping.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         sample(
             o,
             "ringway_websocket_dead_peers_total",
             &[("route", l)],
-            route_sum(i, &|r| r.dead_peers.get()),
+            route_sum(group, &|r| r.dead_peers.get()),
         );
     }
     family(
@@ -295,13 +292,13 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "Plain HTTP requests by status class.",
     );
-    for (i, l) in labels.iter().enumerate() {
+    for (l, group) in &routes {
         for (k, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             sample(
                 o,
                 "ringway_http_requests_total",
                 &[("route", l), ("class", class)],
-                route_sum(i, &|r| r.http_requests[k].get()),
+                route_sum(group, &|r| r.http_requests[k].get()),
             );
         }
     }
@@ -309,21 +306,19 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         o,
         "ringway_http_request_seconds",
         "Plain HTTP exchanges, from the request head to the end of the response.",
-        &labels,
-        workers,
-        |w, i| w.routes.get(i).map(|r| &r.http_latency),
         "route",
+        &routes,
+        |r| &r.http_latency,
     );
 
-    let pools: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
+    let pools = upstream_groups(workers);
     histogram_family(
         o,
         "ringway_upstream_connect_seconds",
         "Successful connects to upstream servers (TLS handshake included).",
-        &pools,
-        workers,
-        |w, i| w.upstreams.get(i).map(|u| &u.connect),
         "upstream",
+        &pools,
+        |u| &u.connect,
     );
     family(
         o,
@@ -331,12 +326,8 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "counter",
         "Failed connects to upstream servers.",
     );
-    for (i, name) in pools.iter().enumerate() {
-        let n: u64 = workers
-            .iter()
-            .filter_map(|w| w.upstreams.get(i))
-            .map(|u| u.connect_failures.get())
-            .sum();
+    for (name, group) in &pools {
+        let n: u64 = group.iter().map(|u| u.connect_failures.get()).sum();
         sample(
             o,
             "ringway_upstream_connect_failures_total",
@@ -350,21 +341,27 @@ pub(crate) fn render(config: &Config, workers: &[Arc<WorkerMetrics>], p: &Proces
         "gauge",
         "Workers that consider the server healthy (each worker judges on its own).",
     );
-    for (i, u) in config.upstreams.iter().enumerate() {
-        for (s, server) in u.servers.iter().enumerate() {
-            let n: i64 = workers
-                .iter()
-                .filter_map(|w| w.upstreams.get(i).and_then(|x| x.healthy.get(s)))
-                .map(|g| g.get())
-                .sum();
-            let addr = format!("{}", server.address);
-            sample(
-                o,
-                "ringway_upstream_server_healthy_workers",
-                &[("upstream", &u.name), ("server", &addr)],
-                u64::try_from(n).unwrap_or(0),
-            );
+    let mut servers: Vec<(&str, &str, i64)> = Vec::new();
+    for (name, group) in &pools {
+        for u in group {
+            for (addr, g) in u.servers.iter().zip(u.healthy.iter()) {
+                match servers
+                    .iter_mut()
+                    .find(|(n, a, _)| n == name && *a == addr.as_str())
+                {
+                    Some(entry) => entry.2 += g.get(),
+                    None => servers.push((name, addr, g.get())),
+                }
+            }
         }
+    }
+    for (name, addr, n) in servers {
+        sample(
+            o,
+            "ringway_upstream_server_healthy_workers",
+            &[("upstream", name), ("server", addr)],
+            u64::try_from(n).unwrap_or(0),
+        );
     }
     out
 }
@@ -420,24 +417,52 @@ fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
     out.push('}');
 }
 
+/// Every worker's route cells, grouped by label in first-seen order (workers that have not yet swapped in a
+/// reloaded config still add theirs under the labels they have).
+fn route_groups(workers: &[Arc<WorkerMetrics>]) -> Vec<(&str, Vec<&RouteMetrics>)> {
+    let mut groups: Vec<(&str, Vec<&RouteMetrics>)> = Vec::new();
+    for w in workers {
+        for (label, r) in w.route_labels.iter().zip(w.routes.iter()) {
+            match groups.iter_mut().find(|(l, _)| *l == label.as_str()) {
+                Some((_, g)) => g.push(r),
+                None => groups.push((label, vec![r])),
+            }
+        }
+    }
+    groups
+}
+
+/// Every worker's pool cells, grouped by pool name.
+fn upstream_groups(workers: &[Arc<WorkerMetrics>]) -> Vec<(&str, Vec<&UpstreamMetrics>)> {
+    let mut groups: Vec<(&str, Vec<&UpstreamMetrics>)> = Vec::new();
+    for w in workers {
+        for u in w.upstreams.iter() {
+            match groups.iter_mut().find(|(l, _)| *l == u.name.as_str()) {
+                Some((_, g)) => g.push(u),
+                None => groups.push((&u.name, vec![u])),
+            }
+        }
+    }
+    groups
+}
+
 /// One histogram family, a series per label value, summed over workers, buckets cumulative.
-fn histogram_family<'w>(
+fn histogram_family<T>(
     out: &mut String,
     name: &str,
     help: &str,
-    labels: &[String],
-    workers: &'w [Arc<WorkerMetrics>],
-    pick: impl Fn(&'w WorkerMetrics, usize) -> Option<&'w Histogram>,
     label_name: &str,
+    groups: &[(&str, Vec<&T>)],
+    pick: impl Fn(&T) -> &Histogram,
 ) {
     family(out, name, "histogram", help);
-    for (i, l) in labels.iter().enumerate() {
-        let hs: Vec<&Histogram> = workers.iter().filter_map(|w| pick(w, i)).collect();
-        let Some(first) = hs.first() else { continue };
-        let bounds = first.bounds();
+    for (l, group) in groups {
+        let Some(first) = group.first() else { continue };
+        let bounds = pick(first).bounds();
         let mut per_bucket = vec![0u64; bounds.len() + 1];
         let mut sum_micros = 0u64;
-        for h in &hs {
+        for item in group {
+            let h = pick(item);
             for (slot, n) in per_bucket.iter_mut().zip(h.counts()) {
                 *slot += n;
             }
@@ -472,7 +497,7 @@ mod tests {
 
     use super::*;
 
-    fn config() -> Config {
+    fn config() -> ringway_config::Config {
         ringway_config::parse(
             "listeners: [{name: main, bind: '127.0.0.1:0'}]\n\
              upstreams: {chat: {servers: ['127.0.0.1:9']}}\n\
@@ -516,8 +541,8 @@ mod tests {
         workers[1].routes[chat]
             .ws_handshake
             .observe(Duration::from_secs(60));
-        workers[1].buffers_cached.add(2);
-        let text = render(&config, &workers, &info());
+        workers[1].totals.buffers_cached.add(2);
+        let text = render(&workers, &info());
         assert!(text.contains("ringway_websocket_messages_total{route=\"*/chat\",direction=\"client_to_upstream\"} 7\n"), "{text}");
         assert!(
             text.contains("ringway_websocket_upgrades_total{route=\"*/chat\",status=\"101\"} 1\n")
@@ -556,7 +581,7 @@ mod tests {
     fn every_sample_line_is_well_formed() {
         let config = config();
         let workers = vec![Arc::new(WorkerMetrics::new(&config))];
-        let text = render(&config, &workers, &info());
+        let text = render(&workers, &info());
         for line in text.lines() {
             if line.starts_with('#') {
                 assert!(

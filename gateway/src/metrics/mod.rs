@@ -12,20 +12,25 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) use worker::WorkerMetrics;
 
-/// Every worker's cells, for the scrape. Workers register once at start (the lock is never taken on a hot path).
+/// Every worker's current cells, for the scrape. Workers set theirs at start and after a reload (the lock is never
+/// taken on a hot path).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    workers: Mutex<Vec<Arc<WorkerMetrics>>>,
+    workers: Mutex<Vec<Option<Arc<WorkerMetrics>>>>,
 }
 
 impl Registry {
-    pub(crate) fn add(&self, worker: Arc<WorkerMetrics>) {
-        if let Ok(mut w) = self.workers.lock() {
-            w.push(worker);
+    /// Worker `id`'s cells from now on.
+    pub(crate) fn set(&self, id: usize, worker: Arc<WorkerMetrics>) {
+        let mut w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() <= id {
+            w.resize(id + 1, None);
         }
+        w[id] = Some(worker);
     }
 
     pub(crate) fn workers(&self) -> Vec<Arc<WorkerMetrics>> {
-        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
+        let w = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        w.iter().flatten().cloned().collect()
     }
 }

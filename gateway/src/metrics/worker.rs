@@ -4,6 +4,8 @@
 //! Owns: the metric families and their label tables (statuses, close codes, directions). Does not own: where the
 //! events happen (the callers), or how the scrape renders them (`super::expose`).
 
+use std::sync::Arc;
+
 use ringway_config::Config;
 
 use super::cells::{Counter, DURATION_BOUNDS, Gauge, Histogram, LATENCY_BOUNDS};
@@ -113,20 +115,19 @@ impl RouteMetrics {
 /// One upstream pool's cells.
 #[derive(Debug)]
 pub(crate) struct UpstreamMetrics {
+    pub(crate) name: String,
+    /// The servers' addresses, as labels (indexed like the pool's servers).
+    pub(crate) servers: Box<[String]>,
     /// TCP connect plus TLS handshake, successful attempts.
     pub(crate) connect: Histogram,
     pub(crate) connect_failures: Counter,
-    /// Per server (indexed like the pool's servers): 1 while this worker considers it healthy.
+    /// Per server: 1 while this worker considers it healthy.
     pub(crate) healthy: Box<[Gauge]>,
 }
 
-/// Everything one worker counts.
-#[derive(Debug)]
-pub(crate) struct WorkerMetrics {
-    /// Indexed like `config.routes.iter()` (match order).
-    pub(crate) routes: Box<[RouteMetrics]>,
-    /// Indexed like `config.upstreams`.
-    pub(crate) upstreams: Box<[UpstreamMetrics]>,
+/// A worker's cells that do not depend on the config.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerTotals {
     /// Client connections open on this worker (WebSocket, HTTP and handshakes in progress).
     pub(crate) connections_open: Gauge,
     /// Connections refused at accept because the worker's share of `max_connections` was used up.
@@ -137,31 +138,81 @@ pub(crate) struct WorkerMetrics {
     pub(crate) tls_handshake_failures: Counter,
 }
 
+/// Everything one worker counts under one config. A reload makes the next one with [`WorkerMetrics::next`], which
+/// keeps the cells of every route and pool whose label did not change, so counters run on across reloads and
+/// connections of the previous config keep counting into cells the scrape still sees.
+#[derive(Debug)]
+pub(crate) struct WorkerMetrics {
+    /// Indexed like `config.routes.iter()` (match order), with their labels.
+    pub(crate) routes: Box<[Arc<RouteMetrics>]>,
+    pub(crate) route_labels: Box<[String]>,
+    /// Indexed like `config.upstreams`.
+    pub(crate) upstreams: Box<[Arc<UpstreamMetrics>]>,
+    pub(crate) totals: Arc<WorkerTotals>,
+}
+
 impl WorkerMetrics {
     pub(crate) fn new(config: &Config) -> Self {
-        Self {
-            routes: config.routes.iter().map(|_| RouteMetrics::new()).collect(),
-            upstreams: config
-                .upstreams
-                .iter()
-                .map(|u| UpstreamMetrics {
-                    connect: Histogram::new(LATENCY_BOUNDS),
-                    connect_failures: Counter::default(),
-                    healthy: u
-                        .servers
-                        .iter()
-                        .map(|_| {
-                            let g = Gauge::default();
-                            g.set(1);
-                            g
+        Self::build(None, config)
+    }
+
+    /// The cells for `config` after a reload, sharing this one's where labels match.
+    pub(crate) fn next(&self, config: &Config) -> Self {
+        Self::build(Some(self), config)
+    }
+
+    fn build(previous: Option<&WorkerMetrics>, config: &Config) -> Self {
+        let route_labels: Box<[String]> = config.routes.iter().map(|r| r.label()).collect();
+        let routes = route_labels
+            .iter()
+            .map(|label| {
+                previous
+                    .and_then(|p| {
+                        p.route_labels
+                            .iter()
+                            .position(|l| l == label)
+                            .and_then(|i| p.routes.get(i))
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(RouteMetrics::new()))
+            })
+            .collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let servers: Box<[String]> =
+                    u.servers.iter().map(|s| s.address.to_string()).collect();
+                previous
+                    .and_then(|p| {
+                        p.upstreams
+                            .iter()
+                            .find(|m| m.name == u.name && m.servers == servers)
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(UpstreamMetrics {
+                            name: u.name.clone(),
+                            connect: Histogram::new(LATENCY_BOUNDS),
+                            connect_failures: Counter::default(),
+                            healthy: servers
+                                .iter()
+                                .map(|_| {
+                                    let g = Gauge::default();
+                                    g.set(1);
+                                    g
+                                })
+                                .collect(),
+                            servers,
                         })
-                        .collect(),
-                })
-                .collect(),
-            connections_open: Gauge::default(),
-            connections_refused: Counter::default(),
-            buffers_cached: Gauge::default(),
-            tls_handshake_failures: Counter::default(),
+                    })
+            })
+            .collect();
+        Self {
+            routes,
+            route_labels,
+            upstreams,
+            totals: previous.map_or_else(Arc::default, |p| p.totals.clone()),
         }
     }
 }
@@ -169,6 +220,41 @@ impl WorkerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_cells_of_unchanged_routes_and_pools() {
+        let parse = |routes: &str| {
+            ringway_config::parse(
+                &format!(
+                    "listeners: [{{name: a, bind: '127.0.0.1:0'}}]\nupstreams: {{up: {{servers: ['127.0.0.1:9']}}}}\nroutes: {routes}\n"
+                ),
+                "t.yaml",
+            )
+            .expect("config")
+        };
+        let first = WorkerMetrics::new(&parse(
+            "[{path: /a, upstream: up}, {path: /b, upstream: up}]",
+        ));
+        first.routes[0].ws_total.inc();
+        first.totals.connections_open.add(2);
+        let second = first.next(&parse(
+            "[{path: /a, upstream: up}, {path: /c, upstream: up}]",
+        ));
+        let a = second
+            .route_labels
+            .iter()
+            .position(|l| l == "*/a")
+            .expect("a");
+        assert_eq!(second.routes[a].ws_total.get(), 1, "the /a counter runs on");
+        assert!(Arc::ptr_eq(&first.upstreams[0], &second.upstreams[0]));
+        assert_eq!(second.totals.connections_open.get(), 2);
+        let c = second
+            .route_labels
+            .iter()
+            .position(|l| l == "*/c")
+            .expect("c");
+        assert_eq!(second.routes[c].ws_total.get(), 0);
+    }
 
     #[test]
     fn unknown_values_count_as_other() {

@@ -3,22 +3,37 @@
 //! tick, by each worker; never touched per connection or per message.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ringway_config::Config;
 
 use crate::metrics::Registry;
+use crate::tls::connect::UpstreamTlsSetup;
+
+/// A loaded route file with what was read for it on the main thread (upstream CA bundles).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<Config>,
+    /// Per upstream (indexed like `config.upstreams`): its TLS setup, `None` for a plain pool.
+    pub(crate) upstream_tls: Vec<Option<UpstreamTlsSetup>>,
+}
 
 #[derive(Debug)]
 pub(crate) struct ProcessState {
     pub(crate) metrics: Registry,
+    /// The config new connections get; workers pick it up when `config_generation` moves.
+    loaded: Mutex<Arc<Loaded>>,
     ready: AtomicBool,
     draining: AtomicBool,
     config_generation: AtomicU64,
     last_reload_ok: AtomicBool,
 }
 
-impl Default for ProcessState {
-    fn default() -> Self {
+impl ProcessState {
+    pub(crate) fn new(loaded: Loaded) -> Self {
         Self {
             metrics: Registry::default(),
+            loaded: Mutex::new(Arc::new(loaded)),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_generation: AtomicU64::new(1),
@@ -28,6 +43,20 @@ impl Default for ProcessState {
 }
 
 impl ProcessState {
+    /// The config new connections get.
+    pub(crate) fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Publishes a new config for new connections (the workers swap it in on their next control tick).
+    pub(crate) fn publish(&self, loaded: Loaded) {
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Every listener is bound and the workers run.
     pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
@@ -46,11 +75,8 @@ impl ProcessState {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// A reload finished: `ok` or not (the running config stays then).
+    /// A reload finished: `ok`, or not (what failed kept its running state).
     pub(crate) fn reloaded(&self, ok: bool) {
-        if ok {
-            self.config_generation.fetch_add(1, Ordering::AcqRel);
-        }
         self.last_reload_ok.store(ok, Ordering::Release);
     }
 

@@ -120,7 +120,10 @@ impl Balancer {
     }
 
     fn upstream_metrics(&self) -> Option<&crate::metrics::worker::UpstreamMetrics> {
-        self.metrics.as_ref().and_then(|(m, i)| m.upstreams.get(*i))
+        self.metrics
+            .as_ref()
+            .and_then(|(m, i)| m.upstreams.get(*i))
+            .map(|m| &**m)
     }
 
     /// A connect (TCP, and TLS for a TLS pool) to a server took `took`, or failed (`None`).
@@ -136,6 +139,16 @@ impl Balancer {
     fn set_healthy(&self, server: usize, healthy: bool) {
         if let Some(g) = self.upstream_metrics().and_then(|m| m.healthy.get(server)) {
             g.set(i64::from(healthy));
+        }
+    }
+
+    /// After a reload: servers `old` also had (same address) keep their passive health state.
+    pub(crate) fn inherit_health(&self, old: &Balancer) {
+        for (i, s) in self.servers.iter().enumerate() {
+            if let Some(o) = old.servers.iter().find(|o| o.address == s.address) {
+                s.cooling_until.set(o.cooling_until.get());
+                self.set_healthy(i, o.cooling_until.get().is_none());
+            }
         }
     }
 

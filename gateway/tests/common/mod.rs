@@ -150,6 +150,11 @@ impl Gateway {
         None
     }
 
+    /// The route file the gateway was started with (rewrite it, then send `HUP`).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("ringway.yaml")
+    }
+
     /// Process id, for reading /proc.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -88,7 +88,7 @@ pub(crate) struct RelayMetrics {
 
 impl RelayMetrics {
     pub(crate) fn route(&self) -> Option<&RouteMetrics> {
-        self.worker.routes.get(self.route)
+        self.worker.routes.get(self.route).map(|r| &**r)
     }
 }
 
