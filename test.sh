@@ -30,6 +30,10 @@ chromium --version
 step "cargo test (unit, property, integration and browser tests; both runtime drivers)"
 cargo test --workspace
 
+step "reload under load: 1,000 WebSockets echo through 20 route-file reloads (release build)"
+cargo build --release -q -p ringway -p ringway-load
+gateway/tests/reload_under_load.sh
+
 step "frame-simd tests with the scalar paths forced (feature force-scalar)"
 cargo test -p frame-simd --features force-scalar
 
