@@ -16,9 +16,9 @@ use crate::raw::{
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
-    Admin, Balance, CertificateFiles, ClientAuth, Config, Drain, Driver, HashKey, HeaderMatch,
-    HostMatch, Limits, Listener, ListenerTls, Route, RouteTable, Server, Target, TlsVersion,
-    UnknownSni, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
+    Admin, Balance, CertificateFiles, ClientAuth, Config, DEFAULT_REDACTED_QUERY, Drain, Driver,
+    HashKey, HeaderMatch, HostMatch, Limits, Listener, ListenerTls, LogFormat, Route, RouteTable,
+    Server, Target, TlsVersion, UnknownSni, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -91,6 +91,24 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         ));
     }
     let drain = drain(raw.drain.unwrap_or_default())?;
+    let log_format = match raw.log_format.as_ref().map(|s| s.0.as_str()) {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(Problem::new(
+                "log_format",
+                format!("`{other}` is not a log format (allowed: text, json)"),
+            ));
+        }
+    };
+    let log_interval = opt_timeout(raw.log_interval, "log_interval")?;
+    let redact_query = match raw.redact_query {
+        None => DEFAULT_REDACTED_QUERY
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        Some(list) => list.into_iter().map(|s| s.0.to_ascii_lowercase()).collect(),
+    };
     Ok(Config {
         workers,
         driver,
@@ -101,6 +119,9 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         trusted_proxies,
         admin,
         drain,
+        log_format,
+        log_interval,
+        redact_query,
     })
 }
 

@@ -59,7 +59,40 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// How a stopping gateway lets its connections go.
     pub drain: Drain,
+    /// `log_format`: human text (default) or one JSON object per line for log shippers.
+    pub log_format: LogFormat,
+    /// `log_interval`: a line for every WebSocket still open each time this passes. Default: off.
+    pub log_interval: Option<Duration>,
+    /// `redact_query`: query parameters whose values are written as `REDACTED` in logs (tokens in URLs).
+    /// Default: [`DEFAULT_REDACTED_QUERY`].
+    pub redact_query: Vec<String>,
 }
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Query parameters redacted in logs unless `redact_query` says otherwise (compared case-insensitively).
+pub const DEFAULT_REDACTED_QUERY: &[&str] = &[
+    "token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "auth",
+    "authorization",
+    "jwt",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "secret",
+    "signature",
+    "sig",
+];
 
 /// `admin:`: the operator's endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,9 @@ pub struct RawConfig {
     pub trusted_proxies: Option<Vec<Scalar>>,
     pub admin: Option<RawAdmin>,
     pub drain: Option<RawDrain>,
+    pub log_format: Option<Scalar>,
+    pub log_interval: Option<Scalar>,
+    pub redact_query: Option<Vec<Scalar>>,
 }
 
 /// `admin:`.

@@ -18,6 +18,7 @@ use ringway_config::{Route, Target};
 
 use crate::answer::{respond, respond_error};
 use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_response};
+use crate::http::redact::redact_query;
 use crate::http::rewrite::{self, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
 use crate::tls;
@@ -173,7 +174,11 @@ async fn serve_requests<S: ClientStream>(
             return;
         }
         let Some((route_index, route)) = find_route(ctx, &head, &dest) else {
-            tracing::info!(%peer, target = %head.target, "no route");
+            tracing::info!(
+                %peer,
+                target = %redact_query(&head.target, &ctx.config.redact_query),
+                "no route (404)"
+            );
             respond(&mut stream, 404, &[], "no route\n").await;
             return;
         };
@@ -204,12 +209,34 @@ async fn serve_requests<S: ClientStream>(
         }
         let began = Instant::now();
         let metrics = ctx.metrics.routes.get(route_index);
+        // The access log line is written after the exchange, when `head` has gone upstream.
+        let access = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+            (
+                head.method.clone(),
+                redact_query(&head.target, &ctx.config.redact_query).into_owned(),
+            )
+        });
+        let log_access = |status: Option<u16>| {
+            if let Some((method, target)) = &access {
+                tracing::info!(
+                    target: "access",
+                    %peer,
+                    method = %method,
+                    target = %target,
+                    route = %route.label(),
+                    status = status.unwrap_or(0),
+                    duration_us = began.elapsed().as_micros() as u64,
+                    "access"
+                );
+            }
+        };
         let persist = match route.target {
             Target::Echo => {
                 let persist = serve_echo_http(&mut stream, &head).await;
                 if let Some(m) = metrics {
                     m.http(200, began.elapsed());
                 }
+                log_access(Some(200));
                 persist
             }
             Target::Upstream(id) => {
@@ -228,6 +255,7 @@ async fn serve_requests<S: ClientStream>(
                         if let Some(m) = metrics {
                             m.http(status, began.elapsed());
                         }
+                        log_access(Some(status));
                         persist
                     }
                     Err(e) => {
@@ -238,6 +266,7 @@ async fn serve_requests<S: ClientStream>(
                                 m.http(status, began.elapsed());
                             }
                         }
+                        log_access(e.status());
                         Persist::Close
                     }
                 }

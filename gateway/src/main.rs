@@ -304,15 +304,6 @@ fn run(
     driver: Option<DriverArg>,
     takeover: bool,
 ) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        // Colours only for a person at a terminal: journald and log shippers get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
     let config = match ringway_config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -320,6 +311,7 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    init_logs(config.log_format);
     for f in server::check_tls(&config, std::time::SystemTime::now()) {
         if f.error {
             tracing::error!("{}: {}: {}", path.display(), f.yaml_key, f.message);
@@ -376,6 +368,29 @@ fn run(
             eprintln!("ringway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log subscriber: `RUST_LOG` filters (default `info`); text for people, or one JSON object per line
+/// (`log_format: json`) for shippers. The access log is the target `access` (`RUST_LOG=info,access=off` mutes it).
+fn init_logs(format: ringway_config::LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match format {
+        ringway_config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .init(),
+        ringway_config::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            // Colours only for a person at a terminal: journald and log shippers get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }
 

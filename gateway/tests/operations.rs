@@ -366,3 +366,64 @@ fn an_admin_port_in_use_stops_the_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn json_logs_redact_tokens_and_tell_the_life_of_a_websocket() {
+    let upstream = ScriptedUpstream::echo();
+    let admin = free_port();
+    let yaml = config(upstream.addr, admin, "log_format: json\nlog_interval: 1s\n");
+    let gw = Gateway::start_logged(&yaml, "info");
+    let plain = http_request(
+        gw.addr,
+        "GET /plain?room=1&token=abc123 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&plain), 200);
+    let mut ws = WsClient::connect(gw.addr, "/chat?access_token=xyz789&room=2");
+    ws.send_text("hello");
+    assert!(ws.recv().is_some());
+    // Long enough for one periodic line (log_interval 1s, published on the 20 ms tick).
+    std::thread::sleep(Duration::from_millis(1300));
+    ws.send(true, CLOSE, &close_payload(1000, ""));
+    assert_eq!(ws.recv().expect("close answer").close_code(), Some(1000));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = gw.stop();
+    assert!(
+        !log.contains("abc123") && !log.contains("xyz789"),
+        "a token reached the log:\n{log}"
+    );
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no `{message}` line in\n{log}"))
+            .clone()
+    };
+    let access = find("access");
+    assert_eq!(access["target"], "access");
+    assert_eq!(access["fields"]["target"], "/plain?room=1&token=REDACTED");
+    assert_eq!(access["fields"]["status"], 200);
+    let opened = find("websocket opened");
+    assert_eq!(
+        opened["fields"]["target"],
+        "/chat?access_token=REDACTED&room=2"
+    );
+    assert_eq!(opened["fields"]["upstream"], "up");
+    let open = find("websocket open");
+    assert_eq!(open["fields"]["messages_in"], 1);
+    let closed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("websocket closed"))
+        })
+        .unwrap_or_else(|| panic!("no close line in\n{log}"));
+    assert_eq!(closed["fields"]["client_close"], "1000");
+    assert_eq!(closed["fields"]["messages_in"], 1);
+    assert_eq!(closed["fields"]["messages_out"], 1);
+}

@@ -3,4 +3,5 @@
 
 pub mod body;
 pub mod head;
+pub(crate) mod redact;
 pub(crate) mod rewrite;

@@ -122,8 +122,6 @@ pub(crate) async fn serve<S: ClientStream>(
             };
             // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days), so the
             // relay becomes a task of its own and this connection task, with all its handshake state, ends.
-            drop(request);
-            drop(upgrade);
             let server = ctx.config.upstreams[id.0]
                 .servers
                 .get(opened.server)
@@ -131,12 +129,15 @@ pub(crate) async fn serve<S: ClientStream>(
                 .unwrap_or("");
             tracing::info!(
                 %peer,
+                target = %crate::http::redact::redact_query(&request.head.target, &ctx.config.redact_query),
                 route = %route.label(),
                 upstream = %ctx.config.upstreams[id.0].name,
                 server,
                 subprotocol = opened.negotiated.protocol.as_deref().unwrap_or(""),
                 "websocket opened"
             );
+            drop(request);
+            drop(upgrade);
             let start = RelayStart {
                 route: route_index,
                 peer,
@@ -192,6 +193,15 @@ where
             RelayMetrics {
                 worker: ctx.metrics.clone(),
                 route: start.route,
+                periodic: ctx.config.log_interval.map(|every| {
+                    let now = crate::runtime::clock::now();
+                    Box::new(relay::PeriodicLog {
+                        every,
+                        peer: start.peer,
+                        started: now,
+                        next: std::cell::Cell::new(now + every),
+                    })
+                }),
             },
         )
         .await;

@@ -80,10 +80,19 @@ where
     shared.session.borrow_mut().outcome()
 }
 
-/// Where a relay counts its traffic: its route's cells on its worker.
+/// Where a relay counts its traffic: its route's cells on its worker, and its periodic log line (`log_interval`).
 pub(crate) struct RelayMetrics {
     pub(crate) worker: Arc<WorkerMetrics>,
     pub(crate) route: usize,
+    pub(crate) periodic: Option<Box<PeriodicLog>>,
+}
+
+/// A line for a WebSocket that is still open, every `every`.
+pub(crate) struct PeriodicLog {
+    pub(crate) every: Duration,
+    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) started: Instant,
+    pub(crate) next: Cell<Instant>,
 }
 
 impl RelayMetrics {
@@ -141,6 +150,21 @@ impl<CW, UW> Sweep for Shared<CW, UW> {
         self.client.sweep(now, self.write_stall);
         self.upstream.sweep(now, self.write_stall);
         self.publish();
+        if let Some(log) = &self.metrics.periodic
+            && now >= log.next.get()
+        {
+            log.next.set(now + log.every);
+            let p = self.session.borrow().progress();
+            tracing::info!(
+                peer = %log.peer,
+                open_s = now.saturating_duration_since(log.started).as_secs(),
+                messages_in = p.messages[0],
+                messages_out = p.messages[1],
+                bytes_in = p.bytes[0],
+                bytes_out = p.bytes[1],
+                "websocket open"
+            );
+        }
     }
 }
 

@@ -13,5 +13,5 @@ mod io;
 pub(crate) mod session;
 pub(crate) mod side;
 
-pub(crate) use io::{RelayMetrics, relay};
+pub(crate) use io::{PeriodicLog, RelayMetrics, relay};
 pub(crate) use session::RelaySettings;
