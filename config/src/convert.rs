@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use crate::error::{Problem, join};
 use crate::raw::{
-    RawConfig, RawDrain, RawHeader, RawLimits, RawListener, RawListenerTls, RawRoute, RawServer,
-    RawUpstream, RawWebSocket,
+    RawConfig, RawDrain, RawHeader, RawHealth, RawLimits, RawListener, RawListenerTls, RawRoute,
+    RawServer, RawUpstream, RawWebSocket,
 };
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
     Admin, Balance, CertificateFiles, ClientAuth, Config, DEFAULT_REDACTED_QUERY, Drain, Driver,
-    HashKey, HeaderMatch, HostMatch, Limits, Listener, ListenerTls, LogFormat, Route, RouteTable,
-    Server, Target, TlsVersion, UnknownSni, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
+    HashKey, HeaderMatch, HealthCheck, HealthKind, HostMatch, Limits, Listener, ListenerTls,
+    LogFormat, Route, RouteTable, Server, Target, TlsVersion, UnknownSni, Upstream, UpstreamId,
+    UpstreamTls, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -539,6 +540,10 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
     } else {
         None
     };
+    let health = raw
+        .health
+        .map(|h| health(h, &join(&path, "health")))
+        .transpose()?;
     Ok(Upstream {
         name,
         servers,
@@ -547,6 +552,58 @@ fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
         fail_cooldown,
         max_attempts,
         tls,
+        health,
+    })
+}
+
+fn health(raw: RawHealth, path: &str) -> Result<HealthCheck> {
+    let sub = |k: &str| format!("{path}.{k}");
+    let check_path = match raw.path {
+        None => None,
+        Some(p) if p.0.starts_with('/') => Some(p.0),
+        Some(p) => {
+            return Err(Problem::new(
+                sub("path"),
+                format!("`{}` must start with `/`", p.0),
+            ));
+        }
+    };
+    let kind = match (raw.kind.as_ref().map(|s| s.0.as_str()), check_path) {
+        (None | Some("http"), Some(p)) => HealthKind::Http { path: p },
+        (Some("websocket"), Some(p)) => HealthKind::WebSocket { path: p },
+        (Some("websocket"), None) => HealthKind::WebSocket {
+            path: "/".to_owned(),
+        },
+        (Some("http"), None) => HealthKind::Http {
+            path: "/".to_owned(),
+        },
+        (None | Some("tcp"), None) => HealthKind::Tcp,
+        (Some("tcp"), Some(_)) => {
+            return Err(Problem::new(sub("path"), "a tcp check has no path"));
+        }
+        (Some(other), _) => {
+            return Err(Problem::new(
+                sub("type"),
+                format!("unknown check `{other}` (allowed: http, websocket, tcp)"),
+            ));
+        }
+    };
+    let interval = opt_timeout(raw.interval, &sub("interval"))?.unwrap_or(Duration::from_secs(5));
+    let timeout = opt_timeout(raw.timeout, &sub("timeout"))?
+        .unwrap_or(Duration::from_secs(2))
+        .min(interval);
+    let times = |s: Option<Scalar>, key: &str, default: u32| -> Result<u32> {
+        match s {
+            None => Ok(default),
+            Some(s) => Ok(count(&s, &sub(key), 1, 100, "a number of checks in a row")? as u32),
+        }
+    };
+    Ok(HealthCheck {
+        kind,
+        interval,
+        timeout,
+        healthy_after: times(raw.healthy_after, "healthy_after", 2)?,
+        unhealthy_after: times(raw.unhealthy_after, "unhealthy_after", 3)?,
     })
 }
 

@@ -264,6 +264,33 @@ pub struct Upstream {
     pub max_attempts: usize,
     /// TLS to the servers (`tls:`, or servers written `wss://` / `https://`); `None`: plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// Active health checks (`health:`); `None`: passive health only.
+    pub health: Option<HealthCheck>,
+}
+
+/// Active health checks of a pool's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    /// Time between checks of one server. Default 5s.
+    pub interval: Duration,
+    /// A check that takes longer fails. Default 2s (at most `interval`).
+    pub timeout: Duration,
+    /// Consecutive successes that bring a server marked down back. Default 2.
+    pub healthy_after: u32,
+    /// Consecutive failures that mark a server down. Default 3.
+    pub unhealthy_after: u32,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET path`; a 2xx or 3xx answer passes (`type: http`, the default when `path` is given).
+    Http { path: String },
+    /// A WebSocket upgrade of `path`; `101` passes (`type: websocket`).
+    WebSocket { path: String },
+    /// The TCP connect (and TLS handshake for a TLS pool) passes (`type: tcp`, the default without `path`).
+    Tcp,
 }
 
 /// How the gateway speaks TLS to an upstream pool's servers.
@@ -660,6 +687,39 @@ mod tests {
             .expect_err(bad)
             .to_string();
             assert!(err.contains(path), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn health_checks_are_read_and_checked() {
+        let c = cfg(
+            "upstreams:\n  u:\n    servers: [127.0.0.1:1]\n    health: {path: /h, interval: 1s}\nroutes: [{upstream: u}]\n",
+        );
+        let h = c.upstreams[0].health.clone().expect("health");
+        assert_eq!(h.kind, HealthKind::Http { path: "/h".into() });
+        assert_eq!(
+            (h.interval, h.timeout),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        assert_eq!((h.healthy_after, h.unhealthy_after), (2, 3));
+        let c = cfg(
+            "upstreams:\n  u:\n    servers: [127.0.0.1:1]\n    health: {}\nroutes: [{upstream: u}]\n",
+        );
+        assert_eq!(
+            c.upstreams[0].health.as_ref().map(|h| h.kind.clone()),
+            Some(HealthKind::Tcp)
+        );
+        for bad in [
+            "{type: tcp, path: /x}",
+            "{path: x}",
+            "{type: ping}",
+            "{unhealthy_after: 0}",
+        ] {
+            let text = format!(
+                "{BASE}upstreams:\n  u:\n    servers: [127.0.0.1:1]\n    health: {bad}\nroutes: [{{upstream: u}}]\n"
+            );
+            let err = parse(&text, "t.yaml").expect_err(bad).to_string();
+            assert!(err.contains("upstreams.u.health"), "{bad}: {err}");
         }
     }
 

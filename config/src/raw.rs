@@ -113,6 +113,20 @@ pub struct RawUpstream {
     pub fail_cooldown: Option<Scalar>,
     pub max_attempts: Option<Scalar>,
     pub tls: Option<RawUpstreamTls>,
+    pub health: Option<RawHealth>,
+}
+
+/// `health:` of an upstream pool (active checks).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(rename = "type")]
+    pub kind: Option<Scalar>,
+    pub path: Option<Scalar>,
+    pub interval: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub healthy_after: Option<Scalar>,
+    pub unhealthy_after: Option<Scalar>,
 }
 
 /// `tls:` of an upstream pool.

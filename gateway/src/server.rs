@@ -19,6 +19,7 @@ use crate::runtime::notify;
 use crate::runtime::process::{Loaded, ProcessState};
 use crate::tls::connect::UpstreamTlsSetup;
 use crate::tls::listener::{SharedTls, WorkerTls};
+use crate::upstream::health::HealthBoard;
 use crate::worker::WorkerCtx;
 
 /// Errors while starting the gateway.
@@ -136,6 +137,7 @@ pub fn run(
     };
     let config = Arc::new(config);
     let process = Arc::new(ProcessState::new(Loaded {
+        health: Arc::new(HealthBoard::new(&config, None)),
         config: config.clone(),
         upstream_tls: upstream_setups,
     }));
@@ -437,6 +439,7 @@ fn reload_route_file(path: &std::path::Path, process: &ProcessState) -> Result<S
         config.upstreams.len()
     );
     process.publish(Loaded {
+        health: Arc::new(HealthBoard::new(&config, Some(&current.health))),
         config: Arc::new(config),
         upstream_tls,
     });
@@ -594,7 +597,15 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         upstream_tls,
         process,
     } = setup;
-    let ctx = Rc::new(WorkerCtx::new(id, workers, config, tls, upstream_tls));
+    let health = process.loaded().health.clone();
+    let ctx = Rc::new(WorkerCtx::new(
+        id,
+        workers,
+        config,
+        tls,
+        upstream_tls,
+        health,
+    ));
     process.metrics.set(id, ctx.metrics.clone());
     let generation = process.config_generation();
     let slot: CtxSlot = Rc::new(RefCell::new(ctx.clone()));
@@ -617,9 +628,42 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         )));
     }
     drop(ctx);
+    monoio::spawn(run_health_checks(slot.clone(), workers));
     control_worker(&slot, &process, generation, stop_accepting).await;
     for handle in accept_loops {
         handle.await;
+    }
+}
+
+/// Runs the active health checks this worker owns (one worker per server), on the current config, until a drain.
+async fn run_health_checks(slot: CtxSlot, workers: usize) {
+    use crate::upstream::health::{CHECK_TICK, Checks, check};
+    let checks = Rc::new(RefCell::new(Checks::default()));
+    loop {
+        monoio::time::sleep(CHECK_TICK).await;
+        let ctx = slot.borrow().clone();
+        if ctx.sweeper.drain().is_some() {
+            return;
+        }
+        let due = checks
+            .borrow_mut()
+            .due(&ctx.config, ctx.id, workers, Instant::now());
+        for (pool, server) in due {
+            let (ctx, checks) = (ctx.clone(), checks.clone());
+            monoio::spawn(async move {
+                let Some(u) = ctx.config.upstreams.get(pool) else {
+                    return;
+                };
+                let (Some(spec), Some(s)) = (u.health.as_ref(), u.servers.get(server)) else {
+                    return;
+                };
+                let tls = ctx.upstream_tls.get(pool).and_then(Option::as_ref);
+                let result = check(s.address, &s.host, spec, tls).await;
+                checks
+                    .borrow_mut()
+                    .record(&ctx.config, &ctx.health, (pool, server), result);
+            });
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::runtime::process::Loaded;
 use crate::runtime::sweeper::Sweeper;
 use crate::tls::connect::TlsConnector;
 use crate::tls::listener::WorkerTls;
+use crate::upstream::health::HealthBoard;
 use crate::upstream::{Balancer, UpstreamPool};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -43,6 +44,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) max_connections: usize,
     /// What this worker counts (read by the admin endpoint's scrape).
     pub(crate) metrics: Arc<WorkerMetrics>,
+    /// Active health of the pools' servers (all workers share it).
+    pub(crate) health: Arc<HealthBoard>,
 }
 
 impl WorkerCtx {
@@ -53,6 +56,7 @@ impl WorkerCtx {
         config: Arc<Config>,
         tls: Vec<Option<WorkerTls>>,
         upstream_tls: Vec<Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>>,
+        health: Arc<HealthBoard>,
     ) -> Self {
         let buffers = Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64));
         let upstream_tls = upstream_tls
@@ -64,9 +68,16 @@ impl WorkerCtx {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(i, u)| Rc::new(Balancer::new(u).with_metrics(metrics.clone(), i)))
+            .map(|(i, u)| {
+                Rc::new(
+                    Balancer::new(u)
+                        .with_metrics(metrics.clone(), i)
+                        .with_health(health.clone(), i),
+                )
+            })
             .collect();
         Self {
+            health,
             id,
             balancers,
             http_pool: UpstreamPool::new(),
@@ -106,7 +117,9 @@ impl WorkerCtx {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                let balancer = Balancer::new(u).with_metrics(metrics.clone(), i);
+                let balancer = Balancer::new(u)
+                    .with_metrics(metrics.clone(), i)
+                    .with_health(loaded.health.clone(), i);
                 if let Some(old) = self.config.upstreams.iter().position(|o| o.name == u.name)
                     && let Some(old) = self.balancers.get(old)
                 {
@@ -127,6 +140,7 @@ impl WorkerCtx {
             max_connections: share(&config, self.workers),
             workers: self.workers,
             metrics,
+            health: loaded.health.clone(),
             config,
         })
     }

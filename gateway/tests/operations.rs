@@ -427,3 +427,104 @@ fn json_logs_redact_tokens_and_tell_the_life_of_a_websocket() {
     assert_eq!(closed["fields"]["messages_in"], 1);
     assert_eq!(closed["fields"]["messages_out"], 1);
 }
+
+/// A server that answers every request with 200 while `healthy`, else 503, and closes.
+struct HealthServer {
+    addr: SocketAddr,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HealthServer {
+    fn start() -> HealthServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (healthy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                        let mut buf = [0u8; 2048];
+                        let _ = c.read(&mut buf);
+                        let answer: &[u8] = if h.load(Ordering::Relaxed) {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        };
+                        let _ = c.write_all(answer);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HealthServer {
+            addr,
+            healthy,
+            stop,
+        }
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn health_checks_take_a_failing_server_out_and_bring_it_back() {
+    use std::sync::atomic::Ordering;
+    // An echo server that also passes the HTTP check.
+    let echo = ScriptedUpstream::start(
+        Arc::new(|request: &str| {
+            if request.to_ascii_lowercase().contains("upgrade: websocket") {
+                UpstreamAnswer::Accept(String::new())
+            } else {
+                UpstreamAnswer::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec())
+            }
+        }),
+        Arc::new(|mut c: UpstreamConn| c.echo_until_close()),
+    );
+    let flaky = HealthServer::start();
+    let admin = free_port();
+    // `flaky` answers checks but not WebSocket upgrades: while it is in the pool, half the upgrades fail.
+    let yaml = format!(
+        "listeners:\n  - name: test\n    bind: 127.0.0.1:0\nadmin:\n  bind: {admin}\n\
+         upstreams:\n  up:\n    servers: [{}, {}]\n    max_attempts: 1\n\
+         \x20   health: {{path: /healthz, interval: 100ms, timeout: 500ms, healthy_after: 2, unhealthy_after: 2}}\n\
+         routes:\n  - path: /\n    upstream: up\n",
+        flaky.addr, echo.addr
+    );
+    let gw = Gateway::start_logged(&yaml, "info");
+    let series = format!(
+        "ringway_upstream_server_up{{upstream=\"up\",server=\"{}\"}}",
+        flaky.addr
+    );
+    wait_for(admin, &series, 1.0);
+    flaky.healthy.store(false, Ordering::Relaxed);
+    wait_for(admin, &series, 0.0);
+    // Out of the pool: every upgrade lands on the echo server.
+    for i in 0..10 {
+        let mut ws = WsClient::connect(gw.addr, "/");
+        ws.send_text(&format!("m{i}"));
+        assert_eq!(
+            ws.recv().expect("echo").payload,
+            format!("m{i}").into_bytes()
+        );
+    }
+    flaky.healthy.store(true, Ordering::Relaxed);
+    wait_for(admin, &series, 1.0);
+    let log = gw.stop();
+    assert!(
+        log.contains("marked down (health check)") && log.contains("503"),
+        "{log}"
+    );
+    assert!(log.contains("back up (health check)"), "{log}");
+}

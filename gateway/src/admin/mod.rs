@@ -55,6 +55,14 @@ pub(crate) fn answer(method: &str, target: &str, process: &ProcessState) -> Answ
                     last_reload_ok: process.last_reload_ok(),
                     draining: process.draining(),
                     buffer_bytes: IO_BUFFER_SIZE,
+                    servers_up: {
+                        let loaded = process.loaded();
+                        loaded
+                            .health
+                            .states(&loaded.config)
+                            .map(|(pool, addr, up)| (pool.to_owned(), addr.to_string(), up))
+                            .collect()
+                    },
                 },
             ),
         },
@@ -160,6 +168,7 @@ mod tests {
         )
         .expect("config");
         ProcessState::new(crate::runtime::process::Loaded {
+            health: Arc::new(crate::upstream::health::HealthBoard::new(&config, None)),
             config: Arc::new(config),
             upstream_tls: Vec::new(),
         })

@@ -25,6 +25,8 @@ pub(crate) struct ProcessInfo {
     pub(crate) last_reload_ok: bool,
     pub(crate) draining: bool,
     pub(crate) buffer_bytes: usize,
+    /// `(pool, server, up)` by active health checks, for pools that have them.
+    pub(crate) servers_up: Vec<(String, String, bool)>,
 }
 
 /// Renders the whole scrape.
@@ -355,6 +357,20 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
             }
         }
     }
+    family(
+        o,
+        "ringway_upstream_server_up",
+        "gauge",
+        "1 while the server passes its active health checks (pools with `health:` only).",
+    );
+    for (pool, server, up) in &p.servers_up {
+        sample(
+            o,
+            "ringway_upstream_server_up",
+            &[("upstream", pool), ("server", server)],
+            u64::from(*up),
+        );
+    }
     for (name, addr, n) in servers {
         sample(
             o,
@@ -515,6 +531,7 @@ mod tests {
             last_reload_ok: true,
             draining: false,
             buffer_bytes: 1024,
+            servers_up: Vec::new(),
         }
     }
 

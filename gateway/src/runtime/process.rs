@@ -16,6 +16,8 @@ pub(crate) struct Loaded {
     pub(crate) config: Arc<Config>,
     /// Per upstream (indexed like `config.upstreams`): its TLS setup, `None` for a plain pool.
     pub(crate) upstream_tls: Vec<Option<UpstreamTlsSetup>>,
+    /// Active health of every pool's servers (shared by all workers; written by the checking worker).
+    pub(crate) health: Arc<crate::upstream::health::HealthBoard>,
 }
 
 #[derive(Debug)]

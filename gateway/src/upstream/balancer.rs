@@ -35,6 +35,8 @@ pub(crate) struct Balancer {
     ring: Vec<(u64, usize)>,
     /// This pool's metric cells on the worker (connect latency, health), when counted.
     metrics: Option<(std::sync::Arc<crate::metrics::WorkerMetrics>, usize)>,
+    /// Active health checks' verdicts (this pool's index there), when the pool is checked.
+    health: Option<(std::sync::Arc<super::health::HealthBoard>, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,7 @@ impl Balancer {
         Self {
             name: upstream.name.clone(),
             metrics: None,
+            health: None,
             current: RefCell::new(vec![0; servers.len()]),
             servers,
             policy,
@@ -97,8 +100,27 @@ impl Balancer {
     /// `key` is the request's hash input (see [`hash_input`]); it is used only by hash pools, which fall back to
     /// round robin when it is `None`.
     pub(crate) fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
-        self.pick_among(key, |i| !tried.contains(&i) && !self.is_cooling(i, now))
-            .or_else(|| self.pick_among(key, |i| !tried.contains(&i)))
+        self.pick_among(key, |i| {
+            !tried.contains(&i) && !self.is_cooling(i, now) && self.passes_checks(i)
+        })
+        .or_else(|| self.pick_among(key, |i| !tried.contains(&i)))
+    }
+
+    /// Whether `server` passes its active health checks (always, for a pool without them).
+    fn passes_checks(&self, server: usize) -> bool {
+        self.health
+            .as_ref()
+            .is_none_or(|(board, pool)| board.is_up(*pool, server))
+    }
+
+    /// Reads active health verdicts from `board` (this pool's index there is `pool`).
+    pub(crate) fn with_health(
+        mut self,
+        board: std::sync::Arc<super::health::HealthBoard>,
+        pool: usize,
+    ) -> Self {
+        self.health = Some((board, pool));
+        self
     }
 
     fn pick_among(&self, key: Option<u64>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
@@ -414,6 +436,7 @@ mod tests {
             fail_cooldown: Duration::from_secs(10),
             max_attempts: weights.len(),
             tls: None,
+            health: None,
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
             fail_cooldown: Duration::from_secs(30),
             max_attempts,
             tls: None,
+            health: None,
         }
     }
 
