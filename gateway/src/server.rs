@@ -123,6 +123,14 @@ pub fn run(
         worker_tls.push(per_listener);
     }
     let (bound, per_worker) = bind_all(&config, workers, options.takeover)?;
+    if options.takeover
+        && std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() != "1")
+    {
+        tracing::warn!(
+            "--takeover: net.ipv4.tcp_migrate_req is 0, so connections still queued on the old process's sockets \
+             when it stops are reset; set it to 1 for an upgrade without refused connections"
+        );
+    }
     let admin = match &config.admin {
         None => None,
         Some(a) => {

@@ -528,3 +528,101 @@ fn health_checks_take_a_failing_server_out_and_bring_it_back() {
     );
     assert!(log.contains("back up (health check)"), "{log}");
 }
+
+/// Sets `net.ipv4.tcp_migrate_req` (connections queued on a closing SO_REUSEPORT listener move to another one of
+/// its group instead of being reset) for the test's duration; `None` when it cannot be enabled (not root).
+struct MigrateReq(Option<String>);
+
+impl MigrateReq {
+    const PATH: &'static str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+    fn enable() -> Option<MigrateReq> {
+        let before = std::fs::read_to_string(Self::PATH).ok()?;
+        if before.trim() == "1" {
+            return Some(MigrateReq(None));
+        }
+        std::fs::write(Self::PATH, "1").ok()?;
+        Some(MigrateReq(Some(before)))
+    }
+}
+
+impl Drop for MigrateReq {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = std::fs::write(Self::PATH, before.trim());
+        }
+    }
+}
+
+#[test]
+fn a_binary_upgrade_with_takeover_refuses_no_connection() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(_migrate) = MigrateReq::enable() else {
+        eprintln!("skipped: needs net.ipv4.tcp_migrate_req=1 (root), see README, Operations");
+        return;
+    };
+    let port = free_port();
+    let yaml = format!(
+        "listeners:\n  - name: test\n    bind: {port}\ndrain:\n  period: 1s\n  timeout: 3s\nroutes:\n  - path: /\n    echo: true\n"
+    );
+    let mut old = Gateway::start(&yaml);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let attempt = (|| -> std::io::Result<String> {
+                        let mut s = TcpStream::connect(port)?;
+                        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                        let mut answer = String::new();
+                        s.read_to_string(&mut answer)?;
+                        Ok(answer)
+                    })();
+                    match attempt {
+                        Ok(a) if a.starts_with("HTTP/1.1 200") => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(a) => failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("answer: {a:.60}")),
+                        Err(e) => failures.lock().expect("failures").push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let new = Gateway::start_with(&yaml, &["--takeover"]);
+    std::thread::sleep(Duration::from_millis(300));
+    old.signal("TERM");
+    let status = old
+        .wait_exit(Duration::from_secs(5))
+        .expect("the old gateway exits");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let failures = failures.lock().expect("failures").clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed during the switch: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        served.load(Ordering::Relaxed) > 100,
+        "too few requests to mean anything"
+    );
+    assert_eq!(
+        status_of(&http_request(new.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+        200
+    );
+}
