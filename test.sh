@@ -34,6 +34,9 @@ step "reload under load: 1,000 WebSockets echo through 20 route-file reloads (re
 cargo build --release -q -p ringway -p ringway-load
 gateway/tests/reload_under_load.sh
 
+step "every command README.md and config/examples/ show, verbatim"
+gateway/tests/readme_commands.sh
+
 step "frame-simd tests with the scalar paths forced (feature force-scalar)"
 cargo test -p frame-simd --features force-scalar
 
