@@ -434,6 +434,8 @@ struct Receiver {
     next: u64,
     /// Pong frames to send.
     pongs: Vec<u8>,
+    /// The code of the server's Close frame, once one came (1005: without a code).
+    close_code: Option<u16>,
 }
 
 impl Receiver {
@@ -453,6 +455,7 @@ impl Receiver {
             kind,
             next: 0,
             pongs: Vec::new(),
+            close_code: None,
         }
     }
 
@@ -531,7 +534,13 @@ impl Receiver {
                             let payload = self.decoder.control_payload();
                             encode_control(&mut self.pongs, OpCode::Pong, payload);
                         }
-                        OpCode::Close => return Ok((at, Incoming::Close)),
+                        OpCode::Close => {
+                            self.close_code = Some(match self.decoder.control_payload() {
+                                [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                                _ => 1005,
+                            });
+                            return Ok((at, Incoming::Close));
+                        }
                         _ => {}
                     }
                 }
@@ -544,6 +553,26 @@ impl Receiver {
             }
         }
     }
+}
+
+/// Frames the server sent right behind its 101 (a Close, a ping), handled before anything read later: a Close there
+/// ends the connection with its code.
+fn early_frames(
+    rx: &mut Receiver,
+    input: &mut Vec<u8>,
+    ctx: &RunCtx,
+    local: &Local,
+) -> Result<(), Ended> {
+    if input.is_empty() {
+        return Ok(());
+    }
+    let (used, incoming) = rx.process(input, ctx.clock.now_ns(), None, ctx, local)?;
+    input.drain(..used);
+    if incoming == Incoming::Close {
+        local.count(|c| c.unexpected_close(rx.close_code.unwrap_or(1005)));
+        return Err(Ended);
+    }
+    Ok(())
 }
 
 fn count_lost(local: &Local, lost: u64) {
@@ -573,6 +602,7 @@ where
     let mut out = Vec::with_capacity(inflight * (cfg.size.max + MAX_HEADER_LEN) + 256);
     let mut rx = Receiver::new(cfg.kind, cfg.size, conn);
     let mut sent = 0u64;
+    early_frames(&mut rx, &mut input, ctx, local)?;
     if plan.send_start > clock.now_ns() {
         sleep_until(clock.instant(plan.send_start)).await;
     }
@@ -629,7 +659,7 @@ where
         match res {
             Ok(0) => {
                 count_lost(local, sent - rx.next);
-                local.count(|c| c.unexpected_closes += 1);
+                local.count(|c| c.unexpected_close(1006));
                 return Err(Ended);
             }
             Err(_) => {
@@ -646,7 +676,7 @@ where
         input.drain(..used);
         if incoming == Incoming::Close {
             count_lost(local, sent - rx.next);
-            local.count(|c| c.unexpected_closes += 1);
+            local.count(|c| c.unexpected_close(rx.close_code.unwrap_or(1005)));
             return Err(Ended);
         }
     }
@@ -784,6 +814,10 @@ where
     let reader = async {
         let mut input = input;
         let mut rx = Receiver::new(cfg.kind, cfg.size, conn);
+        if early_frames(&mut rx, &mut input, ctx, local).is_err() {
+            failed.set(true);
+            return;
+        }
         loop {
             let (res, b) = match timeout_at(hard, net::read_more(&mut rd, input)).await {
                 Ok(r) => r,
@@ -793,7 +827,7 @@ where
             match res {
                 Ok(0) => {
                     if !writer_done.get() {
-                        local.count(|c| c.unexpected_closes += 1);
+                        local.count(|c| c.unexpected_close(1006));
                     }
                     break;
                 }
@@ -813,7 +847,7 @@ where
                 }
                 Ok((_, Incoming::Close)) => {
                     if !writer_done.get() {
-                        local.count(|c| c.unexpected_closes += 1);
+                        local.count(|c| c.unexpected_close(rx.close_code.unwrap_or(1005)));
                     }
                     break;
                 }
@@ -834,6 +868,7 @@ where
 {
     let end = ctx.clock.instant(ctx.plan.send_end);
     let mut rx = Receiver::new(ctx.cfg.kind, ctx.cfg.size, u32::MAX);
+    early_frames(&mut rx, &mut input, ctx, local)?;
     loop {
         if input.len() == input.capacity() {
             input.reserve(512);
@@ -845,7 +880,7 @@ where
         input = b;
         match res {
             Ok(0) => {
-                local.count(|c| c.unexpected_closes += 1);
+                local.count(|c| c.unexpected_close(1006));
                 return Err(Ended);
             }
             Err(_) => {
@@ -857,7 +892,7 @@ where
         let (used, incoming) = rx.process(&mut input, ctx.clock.now_ns(), None, ctx, local)?;
         input.drain(..used);
         if incoming == Incoming::Close {
-            local.count(|c| c.unexpected_closes += 1);
+            local.count(|c| c.unexpected_close(rx.close_code.unwrap_or(1005)));
             return Err(Ended);
         }
         if !rx.pongs.is_empty() {

@@ -128,10 +128,15 @@ pub async fn connect(
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
         Err(e) => return Err(e),
     }
+    // A second handle on the socket, to read why a non-blocking connect failed (SO_ERROR: "connection refused"),
+    // which asking the unconnected socket for its peer would hide behind ENOTCONN.
+    let probe = socket.try_clone()?;
     let std_stream: std::net::TcpStream = socket.into();
     let stream = monoio::net::TcpStream::from_std(std_stream)?;
     stream.writable(false).await?;
-    // A failed non-blocking connect leaves the socket writable but unconnected.
+    if let Some(e) = probe.take_error()? {
+        return Err(e);
+    }
     stream.peer_addr()?;
     Ok(stream)
 }

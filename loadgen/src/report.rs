@@ -16,7 +16,7 @@ pub fn emit(cfg: &LoadConfig, s: &Summary) -> anyhow::Result<()> {
     let human = human_report(cfg, s);
     if cfg.json {
         eprint!("{human}");
-        println!("{}", json_line(s));
+        println!("{}", json_line(s, &target_url(cfg), mode_name(cfg.mode)));
     } else {
         print!("{human}");
     }
@@ -30,6 +30,34 @@ pub fn emit(cfg: &LoadConfig, s: &Summary) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--plot {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The mode's one-word name for the JSON line.
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Closed { .. } => "closed",
+        Mode::Exact { .. } => "exact",
+        Mode::Open { .. } => "open",
+        Mode::ConnectOnly => "connect_only",
+    }
+}
+
+/// A JSON string literal (quotes, backslashes and control characters escaped).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The target as a URL again (for titles).
@@ -145,6 +173,13 @@ pub fn human_report(cfg: &LoadConfig, s: &Summary) -> String {
         "  errors        {}  (lost {})  mismatches {}  unexpected closes {}  connect failures {}",
         c.errors, c.lost, c.mismatches, c.unexpected_closes, c.connect_failures
     );
+    if c.unexpected_closes > 0 {
+        let _ = writeln!(
+            out,
+            "  closed by     {}  (close codes; 1006: the connection ended without a Close)",
+            c.close_codes_text()
+        );
+    }
     if let Some(first) = &s.first_error {
         let _ = writeln!(out, "  first error   {first}");
     }
@@ -167,18 +202,27 @@ fn percentiles(quantile_us: impl Fn(f64) -> f64) -> String {
     )
 }
 
-/// The `--json` line.
-pub fn json_line(s: &Summary) -> String {
+/// The `--json` line: what ran (`url`, `mode`), whether it passed (`pass`: no errors, mismatches, unexpected closes
+/// or failed connects, the same rule as the report's `result`), the figures, and the codes of unexpected closes.
+pub fn json_line(s: &Summary, url: &str, mode: &str) -> String {
     let c = &s.counters;
+    let codes: Vec<String> = c
+        .close_code_counts()
+        .map(|(code, n)| format!("\"{code}\":{n}"))
+        .collect();
     format!(
         concat!(
-            "{{\"conns\":{},\"duration_s\":{:.3},\"messages\":{},\"msgs_per_sec\":{:.1},",
+            "{{\"url\":{},\"mode\":{},\"pass\":{},\"close_codes\":{{{}}},\"conns\":{},\"duration_s\":{:.3},\"messages\":{},\"msgs_per_sec\":{:.1},",
             "\"bytes_per_sec\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},",
             "\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"mismatches\":{},",
             "\"unexpected_closes\":{},\"connect_failures\":{},\"connected\":{},\"lost\":{},",
             "\"upgrades_per_sec\":{:.1},\"client_cpu_s\":{:.3},\"service_p50_us\":{:.1},",
             "\"service_p99_us\":{:.1},\"service_p999_us\":{:.1}}}"
         ),
+        json_string(url),
+        json_string(mode),
+        s.is_clean(),
+        codes.join(","),
         s.conns,
         s.duration_s,
         c.messages,
@@ -213,22 +257,20 @@ pub fn hgrm(hist: &Histogram<u64>) -> String {
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
     if !hist.is_empty() {
+        // TotalCount is cumulative: the observations at or below the row's value (HdrHistogram's format).
+        let mut total = 0u64;
         for v in hist.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
             let value = v.value_iterated_to() as f64 / 1e6;
             if q < 1.0 {
                 let _ = writeln!(
                     out,
-                    "{value:12.3} {q:2.12} {:10} {:14.2}",
-                    v.count_since_last_iteration(),
+                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
                     1.0 / (1.0 - q)
                 );
             } else {
-                let _ = writeln!(
-                    out,
-                    "{value:12.3} {q:2.12} {:10}",
-                    v.count_since_last_iteration()
-                );
+                let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10}");
             }
         }
     }
@@ -445,7 +487,12 @@ mod tests {
 
     #[test]
     fn json_line_has_every_field_and_values() {
-        let line = json_line(&summary());
+        let line = json_line(&summary(), "ws://h:1/p\"q", "closed");
+        assert!(
+            line.starts_with("{\"url\":\"ws://h:1/p\\\"q\",\"mode\":\"closed\",\"pass\":"),
+            "{line}"
+        );
+        assert!(line.contains("\"close_codes\":{}"), "{line}");
         for field in [
             "conns",
             "duration_s",
@@ -487,6 +534,14 @@ mod tests {
             .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap();
         assert!(last.contains("1.000000000000"), "{last}");
+        // The last row's TotalCount is every observation; the column never decreases.
+        let totals: Vec<u64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("Value"))
+            .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(totals.last(), Some(&1000));
+        assert!(totals.windows(2).all(|w| w[0] <= w[1]), "{totals:?}");
         assert!(text.contains("Total count    =         1000"));
     }
 

@@ -61,6 +61,45 @@ pub struct Counters {
     pub connect_failures: u64,
     /// Messages sent but never answered before the drain deadline (also counted in `errors`).
     pub lost: u64,
+    /// The unexpected closes by code: index `c - 1000` for 1000..=1015 (1005: a Close without a code, 1006: the
+    /// connection ended without a Close), the last slot for any other code.
+    pub close_codes: [u64; 17],
+}
+
+impl Counters {
+    /// Counts an unexpected close with `code`.
+    pub fn unexpected_close(&mut self, code: u16) {
+        self.unexpected_closes += 1;
+        let slot = match code {
+            1000..=1015 => usize::from(code - 1000),
+            _ => 16,
+        };
+        self.close_codes[slot] += 1;
+    }
+
+    /// `1001 x 3, 1006 x 1` for the codes seen (`other` for codes outside 1000..=1015).
+    pub fn close_codes_text(&self) -> String {
+        self.close_code_counts()
+            .map(|(code, n)| format!("{code} x {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `(code, count)` for every code seen, `other` last.
+    pub fn close_code_counts(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.close_codes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| {
+                let code = if i < 16 {
+                    (1000 + i).to_string()
+                } else {
+                    "other".to_owned()
+                };
+                (code, *n)
+            })
+    }
 }
 
 impl std::ops::AddAssign for Counters {
@@ -72,6 +111,9 @@ impl std::ops::AddAssign for Counters {
         self.unexpected_closes += o.unexpected_closes;
         self.connect_failures += o.connect_failures;
         self.lost += o.lost;
+        for (mine, theirs) in self.close_codes.iter_mut().zip(o.close_codes) {
+            *mine += theirs;
+        }
     }
 }
 

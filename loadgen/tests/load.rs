@@ -110,6 +110,27 @@ impl Json {
         let end = rest.find([',', '}']).unwrap();
         rest[..end].parse().unwrap()
     }
+
+    fn raw(&self, field: &str) -> &str {
+        let key = format!("\"{field}\":");
+        let at = self
+            .0
+            .find(&key)
+            .unwrap_or_else(|| panic!("{field} missing in `{}`", self.0));
+        &self.0[at + key.len()..]
+    }
+
+    fn text(&self, field: &str) -> String {
+        let rest = self.raw(field);
+        let rest = rest
+            .strip_prefix('"')
+            .unwrap_or_else(|| panic!("{field} is not a string"));
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+
+    fn flag(&self, field: &str) -> bool {
+        self.raw(field).starts_with("true")
+    }
 }
 
 fn describe(output: &Output) -> String {
@@ -208,6 +229,22 @@ fn connect_only_holds_every_connection() {
 }
 
 #[test]
+fn a_run_ended_by_close_frames_says_which_codes() {
+    let upstream = FaultyUpstream::start(Fault::CloseWith { code: 1001 });
+    let url = format!("ws://{}/", upstream.addr);
+    let (output, json) = load(&[&url, "--conns", "3", "--messages-per-conn", "5"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(json.num("unexpected_closes"), 3.0);
+    assert!(
+        json.0.contains("\"close_codes\":{\"1001\":3}"),
+        "{}",
+        json.0
+    );
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(report.contains("closed by     1001 x 3"), "{report}");
+}
+
+#[test]
 fn refused_connections_are_counted_and_fail_the_run() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -223,11 +260,20 @@ fn refused_connections_are_counted_and_fail_the_run() {
         report.contains("first error   connect to 127.0.0.1"),
         "{report}"
     );
+    // The reason the kernel gave, not ENOTCONN from asking an unconnected socket for its peer.
+    assert!(report.contains("Connection refused"), "{report}");
+    assert!(!report.contains("os error 107"), "{report}");
+    // The JSON line says what ran and whether it passed.
+    assert_eq!(json.text("url"), url);
+    assert_eq!(json.text("mode"), "exact");
+    assert!(!json.flag("pass"));
 }
 
 /// What a test upstream does wrong.
 #[derive(Clone, Copy)]
 enum Fault {
+    /// Send a Close with `code` right after the upgrade.
+    CloseWith { code: u16 },
     /// Stop echoing for `stall` once, `after` the upgrade.
     StallOnce { after: Duration, stall: Duration },
     /// Flip the last byte of the `nth` write (a payload byte of the last echoed frame).
@@ -303,6 +349,14 @@ fn serve_faulty(mut stream: TcpStream, fault: Fault) {
         }
     };
     input.drain(..head_len);
+    if let Fault::CloseWith { code } = fault {
+        let payload = code.to_be_bytes();
+        let _ = stream.write_all(&[0x88, 2, payload[0], payload[1]]);
+        // As a server does after its Close: wait for the client's answer (or its hang-up), then close.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        return;
+    }
     let upgraded = Instant::now();
     let mut session = EchoSession::new(&EchoConfig::default(), Vec::new());
     let (mut writes, mut stalled) = (0usize, false);
