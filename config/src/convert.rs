@@ -103,6 +103,8 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         }
     };
     let log_interval = opt_timeout(raw.log_interval, "log_interval")?;
+    let resolve_interval =
+        opt_timeout(raw.resolve_interval, "resolve_interval")?.unwrap_or(Duration::from_secs(30));
     let redact_query = match raw.redact_query {
         None => DEFAULT_REDACTED_QUERY
             .iter()
@@ -123,6 +125,7 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
         log_format,
         log_interval,
         redact_query,
+        resolve_interval,
     })
 }
 

@@ -66,6 +66,9 @@ pub struct Config {
     /// `redact_query`: query parameters whose values are written as `REDACTED` in logs (tokens in URLs).
     /// Default: [`DEFAULT_REDACTED_QUERY`].
     pub redact_query: Vec<String>,
+    /// `resolve_interval`: how often upstream servers written as host names are resolved again (the system resolver
+    /// gives no TTL); a changed address is swapped in for new connections like a reload. Default 30s.
+    pub resolve_interval: Duration,
 }
 
 /// The log line format.

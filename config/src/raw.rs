@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub log_format: Option<Scalar>,
     pub log_interval: Option<Scalar>,
     pub redact_query: Option<Vec<Scalar>>,
+    pub resolve_interval: Option<Scalar>,
 }
 
 /// `admin:`.

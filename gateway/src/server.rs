@@ -124,7 +124,8 @@ pub fn run(
     }
     let (bound, per_worker) = bind_all(&config, workers, options.takeover)?;
     if options.takeover
-        && std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() != "1")
+        && std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+            .is_ok_and(|v| v.trim() != "1")
     {
         tracing::warn!(
             "--takeover: net.ipv4.tcp_migrate_req is 0, so connections still queued on the old process's sockets \
@@ -154,6 +155,7 @@ pub fn run(
         process.clone(),
         options.config_path.clone(),
     );
+    crate::upstream::resolve::spawn(process.clone());
     if let Some(listener) = admin {
         let addr = listener.local_addr().ok();
         crate::admin::spawn(listener, process.clone())

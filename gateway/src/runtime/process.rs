@@ -55,8 +55,22 @@ impl ProcessState {
 
     /// Publishes a new config for new connections (the workers swap it in on their next control tick).
     pub(crate) fn publish(&self, loaded: Loaded) {
-        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::new(loaded);
+        // Under the lock, so `publish_if_current` sees the generation and the config change together.
         self.config_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Publishes `loaded` only if no other config was published since generation `expected` (the resolver thread
+    /// must not undo a reload that landed while it looked names up).
+    pub(crate) fn publish_if_current(&self, expected: u64, loaded: Loaded) -> bool {
+        let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if self.config_generation.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        *slot = Arc::new(loaded);
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// Every listener is bound and the workers run.

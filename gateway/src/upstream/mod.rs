@@ -9,6 +9,7 @@ pub(crate) mod balancer;
 pub(crate) mod connect;
 pub(crate) mod health;
 pub(crate) mod pool;
+pub(crate) mod resolve;
 pub(crate) mod response;
 pub(crate) mod stream;
 
