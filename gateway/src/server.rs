@@ -151,9 +151,16 @@ pub fn run(
         upstream_tls: upstream_setups,
     }));
     handle_signals(
-        shared_tls.into_iter().flatten().collect(),
+        config
+            .listeners
+            .iter()
+            .cloned()
+            .zip(shared_tls)
+            .filter_map(|(l, t)| t.map(|t| (l, t)))
+            .collect(),
         process.clone(),
         options.config_path.clone(),
+        workers,
     );
     crate::upstream::resolve::spawn(process.clone());
     if let Some(listener) = admin {
@@ -321,9 +328,10 @@ fn shared_tls(config: &Config) -> Result<Vec<Option<Arc<SharedTls>>>, StartError
 /// old one serving (logged with the reason). `SIGTERM`/`SIGINT` start the drain (see [`control_worker`]); a second
 /// one ends the process at once.
 fn handle_signals(
-    listeners: Vec<Arc<SharedTls>>,
+    mut listeners: Vec<(ringway_config::Listener, Arc<SharedTls>)>,
     process: Arc<ProcessState>,
     config_path: Option<std::path::PathBuf>,
+    workers: usize,
 ) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]) {
@@ -341,7 +349,7 @@ fn handle_signals(
                     notify::notify("RELOADING=1");
                     tracing::info!("SIGHUP: reloading");
                     let mut ok = match &config_path {
-                        Some(path) => match reload_route_file(path, &process) {
+                        Some(path) => match reload_route_file(path, &process, workers, &mut listeners) {
                             Ok(summary) => {
                                 tracing::info!(
                                     file = %path.display(),
@@ -360,7 +368,7 @@ fn handle_signals(
                         None => true,
                     };
 
-                    for tls in &listeners {
+                    for (_, tls) in &listeners {
                         match tls.reload() {
                             Ok(pairs) => tracing::info!(
                                 listener = tls.listener_path(),
@@ -393,11 +401,18 @@ fn handle_signals(
     }
 }
 
-/// Loads `path` as the config for new connections. Refused (the running config stays): a file that does not load
-/// or whose certificates do not, and a file that changes the listeners (live sockets cannot move; restart, or start
-/// a new ringway with `--takeover` and stop this one). Keys read only at start (`workers`, `driver`, `admin`) are
-/// logged when they change and otherwise ignored.
-fn reload_route_file(path: &std::path::Path, process: &ProcessState) -> Result<String, String> {
+/// Loads `path` as the config for new connections. Refused (the running config stays): a file that does not load,
+/// whose certificates do not, or whose new listeners cannot be bound. Listeners the file adds are bound here (one
+/// socket per worker, as at start) and handed to the workers; listeners it removes (or changes) stop accepting
+/// and close, while their connections finish on the config they started with. `tls` (the listeners' certificate
+/// sets, for SIGHUP) follows the new file. Keys read only at start (`workers`, `driver`, `admin`) are logged when
+/// they change and otherwise ignored.
+fn reload_route_file(
+    path: &std::path::Path,
+    process: &ProcessState,
+    workers: usize,
+    tls: &mut Vec<(ringway_config::Listener, Arc<SharedTls>)>,
+) -> Result<String, String> {
     let config = ringway_config::load(path).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let errors: Vec<String> = check_tls(&config, std::time::SystemTime::now())
@@ -417,13 +432,7 @@ fn reload_route_file(path: &std::path::Path, process: &ProcessState) -> Result<S
         return Err(errors.join("; "));
     }
     let current = process.loaded();
-    if config.listeners != current.config.listeners {
-        return Err(format!(
-            "{}: `listeners` changed; listeners are not changed by a reload (restart, or start a new ringway with \
-             --takeover and stop this one)",
-            path.display()
-        ));
-    }
+    let added = bind_added_listeners(&config, &current.config, workers)?;
     if config.workers != current.config.workers
         || config.driver != current.config.driver
         || config.admin != current.config.admin
@@ -444,16 +453,86 @@ fn reload_route_file(path: &std::path::Path, process: &ProcessState) -> Result<S
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let summary = format!(
-        "{} routes, {} upstream pools",
+        "{} routes, {} upstream pools, {} listeners",
         config.routes.len(),
-        config.upstreams.len()
+        config.upstreams.len(),
+        config.listeners.len()
     );
+    for l in &current.config.listeners {
+        if !config.listeners.contains(l) {
+            tracing::info!(listener = %l.name, bind = %l.bind, "listener removed or changed by the reload: it stops accepting, its connections finish");
+        }
+    }
+    tls.retain(|(l, _)| config.listeners.contains(l));
+    tls.extend(added.shared);
+    process.add_listeners(added.per_worker);
     process.publish(Loaded {
         health: Arc::new(HealthBoard::new(&config, Some(&current.health))),
         config: Arc::new(config),
         upstream_tls,
     });
     Ok(summary)
+}
+
+/// What a reload binds: per worker, the new listeners' sockets and TLS; and the new TLS listeners' certificate sets.
+struct AddedListeners {
+    per_worker: Vec<Vec<crate::runtime::process::NewListener>>,
+    shared: Vec<(ringway_config::Listener, Arc<SharedTls>)>,
+}
+
+/// Binds the listeners `next` has and `current` has not (an address `current` already listens on joins its
+/// SO_REUSEPORT group: the listener that changes there stops accepting once the workers swap).
+fn bind_added_listeners(
+    next: &Config,
+    current: &Config,
+    workers: usize,
+) -> Result<AddedListeners, String> {
+    let mut added = AddedListeners {
+        per_worker: (0..workers).map(|_| Vec::new()).collect(),
+        shared: Vec::new(),
+    };
+    for (i, l) in next.listeners.iter().enumerate() {
+        if current.listeners.contains(l) {
+            continue;
+        }
+        let mut addr = l.bind;
+        let ours = current.listeners.iter().any(|c| c.bind == l.bind);
+        if !ours && addr.port() != 0 && port_taken(addr) {
+            return Err(format!(
+                "listeners[{i}] ({}): {addr} is in use by another process",
+                l.name
+            ));
+        }
+        let shared = l
+            .tls
+            .as_ref()
+            .map(|t| SharedTls::new(t, &format!("listeners[{i}]")).map(Arc::new))
+            .transpose()
+            .map_err(|e| format!("listeners[{i}] ({}): {e}", l.name))?;
+        for per_worker in &mut added.per_worker {
+            let socket = bind_one(addr).map_err(|e| {
+                format!("listeners[{i}] ({}): cannot listen on {addr}: {e}", l.name)
+            })?;
+            if addr.port() == 0 {
+                addr = socket.local_addr().map_err(|e| e.to_string())?;
+            }
+            let worker_tls = shared
+                .as_ref()
+                .map(|s| WorkerTls::new(s.clone()))
+                .transpose()
+                .map_err(|e| format!("listeners[{i}] ({}): {e}", l.name))?;
+            per_worker.push(crate::runtime::process::NewListener {
+                listener: l.clone(),
+                socket,
+                tls: worker_tls,
+            });
+        }
+        if let Some(s) = shared {
+            added.shared.push((l.clone(), s));
+        }
+        tracing::info!(listener = %l.name, %addr, "listener added by the reload");
+    }
+    Ok(added)
 }
 
 /// Binds `workers` SO_REUSEPORT sockets per listener. The first bind of a port-0 listener picks the port for all.
@@ -620,28 +699,65 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
     let generation = process.config_generation();
     let slot: CtxSlot = Rc::new(RefCell::new(ctx.clone()));
     monoio::spawn(ctx.sweeper.clone().run());
-    let stop_accepting = monoio::io::Canceller::new();
-    let mut accept_loops = Vec::new();
-    for (index, std_listener) in listeners.into_iter().enumerate() {
-        let listener = match monoio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(worker = id, error = %e, "cannot register listener");
-                continue;
-            }
-        };
-        accept_loops.push(monoio::spawn(accept_loop(
-            listener,
-            index,
-            slot.clone(),
-            stop_accepting.handle(),
-        )));
+    let mut accepting = AcceptLoops::default();
+    for (l, std_listener) in ctx.config.listeners.iter().zip(listeners) {
+        accepting.start(l.clone(), std_listener, &slot);
     }
     drop(ctx);
     monoio::spawn(run_health_checks(slot.clone(), workers));
-    control_worker(&slot, &process, generation, stop_accepting).await;
-    for handle in accept_loops {
+    control_worker(&slot, &process, generation, &mut accepting).await;
+    for handle in accepting.handles {
         handle.await;
+    }
+}
+
+/// A worker's accept loops, one per listener, each stoppable on its own (a reload removed its listener) or all
+/// together (drain).
+#[derive(Default)]
+struct AcceptLoops {
+    running: Vec<(ringway_config::Listener, monoio::io::Canceller)>,
+    handles: Vec<monoio::task::JoinHandle<()>>,
+}
+
+impl AcceptLoops {
+    fn start(
+        &mut self,
+        listener: ringway_config::Listener,
+        socket: std::net::TcpListener,
+        slot: &CtxSlot,
+    ) {
+        let socket = match monoio::net::TcpListener::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(listener = %listener.name, error = %e, "cannot register listener");
+                return;
+            }
+        };
+        let canceller = monoio::io::Canceller::new();
+        self.handles.push(monoio::spawn(accept_loop(
+            socket,
+            listener.clone(),
+            slot.clone(),
+            canceller.handle(),
+        )));
+        self.running.push((listener, canceller));
+    }
+
+    /// Stops the loops whose listener `config` no longer has (their sockets close; their connections go on).
+    fn retire(&mut self, config: &Config) {
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(l, _)| config.listeners.contains(l));
+        self.running = keep;
+        for (_, canceller) in gone {
+            canceller.cancel();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for (_, canceller) in std::mem::take(&mut self.running) {
+            canceller.cancel();
+        }
     }
 }
 
@@ -688,21 +804,32 @@ async fn control_worker(
     slot: &CtxSlot,
     process: &ProcessState,
     mut generation: u64,
-    stop_accepting: monoio::io::Canceller,
+    accepting: &mut AcceptLoops,
 ) {
     let mut started: Option<Instant> = None;
-    let mut stop_accepting = Some(stop_accepting);
     loop {
         monoio::time::sleep(CONTROL_TICK).await;
         let latest = process.config_generation();
         if latest != generation && started.is_none() {
             generation = latest;
             let current = slot.borrow().clone();
-            match current.next(&process.loaded()) {
+            let mut sockets = Vec::new();
+            let mut new_tls = Vec::new();
+            for n in process.take_listeners(current.id) {
+                sockets.push((n.listener.clone(), n.socket));
+                new_tls.push((n.listener, n.tls));
+            }
+            match current.next(&process.loaded(), new_tls) {
                 Ok(next) => {
                     let next = Rc::new(next);
                     process.metrics.set(next.id, next.metrics.clone());
-                    *slot.borrow_mut() = next;
+                    *slot.borrow_mut() = next.clone();
+                    accepting.retire(&next.config);
+                    for (listener, socket) in sockets {
+                        if next.config.listeners.contains(&listener) {
+                            accepting.start(listener, socket, slot);
+                        }
+                    }
                     tracing::debug!(
                         worker = current.id,
                         generation,
@@ -725,9 +852,7 @@ async fn control_worker(
         match started {
             None if process.draining() => {
                 started = Some(now);
-                if let Some(c) = stop_accepting.take() {
-                    c.cancel();
-                }
+                accepting.stop_all();
                 ctx.sweeper.start_drain(DrainPlan {
                     start: now,
                     period: drain.period,
@@ -776,8 +901,8 @@ async fn control_worker(
 type CtxSlot = Rc<RefCell<Rc<WorkerCtx>>>;
 
 async fn accept_loop(
-    listener: monoio::net::TcpListener,
-    index: usize,
+    socket: monoio::net::TcpListener,
+    listener: ringway_config::Listener,
     slot: CtxSlot,
     stop: monoio::io::CancelHandle,
 ) {
@@ -786,8 +911,13 @@ async fn accept_loop(
         if slot.borrow().sweeper.drain().is_some() {
             return;
         }
-        let accepted = listener.cancelable_accept(stop.clone()).await;
+        let accepted = socket.cancelable_accept(stop.clone()).await;
         let ctx = slot.borrow().clone();
+        // The connection is served by the config of now, where this listener may sit at another index.
+        let Some(index) = ctx.config.listeners.iter().position(|l| *l == listener) else {
+            tracing::info!(worker = ctx.id, listener = %listener.name, "listener removed by a reload; no longer accepting");
+            return;
+        };
         match accepted {
             Ok((stream, peer)) => {
                 if let Some(failures) = backoff.on_success() {

@@ -31,7 +31,7 @@ pub(crate) struct WorkerCtx {
     pub(crate) buffers: Rc<BufferPool>,
     /// Per listener (indexed like `config.listeners`): its TLS setup, `None` for a plain listener. Listeners do
     /// not change on reload, so every generation shares these.
-    pub(crate) tls: Rc<Vec<Option<WorkerTls>>>,
+    pub(crate) tls: Rc<Vec<Option<Rc<WorkerTls>>>>,
     /// Per upstream (indexed like `config.upstreams`): the TLS client, `None` for a plain pool.
     pub(crate) upstream_tls: Vec<Option<TlsConnector>>,
     /// The coarse timer of this worker's relays.
@@ -82,7 +82,7 @@ impl WorkerCtx {
             balancers,
             http_pool: UpstreamPool::new(),
             buffers,
-            tls: Rc::new(tls),
+            tls: Rc::new(tls.into_iter().map(|t| t.map(Rc::new)).collect()),
             upstream_tls,
             sweeper: Sweeper::new(),
             connections: Rc::new(Cell::new(0)),
@@ -98,8 +98,27 @@ impl WorkerCtx {
     /// The state for connections accepted after a reload to `config`: new routes, pools and TLS clients; the same
     /// buffers, timer, listener TLS and connection count; the health of servers the new pools keep, and the metric
     /// cells of routes and pools whose labels did not change. Connections that started before keep the old state.
-    pub(crate) fn next(&self, loaded: &Loaded) -> Result<WorkerCtx, String> {
+    pub(crate) fn next(
+        &self,
+        loaded: &Loaded,
+        mut added: Vec<(ringway_config::Listener, Option<WorkerTls>)>,
+    ) -> Result<WorkerCtx, String> {
         let config = loaded.config.clone();
+        // Listeners the reload kept keep their TLS state (session cache); added ones bring theirs.
+        let tls = config
+            .listeners
+            .iter()
+            .map(|l| {
+                if let Some(i) = self.config.listeners.iter().position(|old| old == l) {
+                    return self.tls.get(i).cloned().flatten();
+                }
+                added
+                    .iter()
+                    .position(|(new, _)| new == l)
+                    .and_then(|i| added.swap_remove(i).1)
+                    .map(Rc::new)
+            })
+            .collect();
         let metrics = Arc::new(self.metrics.next(&config));
         let mut upstream_tls = Vec::with_capacity(config.upstreams.len());
         for setup in &loaded.upstream_tls {
@@ -133,7 +152,7 @@ impl WorkerCtx {
             balancers,
             http_pool: UpstreamPool::new(),
             buffers: self.buffers.clone(),
-            tls: self.tls.clone(),
+            tls: Rc::new(tls),
             upstream_tls,
             sweeper: self.sweeper.clone(),
             connections: self.connections.clone(),

@@ -10,6 +10,22 @@ use ringway_config::Config;
 use crate::metrics::Registry;
 use crate::tls::connect::UpstreamTlsSetup;
 
+/// A listener a reload added, bound on the main thread for one worker.
+pub(crate) struct NewListener {
+    pub(crate) listener: ringway_config::Listener,
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) tls: Option<crate::tls::listener::WorkerTls>,
+}
+
+impl std::fmt::Debug for NewListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewListener")
+            .field("listener", &self.listener.name)
+            .field("bind", &self.listener.bind)
+            .finish()
+    }
+}
+
 /// A loaded route file with what was read for it on the main thread (upstream CA bundles).
 #[derive(Debug)]
 pub(crate) struct Loaded {
@@ -25,6 +41,8 @@ pub(crate) struct ProcessState {
     pub(crate) metrics: Registry,
     /// The config new connections get; workers pick it up when `config_generation` moves.
     loaded: Mutex<Arc<Loaded>>,
+    /// Per worker: listeners a reload added, waiting for the worker to start accepting on them.
+    new_listeners: Mutex<Vec<Vec<NewListener>>>,
     ready: AtomicBool,
     draining: AtomicBool,
     config_generation: AtomicU64,
@@ -36,6 +54,7 @@ impl ProcessState {
         Self {
             metrics: Registry::default(),
             loaded: Mutex::new(Arc::new(loaded)),
+            new_listeners: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_generation: AtomicU64::new(1),
@@ -71,6 +90,23 @@ impl ProcessState {
         *slot = Arc::new(loaded);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         true
+    }
+
+    /// Hands listeners a reload bound to the workers (`per_worker[i]` for worker `i`); call before publishing.
+    pub(crate) fn add_listeners(&self, per_worker: Vec<Vec<NewListener>>) {
+        let mut pending = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() < per_worker.len() {
+            pending.resize_with(per_worker.len(), Vec::new);
+        }
+        for (slot, new) in pending.iter_mut().zip(per_worker) {
+            slot.extend(new);
+        }
+    }
+
+    /// The listeners waiting for worker `id`.
+    pub(crate) fn take_listeners(&self, id: usize) -> Vec<NewListener> {
+        let mut pending = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        pending.get_mut(id).map(std::mem::take).unwrap_or_default()
     }
 
     /// Every listener is bound and the workers run.
