@@ -43,29 +43,34 @@ pub(crate) fn answer(method: &str, target: &str, process: &ProcessState) -> Answ
         return text(405, "only GET\n");
     }
     match path {
-        "/metrics" => Answer {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: render(
-                &process.metrics.workers(),
-                &ProcessInfo {
-                    version: env!("CARGO_PKG_VERSION"),
-                    git: option_env!("RINGWAY_GIT").unwrap_or("unknown"),
-                    config_generation: process.config_generation(),
-                    last_reload_ok: process.last_reload_ok(),
-                    draining: process.draining(),
-                    buffer_bytes: IO_BUFFER_SIZE,
-                    servers_up: {
-                        let loaded = process.loaded();
-                        loaded
-                            .health
-                            .states(&loaded.config)
-                            .map(|(pool, addr, up)| (pool.to_owned(), addr.to_string(), up))
-                            .collect()
+        "/metrics" => {
+            let proc_figures = ProcessInfo::read_proc();
+            Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: render(
+                    &process.metrics.workers(),
+                    &ProcessInfo {
+                        version: env!("CARGO_PKG_VERSION"),
+                        git: option_env!("RINGWAY_GIT").unwrap_or("unknown"),
+                        config_generation: process.config_generation(),
+                        last_reload_ok: process.last_reload_ok(),
+                        draining: process.draining(),
+                        buffer_bytes: IO_BUFFER_SIZE,
+                        resident_bytes: proc_figures.0,
+                        open_fds: proc_figures.1,
+                        servers_up: {
+                            let loaded = process.loaded();
+                            loaded
+                                .health
+                                .states(&loaded.config)
+                                .map(|(pool, addr, up)| (pool.to_owned(), addr.to_string(), up))
+                                .collect()
+                        },
                     },
-                },
-            ),
-        },
+                ),
+            }
+        }
         "/healthz" => text(200, "ok\n"),
         "/readyz" if process.draining() => text(503, "draining\n"),
         "/readyz" if process.ready() => text(200, "ready\n"),

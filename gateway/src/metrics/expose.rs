@@ -27,6 +27,28 @@ pub(crate) struct ProcessInfo {
     pub(crate) buffer_bytes: usize,
     /// `(pool, server, up)` by active health checks, for pools that have them.
     pub(crate) servers_up: Vec<(String, String, bool)>,
+    /// Resident memory and open file descriptors of the process, when /proc tells.
+    pub(crate) resident_bytes: Option<u64>,
+    pub(crate) open_fds: Option<u64>,
+}
+
+impl ProcessInfo {
+    /// Reads this process's resident memory and open descriptors from /proc (at scrape time only).
+    pub(crate) fn read_proc() -> (Option<u64>, Option<u64>) {
+        let page = 4096u64;
+        let resident = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map(|pages| pages * page);
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        (resident, fds)
+    }
 }
 
 /// Renders the whole scrape.
@@ -73,6 +95,24 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
         "1 while the gateway drains before exiting.",
     );
     sample(o, "ringway_draining", &[], u64::from(p.draining));
+    if let Some(bytes) = p.resident_bytes {
+        family(
+            o,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        sample(o, "process_resident_memory_bytes", &[], bytes);
+    }
+    if let Some(fds) = p.open_fds {
+        family(
+            o,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        sample(o, "process_open_fds", &[], fds);
+    }
     let sum = |f: &dyn Fn(&WorkerMetrics) -> i64| -> u64 {
         u64::try_from(workers.iter().map(|w| f(w)).sum::<i64>()).unwrap_or(0)
     };
@@ -532,6 +572,8 @@ mod tests {
             draining: false,
             buffer_bytes: 1024,
             servers_up: Vec::new(),
+            resident_bytes: Some(1 << 20),
+            open_fds: Some(12),
         }
     }
 
@@ -602,13 +644,16 @@ mod tests {
         for line in text.lines() {
             if line.starts_with('#') {
                 assert!(
-                    line.starts_with("# HELP ringway_") || line.starts_with("# TYPE ringway_"),
+                    line.starts_with("# HELP ") || line.starts_with("# TYPE "),
                     "{line}"
                 );
                 continue;
             }
             let (series, value) = line.rsplit_once(' ').expect("a value");
-            assert!(series.starts_with("ringway_"), "{line}");
+            assert!(
+                series.starts_with("ringway_") || series.starts_with("process_"),
+                "{line}"
+            );
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert_eq!(
                 series.matches('{').count(),
