@@ -33,31 +33,30 @@ const SMALL_READ: usize = 64;
 /// One TLS connection over TCP whose handshake is complete. The socket stays whole until [`Splitable::into_split`]
 /// (a pooled upstream connection is watched for readability on it).
 pub(crate) struct TlsStream<C> {
+    /// Reading and writing both go through the whole socket until the split.
     reader: TlsReader<C, TcpStream>,
-    writer: TlsWriter<C, ()>,
+}
+
+/// What both halves share, in one allocation (mimalloc's 768-byte class: a test in `super::records` keeps the
+/// record layer small enough): the record layer, ciphertext of an incomplete record, the worker's buffer pool.
+struct Shared<C> {
+    records: RecordLayer<C>,
+    /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
+    incoming: Option<Vec<u8>>,
+    pool: Rc<BufferPool>,
 }
 
 /// The reading half of a TLS connection; `R` is the socket (or its read half).
 pub(crate) struct TlsReader<C, R = OwnedReadHalf<TcpStream>> {
     tcp: R,
-    records: Rc<RefCell<RecordLayer<C>>>,
-    pool: Rc<BufferPool>,
-    /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
-    incoming: Option<Vec<u8>>,
+    shared: Rc<RefCell<Shared<C>>>,
 }
 
 /// The writing half of a TLS connection; `W` is the socket's write half (`()` while the stream is whole: the
 /// reader's socket is used).
 pub(crate) struct TlsWriter<C, W = OwnedWriteHalf<TcpStream>> {
     tcp: W,
-    state: WriteState<C>,
-}
-
-/// What the writing side keeps apart from the socket.
-struct WriteState<C> {
-    records: Rc<RefCell<RecordLayer<C>>>,
-    pool: Rc<BufferPool>,
-    closed: bool,
+    shared: Rc<RefCell<Shared<C>>>,
 }
 
 impl<C: PostHandshake> TlsStream<C> {
@@ -76,28 +75,19 @@ impl<C: PostHandshake> TlsStream<C> {
                 return Err(e);
             }
         };
-        let records = Rc::new(RefCell::new(records));
         let incoming = if incoming.is_empty() {
             pool.give(incoming);
             None
         } else {
             Some(incoming)
         };
+        let shared = Rc::new(RefCell::new(Shared {
+            records,
+            incoming,
+            pool,
+        }));
         Ok(Self {
-            reader: TlsReader {
-                tcp,
-                records: records.clone(),
-                pool: pool.clone(),
-                incoming,
-            },
-            writer: TlsWriter {
-                tcp: (),
-                state: WriteState {
-                    records,
-                    pool,
-                    closed: false,
-                },
-            },
+            reader: TlsReader { tcp, shared },
         })
     }
 
@@ -143,7 +133,12 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
         loop {
             // Plaintext already decrypted, or whole records already received.
             {
-                let mut records = self.records.borrow_mut();
+                let mut shared = self.shared.borrow_mut();
+                let Shared {
+                    records,
+                    incoming: pending,
+                    pool,
+                } = &mut *shared;
                 let mut sink = IoSink {
                     buf: &mut buf,
                     filled: 0,
@@ -152,12 +147,12 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                     let n = records.take_plain(&mut sink);
                     return (Ok(n), buf);
                 }
-                if let Some(mut incoming) = self.incoming.take() {
+                if let Some(mut incoming) = pending.take() {
                     let decrypted = records.decrypt(&mut incoming, &mut sink);
                     if incoming.is_empty() {
-                        self.pool.give(incoming);
+                        pool.give(incoming);
                     } else {
-                        self.incoming = Some(incoming);
+                        *pending = Some(incoming);
                     }
                     match decrypted {
                         Ok(d) if d.written > 0 || d.peer_closed => return (Ok(d.written), buf),
@@ -169,11 +164,13 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                 }
             }
             // More ciphertext is needed.
-            let mut incoming = match self.incoming.take() {
+            let taken = self.shared.borrow_mut().incoming.take();
+            let pool = self.shared.borrow().pool.clone();
+            let mut incoming = match taken {
                 Some(b) => b,
                 None if buf.bytes_total() < SMALL_READ => {
                     // Parked: nothing is in flight, so the AEAD contexts go too (rebuilt by the next record).
-                    self.records.borrow_mut().release_keys();
+                    self.shared.borrow_mut().records.release_keys();
                     let byte = Box::new([0u8; 1]);
                     let (res, byte) = match &cancel {
                         Some(c) => self.tcp.cancelable_read(byte, c.clone()).await,
@@ -182,19 +179,19 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                     match res {
                         Ok(0) => return (Ok(0), buf),
                         Ok(_) => {
-                            let mut b = self.pool.take();
+                            let mut b = pool.take();
                             b.push(byte[0]);
                             b
                         }
                         Err(e) => return (Err(e), buf),
                     }
                 }
-                None => self.pool.take(),
+                None => pool.take(),
             };
             let (len, cap) = (incoming.len(), incoming.capacity());
             if len == cap {
                 // A record larger than the buffer: impossible for a peer that follows RFC 8446 §5.2.
-                self.pool.give(incoming);
+                pool.give(incoming);
                 return (
                     Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -212,7 +209,7 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
             match res {
                 Ok(0) => {
                     let partial = !incoming.is_empty();
-                    self.pool.give(incoming);
+                    pool.give(incoming);
                     // A TCP FIN without close_notify: the data so far was complete records, so it is an ordinary
                     // end for WebSocket and HTTP (both frame their own messages); inside a record it is not.
                     return if partial {
@@ -227,12 +224,12 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                         (Ok(0), buf)
                     };
                 }
-                Ok(_) => self.incoming = Some(incoming),
+                Ok(_) => self.shared.borrow_mut().incoming = Some(incoming),
                 Err(e) => {
                     if incoming.is_empty() {
-                        self.pool.give(incoming);
+                        pool.give(incoming);
                     } else {
-                        self.incoming = Some(incoming);
+                        self.shared.borrow_mut().incoming = Some(incoming);
                     }
                     return (Err(e), buf);
                 }
@@ -241,51 +238,53 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
     }
 }
 
-impl<C: PostHandshake> WriteState<C> {
-    /// Encrypts what of `buf` fits one pooled buffer; the ciphertext is written with `tcp`.
-    async fn write_plain<T: IoBuf, S: AsyncWriteRent>(
-        &mut self,
-        tcp: &mut S,
-        buf: T,
-    ) -> BufResult<usize, T> {
+/// Encrypts what of `buf` fits one pooled buffer; the ciphertext is written with `tcp`.
+async fn write_plain<C: PostHandshake, T: IoBuf, S: AsyncWriteRent>(
+    shared: &Rc<RefCell<Shared<C>>>,
+    tcp: &mut S,
+    buf: T,
+) -> BufResult<usize, T> {
+    {
         if buf.bytes_init() == 0 {
             return (Ok(0), buf);
         }
-        let mut out = self.pool.take();
+        let pool = shared.borrow().pool.clone();
+        let mut out = pool.take();
         let encrypted = {
             // SAFETY: monoio's `IoBuf` contract: `read_ptr()` is valid for reads of `bytes_init()` initialised
             // bytes while the buffer is alive (it is what the kernel reads on a socket write); the slice does not
             // outlive this block, during which `buf` is neither moved nor changed.
             #[allow(unsafe_code)]
             let plain = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            self.records.borrow_mut().encrypt(plain, &mut out)
+            shared.borrow_mut().records.encrypt(plain, &mut out)
         };
         let taken = match encrypted {
             Ok(n) => n,
             Err(e) => {
-                self.pool.give(out);
+                pool.give(out);
                 return (Err(invalid(e)), buf);
             }
         };
         let (res, out) = tcp.write_all(out).await;
-        self.pool.give(out);
+        pool.give(out);
         match res {
             Ok(_) => (Ok(taken), buf),
             Err(e) => (Err(e), buf),
         }
     }
+}
 
-    /// Sends close_notify (once) and shuts the socket's sending side.
-    async fn close<S: AsyncWriteRent>(&mut self, tcp: &mut S) -> io::Result<()> {
-        if !self.closed {
-            self.closed = true;
-            let mut out = Vec::new();
-            if self.records.borrow_mut().close_notify(&mut out).is_ok() && !out.is_empty() {
-                tcp.write_all(out).await.0?;
-            }
-        }
-        tcp.shutdown().await
+/// Sends close_notify (the record layer sends it once) and shuts the socket's sending side.
+async fn close<C: PostHandshake, S: AsyncWriteRent>(
+    shared: &Rc<RefCell<Shared<C>>>,
+    tcp: &mut S,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    let sent = shared.borrow_mut().records.close_notify(&mut out);
+    if sent.is_ok() && !out.is_empty() {
+        tcp.write_all(out).await.0?;
     }
+    tcp.shutdown().await
 }
 
 fn no_vectored() -> io::Error {
@@ -325,7 +324,7 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> CancelableAsyncReadRent for T
 
 impl<C: PostHandshake> AsyncWriteRent for TlsWriter<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.state.write_plain(&mut self.tcp, buf)
+        write_plain(&self.shared, &mut self.tcp, buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -337,7 +336,7 @@ impl<C: PostHandshake> AsyncWriteRent for TlsWriter<C> {
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.state.close(&mut self.tcp)
+        close(&self.shared, &mut self.tcp)
     }
 }
 
@@ -371,7 +370,7 @@ impl<C: PostHandshake> CancelableAsyncReadRent for TlsStream<C> {
 
 impl<C: PostHandshake> AsyncWriteRent for TlsStream<C> {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        self.writer.state.write_plain(&mut self.reader.tcp, buf)
+        write_plain(&self.reader.shared, &mut self.reader.tcp, buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -383,7 +382,7 @@ impl<C: PostHandshake> AsyncWriteRent for TlsStream<C> {
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
-        self.writer.state.close(&mut self.reader.tcp)
+        close(&self.reader.shared, &mut self.reader.tcp)
     }
 }
 
@@ -396,14 +395,30 @@ impl<C: PostHandshake> Splitable for TlsStream<C> {
         (
             TlsReader {
                 tcp: read,
-                records: self.reader.records,
-                pool: self.reader.pool,
-                incoming: self.reader.incoming,
+                shared: self.reader.shared.clone(),
             },
             TlsWriter {
                 tcp: write,
-                state: self.writer.state,
+                shared: self.reader.shared,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use std::cell::RefCell;
+
+    use rustls::kernel::KernelConnection;
+    use rustls::server::ServerConnectionData;
+
+    use super::Shared;
+
+    #[test]
+    fn the_shared_state_fits_mimallocs_768_byte_class_with_its_rc() {
+        // An idle wss connection's memory is mostly this allocation (README, idle figures); one class up is 896.
+        let rc_box =
+            16 + std::mem::size_of::<RefCell<Shared<KernelConnection<ServerConnectionData>>>>();
+        assert!(rc_box <= 768, "{rc_box} bytes");
     }
 }

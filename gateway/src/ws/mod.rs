@@ -181,34 +181,46 @@ where
         m.ws_open.add(1);
         m.ws_total.inc();
     }
-    let relay_task = async move {
-        let started = Instant::now();
-        let outcome = relay(
-            client,
-            upstream,
-            start.client_early,
-            start.upstream_early,
-            &start.settings,
-            (&ctx.buffers, &ctx.sweeper),
-            RelayMetrics {
-                worker: ctx.metrics.clone(),
-                route: start.route,
-                periodic: ctx.config.log_interval.map(|every| {
-                    let now = crate::runtime::clock::now();
-                    Box::new(relay::PeriodicLog {
-                        every,
-                        peer: start.peer,
-                        started: now,
-                        next: std::cell::Cell::new(now + every),
-                    })
-                }),
-            },
-        )
-        .await;
-        drop(start.guard);
-        drop(start.slot);
+    let RelayStart {
+        route,
+        peer,
+        upstream: upstream_id,
+        guard,
+        slot,
+        client_early,
+        upstream_early,
+        settings,
+    } = start;
+    // Built before the task: the task holds the relay's future, not the streams it was built from.
+    let relayed = relay(
+        client,
+        upstream,
+        client_early,
+        upstream_early,
+        &settings,
+        (ctx.buffers.clone(), &ctx.sweeper),
+        RelayMetrics {
+            worker: ctx.metrics.clone(),
+            route,
+            periodic: ctx.config.log_interval.map(|every| {
+                let now = crate::runtime::clock::now();
+                Box::new(relay::PeriodicLog {
+                    every,
+                    peer,
+                    started: now,
+                    next: std::cell::Cell::new(now + every),
+                })
+            }),
+        },
+    );
+    let started = Instant::now();
+    // The end of the relay as a plain closure run by `Finish` (an `async` block awaiting `relayed` would keep a
+    // second copy of it in the task).
+    let finish = move |outcome: relay::session::RelayOutcome| {
+        drop(guard);
+        drop(slot);
         let lived = started.elapsed();
-        if let Some(m) = ctx.metrics.routes.get(start.route) {
+        if let Some(m) = ctx.metrics.routes.get(route) {
             m.ws_open.add(-1);
             m.ws_duration.observe(lived);
             for (source, code) in outcome.close_from.iter().enumerate() {
@@ -231,8 +243,8 @@ where
         }
         let code = |c: Option<u16>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
         tracing::info!(
-            peer = %start.peer,
-            upstream = %ctx.config.upstreams[start.upstream.0].name,
+            peer = %peer,
+            upstream = %ctx.config.upstreams[upstream_id.0].name,
             duration_ms = lived.as_millis() as u64,
             messages_in = outcome.messages[0],
             messages_out = outcome.messages[1],
@@ -246,10 +258,43 @@ where
             outcome.reason
         );
     };
+    let relay_task = Finish {
+        future: relayed,
+        then: Some(finish),
+    };
     let relay_task = isolated(relay_task);
     tracing::trace!(
         task_bytes = std::mem::size_of_val(&relay_task),
         "relay task"
     );
     monoio::spawn(relay_task);
+}
+
+pin_project_lite::pin_project! {
+    /// Runs `then` with the output of `future`, in place: the task is the future's size plus the closure's.
+    struct Finish<F, G> {
+        #[pin]
+        future: F,
+        then: Option<G>,
+    }
+}
+
+impl<F: std::future::Future, G: FnOnce(F::Output)> std::future::Future for Finish<F, G> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        match this.future.poll(cx) {
+            std::task::Poll::Ready(out) => {
+                if let Some(then) = this.then.take() {
+                    then(out);
+                }
+                std::task::Poll::Ready(())
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }

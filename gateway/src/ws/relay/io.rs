@@ -35,15 +35,19 @@ use crate::runtime::sweeper::{Sweep, Sweeper};
 
 /// Relays frames between `client` and `upstream` until both are closed. `client_early` / `upstream_early` are bytes
 /// already read past each side's handshake head (frames sent right behind it).
-pub(crate) async fn relay<C, U>(
+///
+/// The streams are split and the shared state is built now, before the returned future is polled: the future then
+/// holds only the read halves, the early bytes and the shared state, not the whole streams or the settings (a
+/// future keeps its arguments for its whole life, and an idle WebSocket's memory is mostly its relay task).
+pub(crate) fn relay<C, U>(
     client: C,
     upstream: U,
     client_early: Vec<u8>,
     upstream_early: Vec<u8>,
     settings: &RelaySettings,
-    (pool, sweeper): (&BufferPool, &Rc<Sweeper>),
+    (pool, sweeper): (Rc<BufferPool>, &Rc<Sweeper>),
     metrics: RelayMetrics,
-) -> RelayOutcome
+) -> impl Future<Output = RelayOutcome> + use<C, U>
 where
     C: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>,
     U: Splitable<OwnedRead: CancelableAsyncReadRent, OwnedWrite: AsyncWriteRent + 'static>,
@@ -60,24 +64,26 @@ where
     });
     let weak: Weak<dyn Sweep> = Rc::downgrade(&shared) as Weak<dyn Sweep>;
     let registration = sweeper.register(weak);
-    let c2u = Leg {
-        session: &shared.session,
-        src: &shared.client,
-        dst: &shared.upstream,
-        pool,
+    async move {
+        let c2u = Leg {
+            session: &shared.session,
+            src: &shared.client,
+            dst: &shared.upstream,
+            pool: &pool,
+        }
+        .run(client_read, client_early);
+        let u2c = Leg {
+            session: &shared.session,
+            src: &shared.upstream,
+            dst: &shared.client,
+            pool: &pool,
+        }
+        .run(upstream_read, upstream_early);
+        monoio::join!(c2u, u2c);
+        drop(registration);
+        shared.publish();
+        shared.session.borrow_mut().outcome()
     }
-    .run(client_read, client_early);
-    let u2c = Leg {
-        session: &shared.session,
-        src: &shared.upstream,
-        dst: &shared.client,
-        pool,
-    }
-    .run(upstream_read, upstream_early);
-    monoio::join!(c2u, u2c);
-    drop(registration);
-    shared.publish();
-    shared.session.borrow_mut().outcome()
 }
 
 /// Where a relay counts its traffic: its route's cells on its worker, and its periodic log line (`log_interval`).
