@@ -81,7 +81,12 @@ class TlsBench(peers.Bench):
         port, a, w = self.ports[t], self.a, self.work
         if t == "ringway":
             cfg = os.path.join(w, "ringway-tls.yaml")
-            peers.write(cfg, ringway_config(port, self.echo_port, a.max_conns, self.cert, self.key, self.resume))
+            if getattr(self, "plain", False):
+                # Ringway's own plain figure, same run, same load client: the wss overhead is the difference.
+                peers.write(cfg, peers.ringway_config(port, self.echo_port, a.max_conns))
+            else:
+                peers.write(cfg, ringway_config(port, self.echo_port, a.max_conns, self.cert, self.key,
+                                                self.resume))
             argv = [a.ringway, "--config", cfg, "--workers", "1", "--driver", a.ringway_driver]
         elif t == "nginx":
             os.makedirs(os.path.join(w, "nginx-tmp"), exist_ok=True)
@@ -99,6 +104,8 @@ class TlsBench(peers.Bench):
         return p
 
     def url(self, t):
+        if getattr(self, "plain", False):
+            return f"ws://127.0.0.1:{self.ports[t]}/"
         return f"wss://localhost:{self.ports[t]}/"
 
     def load(self, t, scenario, rep, extra, duration, warmup):
@@ -137,7 +144,7 @@ class TlsBench(peers.Bench):
         time.sleep(0.5)
         return run
 
-    def idle_tls(self, t, rep):
+    def idle_tls(self, t, rep, scenario="idle_tls"):
         """RSS growth per idle wss connection, opened at --idle-ramp per second; the load generator is stopped
         after the reading (its TLS connect-only close does not finish: a ringway-load defect, see README)."""
         n, ramp = self.a.idle_conns, self.a.idle_ramp
@@ -161,10 +168,10 @@ class TlsBench(peers.Bench):
             self.procs.stop(p)
         finally:
             self.stop_proxy(t)
-        run = {"target": t, "scenario": "idle_tls", "rep": rep, "up": up, "rss_before_kib": before,
+        run = {"target": t, "scenario": scenario, "rep": rep, "up": up, "rss_before_kib": before,
                "rss_after_kib": after, "kib_per_conn": (after - before) / n}
         self.runs.append(run)
-        peers.log(f"idle_tls   {t:<8} rep {rep}: RSS {before} -> {after} KiB, {run['kib_per_conn']:.2f} KiB/conn, "
+        peers.log(f"{scenario:<10} {t:<8} rep {rep}: RSS {before} -> {after} KiB, {run['kib_per_conn']:.2f} KiB/conn, "
                   f"up {up} of {n}")
         time.sleep(1.0)
         return run
@@ -197,6 +204,10 @@ class TlsBench(peers.Bench):
             for rep in range(a.repeats):
                 for t in PROXIES:
                     self.idle_tls(t, rep)
+            self.plain = True
+            for rep in range(a.repeats):
+                self.idle_tls("ringway", rep, "idle_plain")
+            self.plain = False
 
 
 def report(b, plain_idle=None):
@@ -224,6 +235,10 @@ def report(b, plain_idle=None):
             best = max(peers_v) if higher_better else min(peers_v)
             ratio = f"{vals['ringway'] / best:.2f}x"
         out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    wss, ws = med("idle_tls", "ringway", "kib_per_conn"), med("idle_plain", "ringway", "kib_per_conn")
+    if wss is not None and ws is not None:
+        out.append(f"| KiB per idle ws connection, Ringway plain (same run) | {ws:.2f} | - | - | - |")
+        out.append(f"| wss minus ws, Ringway (target: within 2 KiB) | {wss - ws:.2f} | - | - | - |")
     bad_runs = [r for r in b.runs if peers.bad(r)]
     out.append("")
     out.append(f"Runs with errors, mismatches, unexpected closes or failed connects: {len(bad_runs)}"
