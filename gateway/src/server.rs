@@ -84,17 +84,8 @@ pub fn run(
     }
     let workers = options.workers.max(1);
     let shared_tls = shared_tls(&config)?;
-    let upstream_setups = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            u.tls
-                .as_ref()
-                .map(|t| UpstreamTlsSetup::load(u, t))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StartError::UpstreamTls(e.to_string()))?;
+    let upstream_setups =
+        upstream_tls_setups(&config).map_err(|e| StartError::UpstreamTls(e.to_string()))?;
     let mut worker_tls = Vec::with_capacity(workers);
     let mut worker_upstream_tls = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -441,17 +432,7 @@ fn reload_route_file(
             "`workers`, `driver` and `admin` take effect at the next start, not on reload"
         );
     }
-    let upstream_tls = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            u.tls
-                .as_ref()
-                .map(|t| UpstreamTlsSetup::load(u, t))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let upstream_tls = upstream_tls_setups(&config).map_err(|e| e.to_string())?;
     let summary = format!(
         "{} routes, {} upstream pools, {} listeners",
         config.routes.len(),
@@ -472,6 +453,22 @@ fn reload_route_file(
         upstream_tls,
     });
     Ok(summary)
+}
+
+/// Each pool's TLS client setup (CA bundles read now, on the main thread), `None` for a plain pool.
+fn upstream_tls_setups(
+    config: &Config,
+) -> Result<Vec<Option<UpstreamTlsSetup>>, crate::tls::connect::UpstreamTlsError> {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.tls
+                .as_ref()
+                .map(|t| UpstreamTlsSetup::load(u, t))
+                .transpose()
+        })
+        .collect()
 }
 
 /// What a reload binds: per worker, the new listeners' sockets and TLS; and the new TLS listeners' certificate sets.
