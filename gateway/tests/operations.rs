@@ -13,8 +13,17 @@ use common::*;
 const CLOSE: u8 = 0x8;
 
 fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    // Outside the ephemeral range (the port-0 binds of other tests cannot take it before the gateway binds it), and a
+    // different one per call (tests of this file run in parallel).
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 5_000) as u16;
+    loop {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addr = SocketAddr::from(([127, 0, 0, 1], base + step % 7_000));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// A config with an admin endpoint, the echo upstream on `/` and the built-in echo on `/plain`.

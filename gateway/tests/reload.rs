@@ -88,10 +88,17 @@ fn live_websockets_survive_reloads_and_new_ones_follow_the_new_routes() {
 fn a_reload_opens_added_listeners_and_closes_removed_ones_without_cutting_their_connections() {
     let up = ScriptedUpstream::echo();
     let gw = Gateway::start_logged(&config_to(up.addr), "info");
-    let extra = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // A free port outside the ephemeral range: the other tests' port-0 binds cannot take it between here and the
+    // reload.
+    let extra = (0..1000u16)
+        .map(|i| {
+            SocketAddr::from((
+                [127, 0, 0, 1],
+                20_000 + (std::process::id() as u16 % 5000) + i,
+            ))
+        })
+        .find(|a| std::net::TcpListener::bind(a).is_ok())
+        .expect("a free port");
     let with_extra = config_to(up.addr).replace(
         "limits:",
         &format!("  - name: extra\n    bind: {extra}\nlimits:"),
