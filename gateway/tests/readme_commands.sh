@@ -47,7 +47,7 @@ known=(
   "ringway-load --conns 100 --size 64 --duration 10s ws://127.0.0.1:8080/"
   "ringway-load --rate 20000 --conns 100 --size 64 --duration 10s --hgrm out.hgrm --plot out.svg ws://127.0.0.1:8080/"
   "ringway-load --connect-only --conns 9000 --ramp 2000 --duration 30s ws://127.0.0.1:8080/"
-  "ringway check config/examples/full.yaml"
+  "ringway check config/examples/quickstart.yaml"
   "cargo run --release -p ringway -- cert self-signed --out config/examples/certs --name localhost"
   "cargo run --release -p ringway -- --config config/examples/tls.yaml"
   "curl --cacert config/examples/certs/cert.pem https://localhost:8443/"
@@ -71,7 +71,7 @@ start() { # command, line that says it is up
 stop_last() { local p=${bg[-1]}; kill "$p"; wait "$p" 2>/dev/null || true; unset 'bg[-1]'; }
 
 run "cargo run --release -p ringway -- check config/examples/quickstart.yaml"
-run "ringway check config/examples/full.yaml"
+run "ringway check config/examples/quickstart.yaml"
 start "cargo run --release -p ringway -- --config config/examples/quickstart.yaml" "ringway listening on"
 run "curl http://127.0.0.1:8080/"
 run "ringway-load --conns 100 --size 64 --duration 10s ws://127.0.0.1:8080/"
