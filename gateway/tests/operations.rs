@@ -255,16 +255,27 @@ fn drain_test(close_code: &str, expected: u16) {
         "a new connection was served while draining"
     );
 
-    let mut at = Vec::new();
-    for c in &mut clients {
-        let close = c
-            .recv_within(Duration::from_secs(5))
-            .expect("a close frame while draining");
-        assert_eq!(close.opcode, CLOSE);
-        assert_eq!(close.close_code(), Some(expected));
-        at.push(signalled.elapsed());
-        c.send(true, CLOSE, &close_payload(expected, ""));
-    }
+    // Each client waits for its own Close on a thread of its own, so every arrival time is its own (read one after
+    // the other, later arrivals would be stamped when the earlier wait ended).
+    let waits: Vec<_> = clients
+        .drain(..)
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let close = c
+                    .recv_within(Duration::from_secs(5))
+                    .expect("a close frame while draining");
+                let arrived = signalled.elapsed();
+                assert_eq!(close.opcode, CLOSE);
+                assert_eq!(close.close_code(), Some(expected));
+                c.send(true, CLOSE, &close_payload(expected, ""));
+                arrived
+            })
+        })
+        .collect();
+    let at: Vec<Duration> = waits
+        .into_iter()
+        .map(|w| w.join().expect("a client saw its close"))
+        .collect();
     let first = at.iter().min().copied().unwrap_or_default();
     let last = at.iter().max().copied().unwrap_or_default();
     assert!(
