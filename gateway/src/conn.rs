@@ -223,7 +223,7 @@ async fn serve_requests<S: ClientStream>(
                     %peer,
                     method = %method,
                     target = %target,
-                    route = %route.label(),
+                    route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str),
                     status = status.unwrap_or(0),
                     duration_us = began.elapsed().as_micros() as u64,
                     "access"

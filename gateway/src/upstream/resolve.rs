@@ -24,9 +24,7 @@ pub(crate) fn refreshed(
     let mut changes = Vec::new();
     for upstream in &mut next.upstreams {
         for server in &mut upstream.servers {
-            if server.host.parse::<IpAddr>().is_ok()
-                || server.host.eq_ignore_ascii_case("localhost")
-            {
+            if !is_name(&server.host) {
                 continue;
             }
             let found = resolve(&server.host, server.address.port());
@@ -51,13 +49,18 @@ pub(crate) fn refreshed(
     (!changes.is_empty()).then_some((next, changes))
 }
 
+/// Whether `host` is a name the resolver may move (not an IP literal, not `localhost`).
+fn is_name(host: &str) -> bool {
+    host.parse::<IpAddr>().is_err() && !host.eq_ignore_ascii_case("localhost")
+}
+
 /// Whether any upstream server is written as a name to resolve again.
 pub(crate) fn has_names(config: &Config) -> bool {
     config
         .upstreams
         .iter()
         .flat_map(|u| &u.servers)
-        .any(|s| s.host.parse::<IpAddr>().is_err() && !s.host.eq_ignore_ascii_case("localhost"))
+        .any(|s| is_name(&s.host))
 }
 
 fn system_resolve(host: &str, port: u16) -> Vec<SocketAddr> {

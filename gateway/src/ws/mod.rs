@@ -130,7 +130,7 @@ pub(crate) async fn serve<S: ClientStream>(
             tracing::info!(
                 %peer,
                 target = %crate::http::redact::redact_query(&request.head.target, &ctx.config.redact_query),
-                route = %route.label(),
+                route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str),
                 upstream = %ctx.config.upstreams[id.0].name,
                 server,
                 subprotocol = opened.negotiated.protocol.as_deref().unwrap_or(""),
