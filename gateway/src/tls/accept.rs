@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use rustls::kernel::KernelConnection;
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::server::UnbufferedServerConnection;
 
 use super::engine::TlsEngine;
 use super::handshake::{FirstBytes, HandshakeError, drive};
 use super::listener::WorkerTls;
 use super::resolver;
+use super::secrets::ServerSecrets;
 use super::stream::TlsStream;
 use crate::http::head::simple_response;
 use crate::runtime::buffer_pool::BufferPool;
 
 /// A server-side TLS stream.
-pub(crate) type ServerTls = TlsStream<KernelConnection<ServerConnectionData>>;
+pub(crate) type ServerTls = TlsStream<ServerSecrets>;
 
 /// How long a refusal may take to send: the connection ends either way.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);

@@ -14,6 +14,8 @@ use rustls::ExtractedSecrets;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+
+use super::secrets::{self, Captured, ServerSecrets};
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
 
 use super::records::{PostHandshake, RecordLayer};
@@ -23,40 +25,56 @@ pub(crate) trait Unbuffered:
     DerefMut<Target = rustls::unbuffered::UnbufferedConnectionCommon<Self::Data>>
 {
     type Data;
-    /// What is left of rustls once the handshake is done (see `super::records`).
+    /// What is kept of the handshake once it is done (see `super::records`).
     type Kernel: PostHandshake;
+    /// What the handshake collects on the side (the server's traffic secrets, `super::secrets`).
+    type Captured: Default;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Self::Kernel), rustls::Error>;
+    /// Collects what the step that just ran left on the side.
+    fn harvest(captured: &mut Self::Captured);
+    fn into_kernel(
+        self,
+        captured: Self::Captured,
+    ) -> Result<(ExtractedSecrets, Self::Kernel), TlsError>;
 }
 
 impl Unbuffered for UnbufferedServerConnection {
     type Data = ServerConnectionData;
-    type Kernel = KernelConnection<ServerConnectionData>;
+    type Kernel = ServerSecrets;
+    type Captured = Captured;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Self::Kernel), rustls::Error> {
-        self.dangerous_into_kernel_connection()
+    fn harvest(captured: &mut Captured) {
+        secrets::drain_into(captured);
+    }
+    fn into_kernel(self, captured: Captured) -> Result<(ExtractedSecrets, Self::Kernel), TlsError> {
+        // rustls' kernel state is dropped here: the captured secrets answer key updates (`super::secrets`).
+        let (extracted, kernel) = self.dangerous_into_kernel_connection()?;
+        let kept = ServerSecrets::new(kernel.negotiated_cipher_suite(), captured, &extracted)?;
+        Ok((extracted, kept))
     }
 }
 
 impl Unbuffered for UnbufferedClientConnection {
     type Data = ClientConnectionData;
     type Kernel = KernelConnection<ClientConnectionData>;
+    type Captured = ();
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Self::Kernel), rustls::Error> {
-        self.dangerous_into_kernel_connection()
+    fn harvest(_: &mut ()) {}
+    fn into_kernel(self, _: ()) -> Result<(ExtractedSecrets, Self::Kernel), TlsError> {
+        Ok(self.dangerous_into_kernel_connection()?)
     }
 }
 
@@ -132,13 +150,14 @@ impl PlainSink for Vec<u8> {
 pub(crate) const MAX_OWED: usize = 16 * 1024;
 
 /// One TLS connection's state during its handshake.
-pub(crate) struct TlsEngine<C> {
+pub(crate) struct TlsEngine<C: Unbuffered> {
     conn: C,
     /// Decrypted bytes that came with the handshake's last flight.
     plain: Vec<u8>,
     handshaking: bool,
     /// rustls failed once: it is never stepped again (after a fatal alert it asserts it sends no second one).
     failed: bool,
+    captured: C::Captured,
 }
 
 impl<C: Unbuffered> TlsEngine<C> {
@@ -148,6 +167,7 @@ impl<C: Unbuffered> TlsEngine<C> {
             plain: Vec::new(),
             handshaking: true,
             failed: false,
+            captured: C::Captured::default(),
         }
     }
 
@@ -175,6 +195,7 @@ impl<C: Unbuffered> TlsEngine<C> {
                 Ok(state) => state,
                 Err(e) => {
                     start += discard;
+                    C::harvest(&mut self.captured);
                     break Err(TlsError::Protocol(e));
                 }
             };
@@ -215,6 +236,7 @@ impl<C: Unbuffered> TlsEngine<C> {
                 _ => Some(Err(TlsError::Unexpected("unknown connection state"))),
             };
             start += discard;
+            C::harvest(&mut self.captured);
             if let Some(step) = step {
                 break step;
             }
@@ -236,11 +258,16 @@ impl<C: Unbuffered> TlsEngine<C> {
                 return;
             }
             let status = self.conn.process(incoming);
-            match status.state {
+            let encoded = match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
                     encode_into(out, |buf| data.encode(buf));
+                    true
                 }
-                _ => return,
+                _ => false,
+            };
+            C::harvest(&mut self.captured);
+            if !encoded {
+                return;
             }
         }
     }
@@ -251,7 +278,7 @@ impl<C: Unbuffered> TlsEngine<C> {
         if self.handshaking || self.failed {
             return Err(TlsError::Unexpected("the handshake did not complete"));
         }
-        let (secrets, kernel) = self.conn.into_kernel()?;
+        let (secrets, kernel) = self.conn.into_kernel(self.captured)?;
         RecordLayer::new(secrets, kernel, self.plain)
     }
 }
@@ -311,6 +338,7 @@ pub(crate) mod testing {
             )
             .expect("server config");
         server.enable_secret_extraction = true;
+        server.key_log = Arc::new(crate::tls::secrets::CaptureTrafficSecrets);
         let mut roots = RootCertStore::empty();
         roots.add(cert.der().clone()).expect("root");
         let client_provider = match suite {

@@ -256,6 +256,8 @@ fn build_config(
     config.session_storage = cache;
     // After the handshake `super::records` takes the keys and rustls' connection state is dropped.
     config.enable_secret_extraction = true;
+    // ... and the traffic secrets, for key updates (`super::secrets`).
+    config.key_log = Arc::new(super::secrets::CaptureTrafficSecrets);
     match &shared.ticketer {
         Some(t) => config.ticketer = t.clone(),
         None if settings.session_cache == 0 => config.send_tls13_tickets = 0,

@@ -2,7 +2,7 @@
 //!
 //! Owns: certificates and keys (`certs`), choosing one by SNI (`resolver`), a listener's rustls setup and its
 //! reload (`listener`), the server handshake (`accept`) and the client one to upstreams (`connect`), both driven by
-//! one loop (`handshake`) around the sans-IO `engine`, the record layer after the handshake (`records`, sans-IO),
+//! one loop (`handshake`) around the sans-IO `engine`, the record layer after the handshake (`records`, sans-IO) with the server's traffic secrets (`secrets`),
 //! and the TLS stream the HTTP path and the relay run over (`stream`). Does not own: anything after the bytes are decrypted; the relay, HTTP handling and routing are the
 //! same for TLS and plain connections. Public only for the fuzz target's entry ([`fuzzing`]).
 
@@ -16,4 +16,5 @@ pub(crate) mod handshake;
 pub(crate) mod listener;
 pub(crate) mod records;
 pub(crate) mod resolver;
+pub(crate) mod secrets;
 pub(crate) mod stream;

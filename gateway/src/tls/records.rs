@@ -2,20 +2,20 @@
 //! connection, sans-IO, with keys rustls hands over once the handshake is done.
 //!
 //! Owns: record framing, AEAD protection of records (TLS 1.3 and TLS 1.2 AEAD suites, via aws-lc-rs), sequence
-//! numbers, key updates (new secrets come from rustls' [`KernelConnection`], the same path kTLS takes), session
-//! tickets a server sends to our client side (handed to rustls' session store), alerts, and plaintext a caller's
-//! buffer had no room for. Does not own: the handshake (`super::engine`), sockets or buffers (`super::stream`).
+//! numbers, key updates (new keys come from [`PostHandshake`]: `super::secrets` on server-side connections, rustls'
+//! [`KernelConnection`] on client-side ones, the same path kTLS takes), session tickets a server sends to our client
+//! side (handed to rustls' session store), alerts, and plaintext a caller's buffer had no room for. Does not own: the
+//! handshake (`super::engine`), sockets or buffers (`super::stream`).
 //!
 //! Why not keep rustls' connection after the handshake: its state is about 2.3 KB of Rust memory and two AEAD
 //! contexts (about 1.2 KB more) for the whole life of a connection, most of which is idle for a realtime service.
-//! Here the live state is the traffic keys' bytes (under 200 bytes) plus rustls' small kernel state; the AEAD
+//! Here the live state is the traffic keys' bytes (under 200 bytes) plus the traffic secrets; the AEAD
 //! contexts are built when records flow and dropped by [`RecordLayer::release_keys`] when the connection parks.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey};
 use rustls::client::ClientConnectionData;
 use rustls::crypto::cipher::{Iv, Nonce};
 use rustls::kernel::KernelConnection;
-use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use zeroize::Zeroize;
 
@@ -47,19 +47,21 @@ const HANDSHAKE_KEY_UPDATE: u8 = 24;
 pub(crate) trait PostHandshake {
     /// A TLS 1.3 NewSessionTicket (its body): clients keep it for resumption; servers never receive one.
     fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), TlsError>;
-    fn update_rx(&mut self) -> Result<ConnectionTrafficSecrets, TlsError>;
-    fn update_tx(&mut self) -> Result<ConnectionTrafficSecrets, TlsError>;
+    /// The peer changed its key: the next one.
+    fn update_rx(&mut self) -> Result<TrafficKey, TlsError>;
+    /// We change ours: the next one.
+    fn update_tx(&mut self) -> Result<TrafficKey, TlsError>;
     fn suite(&self) -> SupportedCipherSuite;
     fn version(&self) -> ProtocolVersion;
 }
 
 macro_rules! kernel_common {
     () => {
-        fn update_rx(&mut self) -> Result<ConnectionTrafficSecrets, TlsError> {
-            Ok(self.update_rx_secret()?.1)
+        fn update_rx(&mut self) -> Result<TrafficKey, TlsError> {
+            Ok(TrafficKey::from_rustls(self.update_rx_secret()?.1)?.1)
         }
-        fn update_tx(&mut self) -> Result<ConnectionTrafficSecrets, TlsError> {
-            Ok(self.update_tx_secret()?.1)
+        fn update_tx(&mut self) -> Result<TrafficKey, TlsError> {
+            Ok(TrafficKey::from_rustls(self.update_tx_secret()?.1)?.1)
         }
         fn suite(&self) -> SupportedCipherSuite {
             self.negotiated_cipher_suite()
@@ -68,15 +70,6 @@ macro_rules! kernel_common {
             self.protocol_version()
         }
     };
-}
-
-impl PostHandshake for KernelConnection<ServerConnectionData> {
-    fn new_session_ticket(&mut self, _: &[u8]) -> Result<(), TlsError> {
-        Err(TlsError::UnexpectedMessage(
-            "a session ticket sent by a client",
-        ))
-    }
-    kernel_common!();
 }
 
 impl PostHandshake for KernelConnection<ClientConnectionData> {
@@ -115,6 +108,81 @@ impl Cipher {
     }
 }
 
+/// A record key and IV, as a key update yields them (zeroed when dropped).
+pub(crate) struct TrafficKey {
+    key: [u8; 32],
+    key_len: u8,
+    iv: [u8; 12],
+}
+
+impl TrafficKey {
+    /// Zeros for a key of `key_len` bytes, to be filled in (`None` past 32 bytes).
+    pub(crate) fn empty(key_len: usize) -> Option<Self> {
+        Some(Self {
+            key: [0; 32],
+            key_len: u8::try_from(key_len).ok().filter(|&n| n <= 32)?,
+            iv: [0; 12],
+        })
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+
+    pub(crate) fn key_mut(&mut self) -> &mut [u8] {
+        &mut self.key[..usize::from(self.key_len)]
+    }
+
+    pub(crate) fn iv(&self) -> &[u8] {
+        &self.iv
+    }
+
+    pub(crate) fn iv_mut(&mut self) -> &mut [u8] {
+        &mut self.iv
+    }
+
+    /// Whether rustls' `secrets` are this key and IV.
+    pub(crate) fn matches(&self, secrets: &ConnectionTrafficSecrets) -> bool {
+        let (key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+            _ => return false,
+        };
+        key.as_ref() == self.key() && iv.as_ref() == self.iv()
+    }
+
+    fn from_rustls(secrets: ConnectionTrafficSecrets) -> Result<(Cipher, Self), TlsError> {
+        let (cipher, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (Cipher::Chacha20Poly1305, key, iv)
+            }
+            _ => return Err(TlsError::Unexpected("a cipher suite without an AEAD key")),
+        };
+        let bytes = key.as_ref();
+        if bytes.len() != cipher.algorithm().key_len() {
+            return Err(TlsError::Unexpected("a traffic key of the wrong length"));
+        }
+        let mut own = Self::empty(bytes.len())
+            .ok_or(TlsError::Unexpected("a traffic key of the wrong length"))?;
+        own.key_mut().copy_from_slice(bytes);
+        own.iv = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| TlsError::Unexpected("a traffic IV of the wrong length"))?;
+        Ok((cipher, own))
+    }
+}
+
+impl Drop for TrafficKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
 /// One direction's traffic key: its bytes always, its AEAD context only while records flow.
 struct DirectionKeys {
     key: [u8; 32],
@@ -127,27 +195,10 @@ struct DirectionKeys {
 
 impl DirectionKeys {
     fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Result<Self, TlsError> {
-        let (cipher, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (Cipher::Chacha20Poly1305, key, iv)
-            }
-            _ => return Err(TlsError::Unexpected("a cipher suite without an AEAD key")),
-        };
-        let bytes = key.as_ref();
-        if bytes.len() != cipher.algorithm().key_len() || bytes.len() > 32 {
-            return Err(TlsError::Unexpected("a traffic key of the wrong length"));
-        }
-        let mut own = [0u8; 32];
-        own[..bytes.len()].copy_from_slice(bytes);
-        let iv: [u8; 12] = iv
-            .as_ref()
-            .try_into()
-            .map_err(|_| TlsError::Unexpected("a traffic IV of the wrong length"))?;
+        let (cipher, key) = TrafficKey::from_rustls(secrets)?;
         Ok(Self {
-            key: own,
-            iv,
+            key: key.key,
+            iv: key.iv,
             cipher,
             seq,
             live: None,
@@ -155,8 +206,14 @@ impl DirectionKeys {
     }
 
     /// Replaces the key after a key update (the sequence restarts at 0).
-    fn replace(&mut self, secrets: ConnectionTrafficSecrets) -> Result<(), TlsError> {
-        *self = Self::new((0, secrets))?;
+    fn replace(&mut self, next: TrafficKey) -> Result<(), TlsError> {
+        if next.key().len() != self.cipher.algorithm().key_len() {
+            return Err(TlsError::Unexpected("a traffic key of the wrong length"));
+        }
+        self.key = next.key;
+        self.iv = next.iv;
+        self.seq = 0;
+        self.live = None;
         Ok(())
     }
 
@@ -199,9 +256,9 @@ struct Backlog {
     pos: usize,
 }
 
-/// One TLS connection's state after its handshake. Kept within 712 bytes, so that with the stream's pending
-/// ciphertext and pool handle in one `Rc<RefCell<_>>` it takes mimalloc's 768-byte class (rustls' kernel state is 560
-/// of them).
+/// One TLS connection's state after its handshake. A server-side connection's (`K` = `super::secrets::ServerSecrets`)
+/// fits with the stream's pending ciphertext and pool handle in mimalloc's 384-byte class; a client-side one keeps
+/// rustls' kernel state (560 bytes of it) and fits the 768-byte class.
 pub(crate) struct RecordLayer<K> {
     kernel: K,
     protection: Protection,
@@ -507,8 +564,8 @@ impl<K: PostHandshake> RecordLayer<K> {
                         [1] => true,
                         _ => return Err(TlsError::UnexpectedMessage("a malformed KeyUpdate")),
                     };
-                    let secrets = self.kernel.update_rx()?;
-                    self.rx.replace(secrets)?;
+                    let next = self.kernel.update_rx()?;
+                    self.rx.replace(next)?;
                     if requested {
                         self.update_tx_keys()?;
                     }
@@ -545,8 +602,8 @@ impl<K: PostHandshake> RecordLayer<K> {
     /// (TLS 1.3 only): every record after it uses the new key.
     fn send_key_update(&mut self, out: &mut Vec<u8>) -> Result<(), TlsError> {
         self.seal_record(CONTENT_HANDSHAKE, &[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0], out)?;
-        let secrets = self.kernel.update_tx()?;
-        self.tx.replace(secrets)
+        let next = self.kernel.update_tx()?;
+        self.tx.replace(next)
     }
 
     /// Protects one record of `content` (at most [`MAX_FRAGMENT`] bytes) of `content_type`, appending it to `out`;
@@ -712,8 +769,9 @@ mod tests {
 
     use super::*;
     use crate::tls::engine::testing::{from_client, handshake, pair_with, to_client};
+    use crate::tls::secrets::ServerSecrets;
 
-    type ServerRecords = RecordLayer<KernelConnection<ServerConnectionData>>;
+    type ServerRecords = RecordLayer<ServerSecrets>;
 
     fn connected(
         suite: Option<SupportedCipherSuite>,
@@ -827,11 +885,12 @@ mod tests {
     }
 
     #[test]
-    fn the_state_of_a_connection_leaves_room_for_the_stream_in_the_768_byte_allocation_class() {
+    fn the_state_of_a_connection_leaves_room_for_the_stream_in_its_allocation_class() {
         // `super::stream` keeps this with its pending ciphertext and pool handle (32 bytes) in one `Rc<RefCell<_>>`
-        // (24 bytes), which must stay within mimalloc's 768-byte class: an idle wss connection's memory is mostly
-        // this (README, idle figures).
-        assert!(std::mem::size_of::<ServerRecords>() <= 712);
+        // (24 bytes): server-side within mimalloc's 384-byte class (an idle wss connection's memory is mostly this;
+        // README, idle figures), client-side (upstream TLS, with rustls' kernel state) within the 768-byte class.
+        let server = std::mem::size_of::<ServerRecords>();
+        assert!(server <= 384 - 56, "{server} bytes");
         assert!(std::mem::size_of::<RecordLayer<KernelConnection<ClientConnectionData>>>() <= 712);
     }
 
