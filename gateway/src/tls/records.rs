@@ -868,6 +868,40 @@ mod tests {
     }
 
     #[test]
+    fn handshakes_interleaved_on_one_thread_each_keep_their_own_traffic_secrets() {
+        // `super::secrets` captures secrets in a thread-local slot: two handshakes stepped in turn (as two
+        // connections on one worker are) must each end with their own, and key updates must work on both.
+        let (mut ca, mut ea) = pair_with(None);
+        let (mut cb, mut eb) = pair_with(None);
+        let (mut ia, mut ib) = (Vec::with_capacity(64 * 1024), Vec::with_capacity(64 * 1024));
+        let (mut done_a, mut done_b) = (false, false);
+        for _ in 0..20 {
+            for (client, engine, incoming, done) in [
+                (&mut ca, &mut ea, &mut ia, &mut done_a),
+                (&mut cb, &mut eb, &mut ib, &mut done_b),
+            ] {
+                if *done {
+                    continue;
+                }
+                incoming.extend(from_client(client));
+                let mut out = Vec::new();
+                let step = engine.handshake(incoming, &mut out).expect("handshake");
+                to_client(client, &out);
+                *done = step == crate::tls::engine::HandshakeStep::Done;
+            }
+        }
+        assert!(done_a && done_b);
+        for (client, engine, mut incoming) in [(ca, ea, ia), (cb, eb, ib)] {
+            let mut client = client;
+            let mut records: ServerRecords = engine.into_records().expect("own secrets");
+            client.refresh_traffic_keys().expect("key update");
+            client.writer().write_all(b"mine").expect("write");
+            incoming.extend(from_client(&mut client));
+            assert_eq!(read_all(&mut records, &mut incoming), b"mine");
+        }
+    }
+
+    #[test]
     fn keys_change_before_the_cipher_limit_and_the_peer_follows() {
         let (mut client, mut records, _) = connected(None);
         records.tx_limit = 3;
