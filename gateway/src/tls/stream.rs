@@ -56,6 +56,10 @@ impl<C> Shared<C> {
 
     /// Keeps `incoming` for the next read if it holds ciphertext; otherwise it goes back to the pool.
     fn keep_incoming(&mut self, incoming: PoolBuf) {
+        debug_assert!(
+            self.incoming.is_none(),
+            "the one reader took the ciphertext before reading more"
+        );
         if !incoming.is_empty() {
             self.incoming = Some(incoming.detach());
         }
