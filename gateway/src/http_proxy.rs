@@ -38,6 +38,7 @@ use crate::http::head::{
     HeadError, HeadLimits, Headers, RequestHead, ResponseHead, is_hop_by_hop, write_header,
 };
 use crate::http::rewrite::{self, Destination, Forwarding, UpstreamHead};
+use crate::runtime::buffer_pool::PoolBuf;
 use crate::tls::connect::TlsConnector;
 use crate::upstream::response::{HeadReadError, read_response_head};
 use crate::upstream::{
@@ -425,7 +426,7 @@ impl<'a> Exchange<'a> {
                 return Err(AttemptError::Fatal(error));
             }
         };
-        self.ctx.buffers.give(initial);
+        drop(initial);
         // 4. The response itself.
         let server = conn.server;
         let persist = self
@@ -487,14 +488,12 @@ impl<'a> Exchange<'a> {
                 return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof.into()));
             }
             out.clear();
-            let used = body.feed(&inbuf, &mut out)?;
+            let used = out.with_vec(|out| body.feed(&inbuf, out))?;
             leftover.extend_from_slice(&inbuf[used..]);
             out = write_all_timed(upstream, out, BODY_IDLE_TIMEOUT)
                 .await
                 .map_err(|(e, _)| ProxyError::UpstreamIo(e))?;
         }
-        self.ctx.buffers.give(inbuf);
-        self.ctx.buffers.give(out);
         Ok(())
     }
 
@@ -505,7 +504,7 @@ impl<'a> Exchange<'a> {
         client: &mut S,
         upstream: &mut UpstreamStream,
         sent_continue: bool,
-    ) -> Result<(ResponseHead, Vec<u8>), HeadFailure>
+    ) -> Result<(ResponseHead, PoolBuf), HeadFailure>
     where
         S: AsyncWriteRent,
     {
@@ -515,10 +514,12 @@ impl<'a> Exchange<'a> {
         let mut interim = 0;
         loop {
             let read = read_response_head(upstream, buf, RESPONSE_HEAD_LIMITS, deadline).await;
-            buf = read.buf;
             received |= read.received;
             let head = match read.head {
-                Ok(head) => head,
+                Ok((head, read_into)) => {
+                    buf = read_into;
+                    head
+                }
                 Err(e) => {
                     let error = match e {
                         HeadReadError::TimedOut => ProxyError::UpstreamTimeout,
@@ -569,7 +570,7 @@ impl<'a> Exchange<'a> {
         client: &mut S,
         mut conn: Conn,
         response: &ResponseHead,
-        mut rbuf: Vec<u8>,
+        mut rbuf: PoolBuf,
     ) -> Result<Persist, ProxyError>
     where
         S: AsyncReadRent + AsyncWriteRent,
@@ -652,8 +653,7 @@ impl<'a> Exchange<'a> {
                     .map_err(|(e, _)| aborted(ProxyError::ClientIo(e)))?;
             }
         }
-        self.ctx.buffers.give(rbuf);
-        self.ctx.buffers.give(out);
+        drop((rbuf, out));
         self.balancer.mark_ok(conn.server);
         if upstream_reusable {
             self.ctx
@@ -741,10 +741,10 @@ enum ReadFailure {
 /// the buffer (0 = end of stream). On failure the buffer is dropped.
 async fn read_timed<R: AsyncReadRent>(
     reader: &mut R,
-    mut buf: Vec<u8>,
+    mut buf: PoolBuf,
     limit: usize,
     timeout: Duration,
-) -> Result<(usize, Vec<u8>), ReadFailure> {
+) -> Result<(usize, PoolBuf), ReadFailure> {
     let start = buf.len();
     let end = start + limit.min(buf.capacity() - start);
     if end == start {
@@ -759,7 +759,7 @@ async fn read_timed<R: AsyncReadRent>(
 }
 
 /// How much to read into `buf` so that re-encoding the bytes (chunked framing) still fits its capacity.
-fn reencode_read_limit(buf: &Vec<u8>) -> usize {
+fn reencode_read_limit(buf: &PoolBuf) -> usize {
     buf.capacity()
         .saturating_sub(REENCODE_SLACK)
         .max(REENCODE_SLACK)

@@ -841,10 +841,13 @@ async fn control_worker(
         }
         let ctx = slot.borrow().clone();
         let drain = &ctx.config.drain;
-        ctx.metrics
-            .totals
+        let totals = &ctx.metrics.totals;
+        totals
             .buffers_cached
             .set(i64::try_from(ctx.buffers.cached()).unwrap_or(i64::MAX));
+        totals
+            .buffers_in_use_bytes
+            .set(i64::try_from(ctx.buffers.in_use_bytes()).unwrap_or(i64::MAX));
         let now = Instant::now();
         match started {
             None if process.draining() => {

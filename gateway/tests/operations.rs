@@ -200,6 +200,72 @@ fn metrics_follow_the_traffic_and_the_probes_answer() {
     drop(gw);
 }
 
+/// The relay's I/O buffers (`IO_BUFFER_SIZE` in the gateway).
+const IO_BUFFER: f64 = 32.0 * 1024.0;
+
+/// An upstream that floods `/flood` with binary frames until the connection fails, and echoes anything else.
+fn flooding_upstream() -> ScriptedUpstream {
+    ScriptedUpstream::start(
+        Arc::new(|_| UpstreamAnswer::Accept(String::new())),
+        Arc::new(|mut c: UpstreamConn| {
+            if c.request.starts_with("GET /flood ") {
+                let frame = encode(true, false, 0x2, &[0x5a; 60_000], None);
+                while std::io::Write::write_all(&mut c.stream, &frame).is_ok() {}
+            } else {
+                c.echo_until_close();
+            }
+        }),
+    )
+}
+
+/// The in-use figure counts exactly what is in flight: the buffer holding a client's half-sent frame, and the one
+/// a relay cannot write on to a client that does not read an upstream's flood; and it is back to 0 once the clients
+/// are gone, though one of those buffers went with a write that failed (io_uring: a write the kernel still owned).
+/// A cached-only figure has no such series; one that lost buffers on error paths would not come back to 0.
+fn buffers_in_use_are_counted_exactly(driver: &str) {
+    let upstream = flooding_upstream();
+    let admin = free_port();
+    let gw = Gateway::start_with(
+        &config(upstream.addr, admin, ""),
+        &["--workers", "1", "--driver", driver],
+    );
+    let in_use = "ringway_buffer_pool_in_use_bytes";
+    wait_for(admin, in_use, 0.0);
+
+    // Half a frame header: the relay holds it in a pooled buffer until the rest comes.
+    let mut half = WsClient::connect(gw.addr, "/chat");
+    half.send_raw(&[0x82]);
+    wait_for(admin, in_use, IO_BUFFER);
+
+    // A flood the client does not read: the relay's write to it stays pending with its buffer.
+    let flooded = WsClient::connect(gw.addr, "/flood");
+    wait_for(admin, in_use, 2.0 * IO_BUFFER);
+    // Still held a moment later (not a buffer caught between two reads).
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for(admin, in_use, 2.0 * IO_BUFFER);
+
+    drop(half);
+    drop(flooded);
+    let scrape = wait_for(admin, in_use, 0.0);
+    let open = value(&scrape, "ringway_connections_open");
+    let cached = value(&scrape, "ringway_buffer_pool_cached_bytes").unwrap_or(0.0);
+    assert!(
+        cached >= 2.0 * IO_BUFFER,
+        "the buffers came back for reuse: {cached} (connections open: {open:?})"
+    );
+    drop(gw);
+}
+
+#[test]
+fn buffers_in_use_are_counted_exactly_epoll() {
+    buffers_in_use_are_counted_exactly("epoll");
+}
+
+#[test]
+fn buffers_in_use_are_counted_exactly_io_uring() {
+    buffers_in_use_are_counted_exactly("io_uring");
+}
+
 /// An upstream that echoes and records the close code it was sent.
 fn recording_upstream(codes: Arc<Mutex<Vec<u16>>>) -> ScriptedUpstream {
     ScriptedUpstream::start(

@@ -155,6 +155,18 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
     );
     family(
         o,
+        "ringway_buffer_pool_in_use_bytes",
+        "gauge",
+        "Bytes of I/O buffers the workers have lent to connections with bytes in flight.",
+    );
+    sample(
+        o,
+        "ringway_buffer_pool_in_use_bytes",
+        &[],
+        sum(&|w| w.totals.buffers_in_use_bytes.get()),
+    );
+    family(
+        o,
         "ringway_tls_handshake_failures_total",
         "counter",
         "TLS handshakes with clients that failed.",
@@ -601,6 +613,8 @@ mod tests {
             .ws_handshake
             .observe(Duration::from_secs(60));
         workers[1].totals.buffers_cached.add(2);
+        workers[0].totals.buffers_in_use_bytes.set(1000);
+        workers[1].totals.buffers_in_use_bytes.set(24);
         let text = render(&workers, &info());
         assert!(text.contains("ringway_websocket_messages_total{route=\"*/chat\",direction=\"client_to_upstream\"} 7\n"), "{text}");
         assert!(
@@ -629,6 +643,7 @@ mod tests {
             text.contains("ringway_websocket_handshake_seconds_sum{route=\"*/chat\"} 60.003\n")
         );
         assert!(text.contains("ringway_buffer_pool_cached_bytes 2048\n"));
+        assert!(text.contains("ringway_buffer_pool_in_use_bytes 1024\n"));
         assert!(text.contains(
             "ringway_upstream_server_healthy_workers{upstream=\"chat\",server=\"127.0.0.1:9\"} 2\n"
         ));

@@ -132,9 +132,10 @@ pub(crate) struct WorkerTotals {
     pub(crate) connections_open: Gauge,
     /// Connections refused at accept because the worker's share of `max_connections` was used up.
     pub(crate) connections_refused: Counter,
-    /// Free buffers the worker's pool keeps for reuse (buffers lent out are not counted: a buffer dropped with a
-    /// failed connection is never handed back, so a lent count would drift).
+    /// Free buffers the worker's pool keeps for reuse.
     pub(crate) buffers_cached: Gauge,
+    /// Bytes the worker's pool has lent and not had back (exact: a lent buffer returns itself when dropped).
+    pub(crate) buffers_in_use_bytes: Gauge,
     pub(crate) tls_handshake_failures: Counter,
 }
 

@@ -5,6 +5,7 @@
 //! failure means for the connection and how it is logged (the callers: `super::accept`, `super::connect`).
 
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -12,7 +13,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::engine::{HandshakeStep, TlsEngine, TlsError, Unbuffered};
-use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::buffer_pool::{BufferPool, PoolBuf};
 
 /// How long a failed handshake's alert may take to send: the connection ends either way.
 const ALERT_WRITE: Duration = Duration::from_secs(1);
@@ -48,19 +49,19 @@ pub(crate) enum FirstBytes {
 pub(crate) async fn drive<C: Unbuffered>(
     tcp: &mut TcpStream,
     engine: &mut TlsEngine<C>,
-    pool: &BufferPool,
+    pool: &Rc<BufferPool>,
     deadline: Instant,
     mut first_bytes: impl FnMut(&[u8]) -> FirstBytes,
     alert: impl FnOnce() -> Option<Vec<u8>>,
-) -> Result<Vec<u8>, HandshakeError> {
+) -> Result<PoolBuf, HandshakeError> {
     let mut incoming = pool.take();
     let mut out = Vec::new();
     let mut first_read = true;
     loop {
-        let step = match engine.handshake(&mut incoming, &mut out) {
+        let step = match incoming.with_vec(|incoming| engine.handshake(incoming, &mut out)) {
             Ok(step) => step,
             Err(e) => {
-                pool.give(incoming);
+                drop(incoming);
                 let alert = alert().unwrap_or(out);
                 if !alert.is_empty() {
                     let _ = monoio::time::timeout(ALERT_WRITE, tcp.write_all(alert)).await;
@@ -77,44 +78,27 @@ pub(crate) async fn drive<C: Unbuffered>(
                         written.clear();
                         out = written;
                     }
-                    Ok((Err(e), _)) => {
-                        pool.give(incoming);
-                        return Err(HandshakeError::Io(e));
-                    }
-                    Err(_) => {
-                        pool.give(incoming);
-                        return Err(HandshakeError::TimedOut);
-                    }
+                    Ok((Err(e), _)) => return Err(HandshakeError::Io(e)),
+                    Err(_) => return Err(HandshakeError::TimedOut),
                 }
             }
             HandshakeStep::Read => {
                 let (len, cap) = (incoming.len(), incoming.capacity());
                 if len == cap {
-                    pool.give(incoming);
                     return Err(HandshakeError::TooLarge);
                 }
-                let read = monoio::time::timeout(
-                    wait,
-                    tcp.read(std::mem::take(&mut incoming).slice_mut(len..cap)),
-                )
-                .await;
-                match read {
-                    Ok((Ok(0), slice)) => {
-                        pool.give(slice.into_inner());
-                        return Err(HandshakeError::Closed);
-                    }
-                    Ok((Ok(_), slice)) => incoming = slice.into_inner(),
-                    Ok((Err(e), slice)) => {
-                        pool.give(slice.into_inner());
-                        return Err(HandshakeError::Io(e));
-                    }
-                    // The buffer went with the cancelled read.
+                let read =
+                    monoio::time::timeout(wait, tcp.read(incoming.slice_mut(len..cap))).await;
+                incoming = match read {
+                    Ok((Ok(0), _)) => return Err(HandshakeError::Closed),
+                    Ok((Ok(_), slice)) => slice.into_inner(),
+                    Ok((Err(e), _)) => return Err(HandshakeError::Io(e)),
+                    // The buffer went with the cancelled read (back to the pool once the kernel lets go of it).
                     Err(_) => return Err(HandshakeError::TimedOut),
-                }
+                };
                 if std::mem::take(&mut first_read)
                     && matches!(first_bytes(&incoming), FirstBytes::Refuse)
                 {
-                    pool.give(incoming);
                     return Err(HandshakeError::Refused);
                 }
             }

@@ -24,7 +24,7 @@ use monoio::net::TcpStream;
 
 use super::engine::{PlainSink, TlsEngine, TlsError, Unbuffered};
 use super::records::{PostHandshake, RecordLayer};
-use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::buffer_pool::{BufferPool, Detached, PoolBuf};
 
 /// Reads asking for fewer bytes than this wait on a one-byte socket read, so no pooled buffer is held while the
 /// peer is quiet (the relay parks idle legs on a one-byte read).
@@ -41,9 +41,35 @@ pub(crate) struct TlsStream<C> {
 /// and in `super::records` keep it there): the record layer, ciphertext of an incomplete record, the worker's buffer pool.
 struct Shared<C> {
     records: RecordLayer<C>,
-    /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none.
-    incoming: Option<Vec<u8>>,
+    /// Ciphertext received and not yet decrypted (an incomplete record); `None` while there is none. Detached from
+    /// its pool handle (the allocation has no byte to spare; `pool` is at hand) and given back on drop.
+    incoming: Option<Detached>,
     pool: Rc<BufferPool>,
+}
+
+impl<C> Shared<C> {
+    /// The ciphertext held, as a buffer that returns itself to the pool.
+    fn take_incoming(&mut self) -> Option<PoolBuf> {
+        let pool = &self.pool;
+        self.incoming.take().map(|d| pool.reattach(d))
+    }
+
+    /// Keeps `incoming` for the next read if it holds ciphertext; otherwise it goes back to the pool.
+    fn keep_incoming(&mut self, incoming: PoolBuf) {
+        debug_assert!(
+            self.incoming.is_none(),
+            "the one reader took the ciphertext before reading more"
+        );
+        if !incoming.is_empty() {
+            self.incoming = Some(incoming.detach());
+        }
+    }
+}
+
+impl<C> Drop for Shared<C> {
+    fn drop(&mut self) {
+        drop(self.take_incoming());
+    }
 }
 
 /// The reading half of a TLS connection; `R` is the socket (or its read half).
@@ -65,27 +91,17 @@ impl<C: PostHandshake> TlsStream<C> {
     pub(crate) fn new<U: Unbuffered<Kernel = C>>(
         tcp: TcpStream,
         engine: TlsEngine<U>,
-        incoming: Vec<u8>,
+        incoming: PoolBuf,
         pool: Rc<BufferPool>,
     ) -> Result<Self, TlsError> {
-        let records = match engine.into_records() {
-            Ok(records) => records,
-            Err(e) => {
-                pool.give(incoming);
-                return Err(e);
-            }
-        };
-        let incoming = if incoming.is_empty() {
-            pool.give(incoming);
-            None
-        } else {
-            Some(incoming)
-        };
-        let shared = Rc::new(RefCell::new(Shared {
+        let records = engine.into_records()?;
+        let mut shared = Shared {
             records,
-            incoming,
+            incoming: None,
             pool,
-        }));
+        };
+        shared.keep_incoming(incoming);
+        let shared = Rc::new(RefCell::new(shared));
         Ok(Self {
             reader: TlsReader { tcp, shared },
         })
@@ -125,6 +141,11 @@ impl<T: IoBufMut> PlainSink for IoSink<'_, T> {
 }
 
 impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
+    /// The ciphertext of an incomplete record, if any (the borrow of the shared state ends here).
+    fn held_incoming(&self) -> Option<PoolBuf> {
+        self.shared.borrow_mut().take_incoming()
+    }
+
     async fn read_plain<T: IoBufMut>(
         &mut self,
         mut buf: T,
@@ -134,64 +155,54 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
             // Plaintext already decrypted, or whole records already received.
             {
                 let mut shared = self.shared.borrow_mut();
-                let Shared {
-                    records,
-                    incoming: pending,
-                    pool,
-                } = &mut *shared;
                 let mut sink = IoSink {
                     buf: &mut buf,
                     filled: 0,
                 };
-                if records.has_plain() {
-                    let n = records.take_plain(&mut sink);
+                if shared.records.has_plain() {
+                    let n = shared.records.take_plain(&mut sink);
                     return (Ok(n), buf);
                 }
-                if let Some(mut incoming) = pending.take() {
-                    let decrypted = records.decrypt(&mut incoming, &mut sink);
-                    if incoming.is_empty() {
-                        pool.give(incoming);
-                    } else {
-                        *pending = Some(incoming);
-                    }
+                if let Some(mut incoming) = shared.take_incoming() {
+                    let records = &mut shared.records;
+                    let decrypted = incoming.with_vec(|v| records.decrypt(v, &mut sink));
+                    shared.keep_incoming(incoming);
                     match decrypted {
                         Ok(d) if d.written > 0 || d.peer_closed => return (Ok(d.written), buf),
                         Ok(_) => {}
                         Err(e) => return (Err(invalid(e)), buf),
                     }
-                } else if records.peer_closed() {
+                } else if shared.records.peer_closed() {
                     return (Ok(0), buf);
                 }
             }
-            // More ciphertext is needed.
-            let taken = self.shared.borrow_mut().incoming.take();
-            let pool = self.shared.borrow().pool.clone();
-            let mut incoming = match taken {
-                Some(b) => b,
-                None if buf.bytes_total() < SMALL_READ => {
-                    // Parked: nothing is in flight, so the AEAD contexts go too (rebuilt by the next record).
-                    self.shared.borrow_mut().records.release_keys();
-                    let byte = Box::new([0u8; 1]);
-                    let (res, byte) = match &cancel {
-                        Some(c) => self.tcp.cancelable_read(byte, c.clone()).await,
-                        None => self.tcp.read(byte).await,
-                    };
-                    match res {
-                        Ok(0) => return (Ok(0), buf),
-                        Ok(_) => {
-                            let mut b = pool.take();
-                            b.push(byte[0]);
-                            b
-                        }
-                        Err(e) => return (Err(e), buf),
+            // More ciphertext is needed. (`if let` on a call: no local holds the empty `None` across the parked
+            // read below, which every idle connection's read future would keep room for.)
+            let incoming = if let Some(held) = self.held_incoming() {
+                held
+            } else if buf.bytes_total() < SMALL_READ {
+                // Parked: nothing is in flight, so the AEAD contexts go too (rebuilt by the next record).
+                self.shared.borrow_mut().records.release_keys();
+                let byte = Box::new([0u8; 1]);
+                let (res, byte) = match &cancel {
+                    Some(c) => self.tcp.cancelable_read(byte, c.clone()).await,
+                    None => self.tcp.read(byte).await,
+                };
+                match res {
+                    Ok(0) => return (Ok(0), buf),
+                    Ok(_) => {
+                        let mut b = self.shared.borrow().pool.take();
+                        b.push(byte[0]);
+                        b
                     }
+                    Err(e) => return (Err(e), buf),
                 }
-                None => pool.take(),
+            } else {
+                self.shared.borrow().pool.take()
             };
             let (len, cap) = (incoming.len(), incoming.capacity());
             if len == cap {
                 // A record larger than the buffer: impossible for a peer that follows RFC 8446 §5.2.
-                pool.give(incoming);
                 return (
                     Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -200,16 +211,17 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                     buf,
                 );
             }
+            // Cancelled or dropped, the read takes the buffer with it (back to the pool once the kernel lets go).
             let slice = incoming.slice_mut(len..cap);
             let (res, slice) = match &cancel {
                 Some(c) => self.tcp.cancelable_read(slice, c.clone()).await,
                 None => self.tcp.read(slice).await,
             };
-            incoming = slice.into_inner();
+            let incoming = slice.into_inner();
             match res {
                 Ok(0) => {
                     let partial = !incoming.is_empty();
-                    pool.give(incoming);
+                    drop(incoming);
                     // A TCP FIN without close_notify: the data so far was complete records, so it is an ordinary
                     // end for WebSocket and HTTP (both frame their own messages); inside a record it is not.
                     return if partial {
@@ -224,13 +236,9 @@ impl<C: PostHandshake, R: CancelableAsyncReadRent> TlsReader<C, R> {
                         (Ok(0), buf)
                     };
                 }
-                Ok(_) => self.shared.borrow_mut().incoming = Some(incoming),
+                Ok(_) => self.shared.borrow_mut().keep_incoming(incoming),
                 Err(e) => {
-                    if incoming.is_empty() {
-                        pool.give(incoming);
-                    } else {
-                        self.shared.borrow_mut().incoming = Some(incoming);
-                    }
+                    self.shared.borrow_mut().keep_incoming(incoming);
                     return (Err(e), buf);
                 }
             }
@@ -248,25 +256,21 @@ async fn write_plain<C: PostHandshake, T: IoBuf, S: AsyncWriteRent>(
         if buf.bytes_init() == 0 {
             return (Ok(0), buf);
         }
-        let pool = shared.borrow().pool.clone();
-        let mut out = pool.take();
-        let encrypted = {
+        let mut out = shared.borrow().pool.take();
+        let encrypted = out.with_vec(|out| {
             // SAFETY: monoio's `IoBuf` contract: `read_ptr()` is valid for reads of `bytes_init()` initialised
             // bytes while the buffer is alive (it is what the kernel reads on a socket write); the slice does not
             // outlive this block, during which `buf` is neither moved nor changed.
             #[allow(unsafe_code)]
             let plain = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            shared.borrow_mut().records.encrypt(plain, &mut out)
-        };
+            shared.borrow_mut().records.encrypt(plain, out)
+        });
         let taken = match encrypted {
             Ok(n) => n,
-            Err(e) => {
-                pool.give(out);
-                return (Err(invalid(e)), buf);
-            }
+            Err(e) => return (Err(invalid(e)), buf),
         };
         let (res, out) = tcp.write_all(out).await;
-        pool.give(out);
+        drop(out);
         match res {
             Ok(_) => (Ok(taken), buf),
             Err(e) => (Err(e), buf),

@@ -8,10 +8,10 @@
 use std::io;
 use std::time::Instant;
 
-use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 
 use crate::http::head::{HeadError, HeadLimits, ResponseHead, parse_response};
+use crate::runtime::buffer_pool::GrowBuf;
 
 /// Why no response head could be read.
 #[derive(Debug, thiserror::Error)]
@@ -31,36 +31,30 @@ pub(crate) enum HeadReadError {
     Malformed(HeadError),
 }
 
-/// The outcome of [`read_response_head`]: the buffer (the head and whatever followed it on success), whether any
-/// byte arrived, and the head or the error.
+/// The outcome of [`read_response_head`]: whether any byte arrived, and the head with the buffer holding it and
+/// whatever followed it, or the error (the buffer is dropped then).
 #[derive(Debug)]
-pub(crate) struct HeadRead {
-    pub(crate) buf: Vec<u8>,
+pub(crate) struct HeadRead<B> {
     pub(crate) received: bool,
-    pub(crate) head: Result<ResponseHead, HeadReadError>,
+    pub(crate) head: Result<(ResponseHead, B), HeadReadError>,
 }
 
 /// Reads from `stream`, appending to `buf`, until `buf` starts with a complete response head or `deadline` passes.
-/// Bytes already in `buf` count as received and are parsed first. On a timeout the buffer is lost with the read
-/// (an empty one is returned).
-pub(crate) async fn read_response_head<S: AsyncReadRent>(
+/// Bytes already in `buf` count as received and are parsed first.
+pub(crate) async fn read_response_head<S: AsyncReadRent, B: GrowBuf>(
     stream: &mut S,
-    mut buf: Vec<u8>,
+    mut buf: B,
     limits: HeadLimits,
     deadline: Instant,
-) -> HeadRead {
+) -> HeadRead<B> {
     let mut received = !buf.is_empty();
-    let done = |buf, received, head| HeadRead {
-        buf,
-        received,
-        head,
-    };
+    let done = |received, head| HeadRead { received, head };
     loop {
         if !buf.is_empty() {
             match parse_response(&buf, limits) {
-                Ok(Some(head)) => return done(buf, received, Ok(head)),
+                Ok(Some(head)) => return done(received, Ok((head, buf))),
                 Ok(None) => {}
-                Err(e) => return done(buf, received, Err(HeadReadError::Malformed(e))),
+                Err(e) => return done(received, Err(HeadReadError::Malformed(e))),
             }
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -70,17 +64,14 @@ pub(crate) async fn read_response_head<S: AsyncReadRent>(
         let cap = buf.capacity();
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, stream.read(buf.slice_mut(start..cap))).await {
-            Ok((Ok(0), slice)) => {
-                return done(slice.into_inner(), received, Err(HeadReadError::Closed));
-            }
+            Ok((Ok(0), _)) => return done(received, Err(HeadReadError::Closed)),
             Ok((Ok(_), slice)) => {
                 buf = slice.into_inner();
                 received = true;
             }
-            Ok((Err(e), slice)) => {
-                return done(slice.into_inner(), received, Err(HeadReadError::Io(e)));
-            }
-            Err(_) => return done(Vec::new(), received, Err(HeadReadError::TimedOut)),
+            Ok((Err(e), _)) => return done(received, Err(HeadReadError::Io(e))),
+            // The buffer went with the cancelled read.
+            Err(_) => return done(received, Err(HeadReadError::TimedOut)),
         }
     }
 }
@@ -97,7 +88,11 @@ mod tests {
         max_headers: 16,
     };
 
-    fn run(script: &'static [&'static [u8]], pause: Duration, deadline: Duration) -> HeadRead {
+    fn run(
+        script: &'static [&'static [u8]],
+        pause: Duration,
+        deadline: Duration,
+    ) -> HeadRead<Vec<u8>> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = std::thread::spawn(move || {
@@ -129,10 +124,10 @@ mod tests {
             Duration::from_millis(20),
             Duration::from_secs(5),
         );
-        let head = r.head.expect("head");
+        let (head, buf) = r.head.expect("head");
         assert_eq!(head.status, 200);
         assert!(r.received);
-        assert!(r.buf[head.head_len..].starts_with(b"hi") || r.buf.len() == head.head_len);
+        assert!(buf[head.head_len..].starts_with(b"hi") || buf.len() == head.head_len);
     }
 
     #[test]

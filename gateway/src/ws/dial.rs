@@ -95,7 +95,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
                     deadline,
                 )
                 .await;
-                read.head.map(|head| (head, read.buf))
+                read.head
             }
             Ok((Err(e), _)) => Err(HeadReadError::Io(e)),
             Err(_) => Err(HeadReadError::TimedOut),

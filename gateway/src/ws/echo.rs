@@ -5,6 +5,7 @@
 //! closing with the right code on a protocol violation, and the relay's bounds: the idle timeout on reads and on a
 //! stalled write, and no read while a write is pending. Does not own: the handshake (`super::accept`).
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use frame_simd::{
@@ -24,7 +25,7 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     early: Vec<u8>,
     ws: &WebSocketSettings,
     close_timeout: Duration,
-    pool: &BufferPool,
+    pool: &Rc<BufferPool>,
 ) {
     let mut decoder = FrameDecoder::new(DecoderConfig {
         peer: Role::Client,
@@ -110,7 +111,6 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
             }
         }
         if cut {
-            pool.give(input);
             return;
         }
         input.drain(..pos);
@@ -128,7 +128,6 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                     tracing::info!(
                         "echo: the client stopped reading for the idle timeout; closing"
                     );
-                    pool.give(input);
                     return;
                 }
             }
@@ -151,19 +150,23 @@ pub(crate) async fn serve<S: AsyncReadRent + AsyncWriteRent>(
                 break;
             }
             Err(_) => {
-                input = Vec::new();
+                // The buffer went with the cancelled read (back to the pool once the kernel lets go of it).
                 push_close(&mut output, 1001);
                 let _ = monoio::time::timeout(close_timeout, stream.write_all(output)).await;
-                closing = true;
-                break;
+                linger(&mut stream, close_timeout).await;
+                return;
             }
         }
     }
-    pool.give(std::mem::take(&mut input));
+    drop(input);
     if closing {
-        // Give the client a moment to send its close answer / FIN before the socket is dropped.
-        let _ = monoio::time::timeout(close_timeout, stream.read(vec![0u8; 256])).await;
+        linger(&mut stream, close_timeout).await;
     }
+}
+
+/// Gives the client a moment to send its close answer / FIN before the socket is dropped.
+async fn linger<S: AsyncReadRent>(stream: &mut S, close_timeout: Duration) {
+    let _ = monoio::time::timeout(close_timeout, stream.read(vec![0u8; 256])).await;
 }
 
 fn push_close(out: &mut Vec<u8>, code: u16) {

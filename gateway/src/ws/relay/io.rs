@@ -12,6 +12,8 @@
 //! other side. Memory: a leg holds a pooled buffer only while bytes are in flight; a read that sees no data for
 //! [`PARK_AFTER`](super::side::PARK_AFTER) is cancelled, its buffer returned, and the leg parks on a one-byte read, so an idle connection pins
 //! no buffer. Backpressure: a leg does not read while its write is pending, so each leg holds at most one buffer.
+//! Buffers live only in the boxed hot loop's state, never in the leg's own future, which every idle connection
+//! keeps (a [`PoolBuf`] is a `Vec` and its pool handle).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -28,7 +30,7 @@ use super::session::{Batch, Progress, RelayOutcome, RelaySettings, Session, Side
 use super::side::Side;
 use crate::metrics::WorkerMetrics;
 use crate::metrics::worker::RouteMetrics;
-use crate::runtime::buffer_pool::BufferPool;
+use crate::runtime::buffer_pool::{BufferPool, PoolBuf};
 use crate::runtime::clock;
 use crate::runtime::drain::DrainPlan;
 use crate::runtime::sweeper::{Sweep, Sweeper};
@@ -177,18 +179,17 @@ impl<CW, UW> Sweep for Shared<CW, UW> {
 /// One direction of the relay: reads `src`, writes to `dst`.
 struct Leg<'p, S, D> {
     session: &'p RefCell<Session>,
-    pool: &'p BufferPool,
+    pool: &'p Rc<BufferPool>,
     src: &'p Side<S>,
     dst: &'p Side<D>,
 }
 
-/// What a leg reading its source keeps between reads.
+/// What a leg reading its source keeps between reads. (Unprocessed bytes are held by [`Leg::run_hot`] only: a leg
+/// parks with none.)
 struct Inbound {
     decoder: FrameDecoder,
     /// The source is inside a data frame (its bytes so far were forwarded).
     in_frame: bool,
-    /// Unprocessed bytes carried to the next read (a partial header or control frame).
-    hold: Option<Vec<u8>>,
 }
 
 /// Why [`Leg::run_hot`] returned.
@@ -201,7 +202,7 @@ enum HotExit {
 
 /// What one read produced.
 enum ReadResult {
-    Data(Vec<u8>),
+    Data(PoolBuf),
     /// The peer closed its sending side (TCP FIN) or reset the connection.
     Closed(Option<io::Error>),
     /// No data before the deadline, or woken by the other leg.
@@ -232,51 +233,50 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         let mut inbound = Inbound {
             decoder,
             in_frame: false,
-            hold: None,
         };
-        // Bytes that came right behind the handshake are relayed first, as if just read.
-        let mut arrived = (!early.is_empty()).then(|| {
+        // Bytes that came right behind the handshake are relayed first, as if just read. The buffer goes straight
+        // into the boxed hot loop: kept in a local of this future it would take room in every idle connection.
+        let mut done = false;
+        if !early.is_empty() {
             let mut buf = self.pool.take();
             buf.extend_from_slice(&early);
-            buf
-        });
-        drop(early);
+            drop(early);
+            done = matches!(
+                Box::pin(self.run_hot(&mut reader, &mut inbound, buf)).await,
+                HotExit::Done
+            );
+        }
         // A new connection starts parked: most WebSockets are idle most of the time, and a burst of new connections
         // must not take (and touch) a pooled buffer each before any of them has sent a byte. While parked, this loop
         // holds only a boxed one-byte read; once bytes arrive, one boxed `run_hot` future relays until the source
         // has been quiet for [`PARK_AFTER`](super::side::PARK_AFTER). (Boxing per batch instead cost an allocation and a memcpy of the
         // future per read and per write.)
-        loop {
-            if arrived.is_none() && inbound.hold.is_none() {
-                let deadline = match self.next_step() {
-                    Step::Done => break,
-                    Step::Due(now) => {
-                        Box::pin(self.on_deadline(now)).await;
-                        continue;
-                    }
-                    Step::Read { deadline, .. } => deadline,
-                };
-                match Box::pin(self.read_parked(&mut reader, deadline)).await {
-                    ReadResult::Data(buf) => arrived = Some(buf),
-                    ReadResult::Nothing => {
-                        // Woken: the other leg may have queued frames, or a deadline is due.
-                        self.flush_both().await;
-                        continue;
-                    }
-                    ReadResult::Closed(err) => {
-                        self.on_source_closed(err);
-                        self.flush_both().await;
-                        break;
-                    }
+        while !done {
+            let deadline = match self.next_step() {
+                Step::Done => break,
+                Step::Due(now) => {
+                    Box::pin(self.on_deadline(now)).await;
+                    continue;
                 }
-            }
-            match Box::pin(self.run_hot(&mut reader, &mut inbound, arrived.take())).await {
-                HotExit::Park => {}
-                HotExit::Done => break,
-            }
-        }
-        if let Some(buf) = inbound.hold.take() {
-            self.pool.give(buf);
+                Step::Read { deadline, .. } => deadline,
+            };
+            let first = match Box::pin(self.read_parked(&mut reader, deadline)).await {
+                ReadResult::Data(buf) => buf,
+                ReadResult::Nothing => {
+                    // Woken: the other leg may have queued frames, or a deadline is due.
+                    self.flush_both().await;
+                    continue;
+                }
+                ReadResult::Closed(err) => {
+                    self.on_source_closed(err);
+                    self.flush_both().await;
+                    break;
+                }
+            };
+            done = matches!(
+                Box::pin(self.run_hot(&mut reader, &mut inbound, first)).await,
+                HotExit::Done
+            );
         }
         self.flush_both().await;
         self.session.borrow_mut().check_done();
@@ -285,6 +285,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
 
     /// Relays while the source keeps sending: reads into pooled buffers, decodes, forwards, and returns
     /// [`HotExit::Park`] once a read found nothing for [`PARK_AFTER`](super::side::PARK_AFTER) (or was woken) and no partial frame is held.
+    /// `first` holds the bytes that woke the leg.
     ///
     /// Every frame passes through here, so it is one flat loop: the read, the forward and the write are awaited in
     /// this body, not in nested async fns, and the rare paths (close, violation, control frames the gateway queued)
@@ -294,29 +295,33 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         &self,
         reader: &mut R,
         inbound: &mut Inbound,
-        first: Option<Vec<u8>>,
+        first: PoolBuf,
     ) -> HotExit {
-        let mut arrived = first;
+        let mut arrived = Some(first);
+        // Unprocessed bytes carried to the next read (a partial header or control frame).
+        let mut hold: Option<PoolBuf> = None;
         loop {
             if let Some(mut buf) = arrived.take() {
                 let now = clock::now();
                 let decoded = {
                     let mut session = self.session.borrow_mut();
                     session.on_input(self.src.id, now).then(|| {
-                        let batch = session.decode(
-                            self.src.id,
-                            &mut buf,
-                            &mut inbound.decoder,
-                            &mut inbound.in_frame,
-                            now,
-                        );
+                        let batch = buf.with_vec(|buf| {
+                            session.decode(
+                                self.src.id,
+                                buf,
+                                &mut inbound.decoder,
+                                &mut inbound.in_frame,
+                                now,
+                            )
+                        });
                         let forward = batch.forward_end > 0 && session.forwards_from(self.src.id);
                         (batch, forward)
                     })
                 };
                 match decoded {
                     // Anything after the peer's Close is ignored (RFC 6455 §5.5.1).
-                    None => self.pool.give(buf),
+                    None => drop(buf),
                     Some((batch, forward)) => {
                         let kept = if forward {
                             // Forward: the writer is usually free, so take it without awaiting (the other leg holds
@@ -334,7 +339,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                                     poll_fn(|cx| self.dst.poll_write_abortable(write.as_mut(), cx))
                                         .await;
                                 // None: aborted (stalled past the idle timeout, or the pair stopped); the buffer
-                                // went with the write.
+                                // went with the write (back to the pool once the kernel lets go of it).
                                 let Some((res, slice)) = step else {
                                     break None;
                                 };
@@ -357,7 +362,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                         // On a failed forward the buffer is gone and nothing is held (`hold` was taken to make
                         // `buf`).
                         if let Some(buf) = kept {
-                            inbound.hold = if batch.saw_close || batch.failure.is_some() {
+                            hold = if batch.saw_close || batch.failure.is_some() {
                                 Box::pin(self.after_close_or_violation(buf, batch)).await
                             } else {
                                 self.keep_unprocessed(buf, batch.pos)
@@ -379,7 +384,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                 Step::Read { now, deadline } => (now, deadline),
             };
             // A read into a pooled buffer; the sweeper cancels it after [`PARK_AFTER`](super::side::PARK_AFTER) without data.
-            let buf = inbound.hold.take().unwrap_or_else(|| self.pool.take());
+            let buf = hold.take().unwrap_or_else(|| self.pool.take());
             let start = buf.len();
             let cap = buf.capacity();
             let handle = self.src.canceller.borrow().handle();
@@ -392,7 +397,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             let buf = slice.into_inner();
             match res {
                 Ok(0) => {
-                    self.pool.give(buf);
+                    drop(buf);
                     return self.source_closed_while_hot(None).await;
                 }
                 Ok(_) => arrived = Some(buf),
@@ -400,15 +405,15 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                     let park = buf.is_empty();
                     tracing::trace!(side = self.src.id.name(), park, "read found nothing");
                     if park {
-                        self.pool.give(buf);
+                        drop(buf);
                         self.flush_both().await;
                         return HotExit::Park;
                     }
                     // A partial frame is held: keep reading into the same buffer.
-                    inbound.hold = Some(buf);
+                    hold = Some(buf);
                 }
                 Err(e) => {
-                    self.pool.give(buf);
+                    drop(buf);
                     return self.source_closed_while_hot(Some(e)).await;
                 }
             }
@@ -427,10 +432,10 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
     /// aborted (the buffer went with it).
     fn after_forward(
         &self,
-        written: Option<(io::Result<()>, Vec<u8>)>,
+        written: Option<(io::Result<()>, PoolBuf)>,
         end: usize,
         mid_frame: bool,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<PoolBuf> {
         match written {
             Some((Ok(()), buf)) => {
                 self.session
@@ -439,7 +444,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                 Some(buf)
             }
             Some((Err(e), buf)) => {
-                self.pool.give(buf);
+                drop(buf);
                 self.on_destination_failed(&format!("write failed: {e}"));
                 None
             }
@@ -486,7 +491,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
 
     /// After a batch that carried the source's Close or broke the protocol (rare; boxed by the caller): the
     /// session's bookkeeping, then the control frames it queued. Returns what [`Leg::keep_unprocessed`] returns.
-    async fn after_close_or_violation(&self, buf: Vec<u8>, batch: Batch) -> Option<Vec<u8>> {
+    async fn after_close_or_violation(&self, buf: PoolBuf, batch: Batch) -> Option<PoolBuf> {
         if batch.saw_close {
             self.session
                 .borrow_mut()
@@ -501,7 +506,7 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             self.flush(self.src).await;
             self.flush(self.dst).await;
             self.apply_wakes();
-            self.pool.give(buf);
+            drop(buf);
             return None;
         }
         self.keep_unprocessed(buf, batch.pos)
@@ -509,13 +514,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
 
     /// Keeps the bytes from `pos` on for the next read (a partial header or control frame) and returns the buffer,
     /// or gives it back to the pool if nothing is left.
-    fn keep_unprocessed(&self, mut buf: Vec<u8>, pos: usize) -> Option<Vec<u8>> {
+    fn keep_unprocessed(&self, mut buf: PoolBuf, pos: usize) -> Option<PoolBuf> {
         if pos < buf.len() {
             buf.copy_within(pos.., 0);
-            buf.truncate(buf.len() - pos);
+            let kept = buf.len() - pos;
+            buf.truncate(kept);
             Some(buf)
         } else {
-            self.pool.give(buf);
             None
         }
     }
