@@ -228,7 +228,9 @@ fn jwt_auth(raw: RawJwt, path: &str) -> Result<JwtAuth> {
         Some(list) => list
             .iter()
             .enumerate()
-            .map(|(i, s)| token_source(&s.0).map_err(|m| Problem::new(format!("{}[{i}]", p("from")), m)))
+            .map(|(i, s)| {
+                token_source(&s.0).map_err(|m| Problem::new(format!("{}[{i}]", p("from")), m))
+            })
             .collect::<Result<Vec<_>>>()?,
     };
     let mut forward_claims = Vec::new();
@@ -236,12 +238,18 @@ fn jwt_auth(raw: RawJwt, path: &str) -> Result<JwtAuth> {
         let at = join(&p("forward_claims"), &claim);
         let name = header.0.to_ascii_lowercase();
         if !crate::convert::is_token(&name) {
-            return Err(Problem::new(at, format!("`{}` is not a valid header name", header.0)));
+            return Err(Problem::new(
+                at,
+                format!("`{}` is not a valid header name", header.0),
+            ));
         }
         if RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("sec-websocket-") {
             return Err(Problem::new(
                 at,
-                format!("`{}` is written by the gateway itself; choose another header", header.0),
+                format!(
+                    "`{}` is written by the gateway itself; choose another header",
+                    header.0
+                ),
             ));
         }
         if forward_claims.iter().any(|(_, h)| *h == name) {
@@ -268,7 +276,8 @@ fn jwt_auth(raw: RawJwt, path: &str) -> Result<JwtAuth> {
     })
 }
 
-const ALGORITHMS: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+const ALGORITHMS: &str =
+    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
 
 fn algorithms(raw: Option<Vec<Scalar>>, path: &str) -> Result<Vec<Algorithm>> {
     let list = raw.unwrap_or_default();
@@ -300,18 +309,24 @@ fn token_source(text: &str) -> std::result::Result<TokenSource, String> {
     };
     let named = |arg: Option<&str>, what: &str| match arg {
         Some(a) if !a.is_empty() && crate::convert::is_token(a) => Ok(a.to_owned()),
-        _ => Err(format!("`{text}`: write `{what}:NAME` with the {what}'s name")),
+        _ => Err(format!(
+            "`{text}`: write `{what}:NAME` with the {what}'s name"
+        )),
     };
     match kind {
         "header" if arg.is_none() => Ok(TokenSource::Header),
         "cookie" => named(arg, "cookie").map(TokenSource::Cookie),
         "query" => named(arg, "query").map(TokenSource::Query),
         "subprotocol" => match arg {
-            None => Ok(TokenSource::Subprotocol(DEFAULT_SUBPROTOCOL_PREFIX.to_owned())),
+            None => Ok(TokenSource::Subprotocol(
+                DEFAULT_SUBPROTOCOL_PREFIX.to_owned(),
+            )),
             Some(a) if !a.is_empty() && crate::convert::is_token(a) => {
                 Ok(TokenSource::Subprotocol(a.to_owned()))
             }
-            Some(_) => Err(format!("`{text}`: the subprotocol prefix must be a token such as `bearer.`")),
+            Some(_) => Err(format!(
+                "`{text}`: the subprotocol prefix must be a token such as `bearer.`"
+            )),
         },
         _ => Err(format!(
             "unknown token source `{text}` (allowed: header, cookie:NAME, query:NAME, subprotocol, subprotocol:PREFIX)"
@@ -474,7 +489,11 @@ fn jwks_file(file: &str, dir: &Path, algorithms: &[Algorithm], path: &str) -> Re
             path,
             format!(
                 "`{file}` has no key usable with {}",
-                algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+                algorithms
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }

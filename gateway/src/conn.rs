@@ -186,13 +186,16 @@ async fn serve_requests<S: ClientStream>(
         let policy = ctx.auth.get(route_index).and_then(Option::as_ref);
         let authorized = match policy {
             None => None,
-            Some(policy) => match crate::auth::check(policy, &head, &dest.path, crate::auth::unix_now()) {
-                Ok(authorized) => Some(authorized),
-                Err(refusal) => {
-                    refuse_unauthorized(&mut stream, ctx, peer, route_index, &head, &refusal).await;
-                    return;
+            Some(policy) => {
+                match crate::auth::check(policy, &head, &dest.path, crate::auth::unix_now()) {
+                    Ok(authorized) => Some(authorized),
+                    Err(refusal) => {
+                        refuse_unauthorized(&mut stream, ctx, peer, route_index, &head, &refusal)
+                            .await;
+                        return;
+                    }
                 }
-            },
+            }
         };
         if let Some(left) = authorized
             .as_ref()
@@ -316,7 +319,11 @@ async fn refuse_unauthorized<S: AsyncWriteRent>(
     head: &RequestHead,
     refusal: &crate::auth::Refusal,
 ) {
-    let route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str);
+    let route = ctx
+        .metrics
+        .route_labels
+        .get(route_index)
+        .map_or("", String::as_str);
     tracing::info!(%peer, route, status = refusal.status, reason = %refusal.reason, "refused by auth");
     if let Some(m) = ctx.metrics.routes.get(route_index) {
         m.auth_refusal(refusal.status);
@@ -326,7 +333,13 @@ async fn refuse_unauthorized<S: AsyncWriteRent>(
             m.http(refusal.status, Duration::ZERO);
         }
     }
-    respond(stream, refusal.status, refusal.headers(), &format!("{}\n", refusal.reason)).await;
+    respond(
+        stream,
+        refusal.status,
+        refusal.headers(),
+        &format!("{}\n", refusal.reason),
+    )
+    .await;
 }
 
 enum HeadRead {

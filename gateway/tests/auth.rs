@@ -88,10 +88,16 @@ fn a_valid_token_from_each_source_reaches_the_upstream_with_the_claim_header() {
     let cookie = format!("theme=dark; jwt={tok}");
     let protocols = format!("chat, bearer.{tok}");
     let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
-        ("/h".into(), vec![("Authorization", bearer.as_str()), ("X-User-Id", "mallory")]),
+        (
+            "/h".into(),
+            vec![("Authorization", bearer.as_str()), ("X-User-Id", "mallory")],
+        ),
         ("/c".into(), vec![("Cookie", cookie.as_str())]),
         (format!("/q?access_token={tok}"), vec![]),
-        ("/s".into(), vec![("Sec-WebSocket-Protocol", protocols.as_str())]),
+        (
+            "/s".into(),
+            vec![("Sec-WebSocket-Protocol", protocols.as_str())],
+        ),
     ];
     for (i, (path, headers)) in cases.iter().enumerate() {
         let mut ws = WsClient::connect_with(gw.addr, path, headers)
@@ -105,9 +111,21 @@ fn a_valid_token_from_each_source_reaches_the_upstream_with_the_claim_header() {
             .collect();
         assert_eq!(users, ["x-user-id: alice"], "{path}: {req}");
         if path == "/s" {
-            assert!(!req.contains(&tok), "the token entry reached the upstream: {req}");
-            assert_eq!(header_of(req, "sec-websocket-protocol"), Some("chat"), "{req}");
-            assert_eq!(header_of(&ws.head, "sec-websocket-protocol"), Some("chat"), "{}", ws.head);
+            assert!(
+                !req.contains(&tok),
+                "the token entry reached the upstream: {req}"
+            );
+            assert_eq!(
+                header_of(req, "sec-websocket-protocol"),
+                Some("chat"),
+                "{req}"
+            );
+            assert_eq!(
+                header_of(&ws.head, "sec-websocket-protocol"),
+                Some("chat"),
+                "{}",
+                ws.head
+            );
             assert!(!ws.head.contains(&tok), "token echoed: {}", ws.head);
         }
     }
@@ -118,8 +136,14 @@ fn refusals_are_401_or_403_and_never_reach_the_upstream() {
     let s = setup();
     let up = ScriptedUpstream::echo();
     let gw = Gateway::start_logged(&config(&up, &s.key, ""), "info");
-    let expired = token(SECRET_A, json!({ "sub": "a", "aud": "chat", "exp": now() - 3600 }));
-    let wrong_aud = token(SECRET_A, json!({ "sub": "a", "aud": "admin", "exp": now() + 300 }));
+    let expired = token(
+        SECRET_A,
+        json!({ "sub": "a", "aud": "chat", "exp": now() - 3600 }),
+    );
+    let wrong_aud = token(
+        SECRET_A,
+        json!({ "sub": "a", "aud": "admin", "exp": now() + 300 }),
+    );
     let wrong_key = alice(SECRET_B);
     for (tok, status, www) in [
         (None, 401, Some("Bearer")),
@@ -128,17 +152,27 @@ fn refusals_are_401_or_403_and_never_reach_the_upstream() {
         (Some(wrong_aud), 403, None),
     ] {
         let auth = tok.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let head = WsClient::connect_with(gw.addr, "/", &headers).err().expect("refused");
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let head = WsClient::connect_with(gw.addr, "/", &headers)
+            .err()
+            .expect("refused");
         assert_eq!(status_of(&head), status, "{head}");
         assert_eq!(header_of(&head, "www-authenticate"), www, "{head}");
     }
     // Plain HTTP on the route is checked the same way.
     let (head, _) = http_exchange(gw.addr, "GET /api HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(status_of(&head), 401, "{head}");
-    assert!(up.received().is_empty(), "the upstream saw {:?}", up.received());
+    assert!(
+        up.received().is_empty(),
+        "the upstream saw {:?}",
+        up.received()
+    );
     let log = gw.stop();
-    assert!(log.contains("refused by auth") && log.contains("token expired"), "{log}");
+    assert!(
+        log.contains("refused by auth") && log.contains("token expired"),
+        "{log}"
+    );
     assert!(!log.contains("eyJ"), "a token reached the log: {log}");
 }
 
@@ -166,9 +200,16 @@ fn plain_http_with_a_token_carries_the_claim_header_not_the_forged_one() {
 fn an_expired_token_closes_the_websocket_with_1008_both_ways() {
     let s = setup();
     let (up, conns) = ScriptedUpstream::handoff("");
-    let yaml = config(&up, &s.key, "        leeway: 0s\n        enforce_expiry: true\n");
+    let yaml = config(
+        &up,
+        &s.key,
+        "        leeway: 0s\n        enforce_expiry: true\n",
+    );
     let gw = Gateway::start(&yaml);
-    let tok = token(SECRET_A, json!({ "sub": "a", "aud": "chat", "exp": now() + 2 }));
+    let tok = token(
+        SECRET_A,
+        json!({ "sub": "a", "aud": "chat", "exp": now() + 2 }),
+    );
     let auth = format!("Bearer {tok}");
     let mut ws = WsClient::connect_with(gw.addr, "/", &[("Authorization", &auth)]).unwrap();
     let mut upstream = conns.recv_timeout(Duration::from_secs(3)).unwrap();
@@ -196,7 +237,10 @@ fn a_reload_with_a_new_key_takes_effect() {
     gw.signal("HUP");
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while connect(SECRET_B).is_err() {
-        assert!(std::time::Instant::now() < end, "the new key never took effect");
+        assert!(
+            std::time::Instant::now() < end,
+            "the new key never took effect"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let head = connect(SECRET_A).unwrap_err();

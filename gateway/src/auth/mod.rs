@@ -136,9 +136,7 @@ pub(crate) fn check(
 ) -> Result<Authorized, Refusal> {
     let cfg = &policy.config;
     let found = token::find(&cfg.from, head, target);
-    let token = found
-        .token
-        .ok_or_else(|| Refusal::unauthorized(NO_TOKEN))?;
+    let token = found.token.ok_or_else(|| Refusal::unauthorized(NO_TOKEN))?;
     let header = jsonwebtoken::decode_header(&token)
         .map_err(|_| Refusal::unauthorized("malformed token"))?;
     let Some((_, validation)) = policy
@@ -156,7 +154,8 @@ pub(crate) fn check(
         .map_err(|e| refusal_for(e.kind()))?;
     let claims = data.claims;
     let leeway = cfg.leeway.as_secs();
-    let exp = numeric_date(&claims, "exp")?.ok_or_else(|| Refusal::unauthorized("token has no exp"))?;
+    let exp =
+        numeric_date(&claims, "exp")?.ok_or_else(|| Refusal::unauthorized("token has no exp"))?;
     if now > exp.saturating_add(leeway) {
         return Err(Refusal::unauthorized("token expired"));
     }
@@ -195,7 +194,11 @@ pub(crate) fn check(
 
 /// The key for a token with `alg` and `kid`: the entry with that `kid`, or without a `kid` the only key of the
 /// algorithm's family. A key of another family is never used (algorithm confusion).
-fn select_key<'k>(keys: &'k [JwtKey], alg: Algorithm, kid: Option<&str>) -> Result<&'k JwtKey, Refusal> {
+fn select_key<'k>(
+    keys: &'k [JwtKey],
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<&'k JwtKey, Refusal> {
     let fits = |k: &&JwtKey| k.key.family() == alg.family() && k.alg.is_none_or(|a| a == alg);
     let key = match kid {
         Some(kid) if keys.iter().any(|k| k.kid.is_some()) => keys
@@ -208,13 +211,17 @@ fn select_key<'k>(keys: &'k [JwtKey], alg: Algorithm, kid: Option<&str>) -> Resu
                 .next()
                 .ok_or_else(|| Refusal::unauthorized("no key for the token's algorithm"))?;
             if candidates.next().is_some() {
-                return Err(Refusal::unauthorized("token has no kid and several keys fit"));
+                return Err(Refusal::unauthorized(
+                    "token has no kid and several keys fit",
+                ));
             }
             first
         }
     };
     if !fits(&key) {
-        return Err(Refusal::unauthorized("key does not fit the token's algorithm"));
+        return Err(Refusal::unauthorized(
+            "key does not fit the token's algorithm",
+        ));
     }
     Ok(key)
 }
@@ -225,7 +232,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or_else(|| Refusal::unauthorized(format!("malformed {name} claim"))),
         Some(_) => Err(Refusal::unauthorized(format!("malformed {name} claim"))),
@@ -242,9 +253,13 @@ fn refusal_for(kind: &ErrorKind) -> Refusal {
         ErrorKind::MissingRequiredClaim(c) if c == "iss" || c == "aud" => {
             Refusal::forbidden(format!("token has no {c} claim"))
         }
-        ErrorKind::MissingRequiredClaim(c) => Refusal::unauthorized(format!("token has no {c} claim")),
+        ErrorKind::MissingRequiredClaim(c) => {
+            Refusal::unauthorized(format!("token has no {c} claim"))
+        }
         ErrorKind::InvalidSignature => Refusal::unauthorized("bad token signature"),
-        ErrorKind::InvalidAlgorithm => Refusal::unauthorized("token algorithm does not fit the key"),
+        ErrorKind::InvalidAlgorithm => {
+            Refusal::unauthorized("token algorithm does not fit the key")
+        }
         ErrorKind::InvalidClaimFormat(c) => Refusal::unauthorized(format!("malformed {c} claim")),
         _ => Refusal::unauthorized("malformed token"),
     }
@@ -269,10 +284,14 @@ pub(crate) mod testing {
     impl TestKey {
         pub(crate) fn new(alg: jsonwebtoken::Algorithm) -> Self {
             use jsonwebtoken::Algorithm as A;
-            let pair = |sig: &'static rcgen::SignatureAlgorithm| rcgen::KeyPair::generate_for(sig).unwrap();
+            let pair = |sig: &'static rcgen::SignatureAlgorithm| {
+                rcgen::KeyPair::generate_for(sig).unwrap()
+            };
             let (encoding, public) = match alg {
                 A::HS256 | A::HS384 | A::HS512 => {
-                    let secret = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_vec();
+                    let secret =
+                        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                            .to_vec();
                     (EncodingKey::from_secret(&secret).unwrap(), secret)
                 }
                 A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => {
@@ -318,7 +337,8 @@ pub(crate) mod testing {
 
         /// This key as a JWK with `kid`.
         pub(crate) fn jwk(&self, kid: &str) -> serde_json::Value {
-            let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
+            let mut jwk =
+                jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding, self.alg).unwrap();
             jwk.common.key_id = Some(kid.to_owned());
             serde_json::to_value(jwk).unwrap()
         }
@@ -407,14 +427,22 @@ mod tests {
         ] {
             let key = TestKey::new(alg);
             let (_dir, p) = policy(&key, ", forward_claims: { sub: X-User }");
-            let ok = verdict(&p, &key.sign(&claims(), None)).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
-            assert_eq!(ok.headers, [("x-user".to_owned(), "alice".to_owned())], "{alg:?}");
+            let ok =
+                verdict(&p, &key.sign(&claims(), None)).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert_eq!(
+                ok.headers,
+                [("x-user".to_owned(), "alice".to_owned())],
+                "{alg:?}"
+            );
             // A token signed by another key of the same algorithm is refused.
             let other = TestKey::new(alg);
             if alg.family() != jsonwebtoken::AlgorithmFamily::Hmac {
                 let refused = verdict(&p, &other.sign(&claims(), None)).unwrap_err();
                 assert_eq!(refused.status, 401, "{alg:?}");
-                assert_eq!(refused.headers(), &[("www-authenticate", "Bearer error=\"invalid_token\"")]);
+                assert_eq!(
+                    refused.headers(),
+                    &[("www-authenticate", "Bearer error=\"invalid_token\"")]
+                );
             }
         }
     }
@@ -425,7 +453,10 @@ mod tests {
         let (_dir, p) = policy(&key, "");
         let head = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         let refused = check(&p, &head, "/", NOW).unwrap_err();
-        assert_eq!((refused.status, refused.headers()), (401, &[("www-authenticate", "Bearer")][..]));
+        assert_eq!(
+            (refused.status, refused.headers()),
+            (401, &[("www-authenticate", "Bearer")][..])
+        );
         for junk in ["x", "a.b", "a.b.c", "....."] {
             assert_eq!(status(&p, junk), 401, "{junk}");
         }
@@ -435,7 +466,10 @@ mod tests {
         let (forged_body, _) = forged.rsplit_once('.').unwrap();
         let (_, signature) = token.rsplit_once('.').unwrap();
         let refused = verdict(&p, &format!("{forged_body}.{signature}")).unwrap_err();
-        assert_eq!((refused.status, refused.reason.as_str()), (401, "bad token signature"));
+        assert_eq!(
+            (refused.status, refused.reason.as_str()),
+            (401, "bad token signature")
+        );
     }
 
     #[test]
@@ -454,7 +488,11 @@ mod tests {
         // Even when HS256 is allowed, an RSA key never verifies it (the key set has no HMAC key).
         let dir = tempfile::tempdir().unwrap();
         let jwks = json!({ "keys": [rsa.jwk("r1")] }).to_string();
-        let p = policy_with(&dir, jwks.as_bytes(), "{ algorithms: [RS256, HS256], jwks_file: KEY }");
+        let p = policy_with(
+            &dir,
+            jwks.as_bytes(),
+            "{ algorithms: [RS256, HS256], jwks_file: KEY }",
+        );
         assert_eq!(status(&p, &rsa.sign(&claims(), Some("r1"))), 200);
         let forged = jsonwebtoken::encode(
             &{
@@ -476,9 +514,18 @@ mod tests {
         let at = |exp: u64| status(&p, &key.sign(&json!({ "exp": exp }), None));
         assert_eq!(at(NOW - 30), 200, "now == exp + leeway is still valid");
         assert_eq!(at(NOW - 31), 401);
-        assert_eq!(status(&p, &key.sign(&json!({ "sub": "x" }), None)), 401, "exp is required");
+        assert_eq!(
+            status(&p, &key.sign(&json!({ "sub": "x" }), None)),
+            401,
+            "exp is required"
+        );
         assert_eq!(status(&p, &key.sign(&json!({ "exp": "soon" }), None)), 401);
-        let nbf = |nbf: u64| status(&p, &key.sign(&json!({ "exp": NOW + 600, "nbf": nbf }), None));
+        let nbf = |nbf: u64| {
+            status(
+                &p,
+                &key.sign(&json!({ "exp": NOW + 600, "nbf": nbf }), None),
+            )
+        };
         assert_eq!(nbf(NOW + 30), 200);
         assert_eq!(nbf(NOW + 31), 401);
     }
@@ -489,15 +536,30 @@ mod tests {
         let (_dir, p) = policy(&key, ", issuer: https://id.example, audience: chat");
         let tok = |c: serde_json::Value| status(&p, &key.sign(&c, None));
         let exp = NOW + 60;
-        assert_eq!(tok(json!({ "exp": exp, "iss": "https://id.example", "aud": "chat" })), 200);
-        assert_eq!(tok(json!({ "exp": exp, "iss": "https://id.example", "aud": ["x", "chat"] })), 200);
-        assert_eq!(tok(json!({ "exp": exp, "iss": "https://evil.example", "aud": "chat" })), 403);
-        assert_eq!(tok(json!({ "exp": exp, "iss": "https://id.example", "aud": "other" })), 403);
+        assert_eq!(
+            tok(json!({ "exp": exp, "iss": "https://id.example", "aud": "chat" })),
+            200
+        );
+        assert_eq!(
+            tok(json!({ "exp": exp, "iss": "https://id.example", "aud": ["x", "chat"] })),
+            200
+        );
+        assert_eq!(
+            tok(json!({ "exp": exp, "iss": "https://evil.example", "aud": "chat" })),
+            403
+        );
+        assert_eq!(
+            tok(json!({ "exp": exp, "iss": "https://id.example", "aud": "other" })),
+            403
+        );
         assert_eq!(tok(json!({ "exp": exp, "aud": "chat" })), 403);
         assert_eq!(tok(json!({ "exp": exp, "iss": "https://id.example" })), 403);
         // Without a configured audience a token's `aud` is not held against it.
         let (_d2, p2) = policy(&key, "");
-        assert_eq!(status(&p2, &key.sign(&json!({ "exp": exp, "aud": "any" }), None)), 200);
+        assert_eq!(
+            status(&p2, &key.sign(&json!({ "exp": exp, "aud": "any" }), None)),
+            200
+        );
     }
 
     #[test]
@@ -505,12 +567,28 @@ mod tests {
         let (a, b) = (TestKey::new(A::ES256), TestKey::new(A::ES256));
         let dir = tempfile::tempdir().unwrap();
         let jwks = json!({ "keys": [a.jwk("a"), b.jwk("b")] }).to_string();
-        let p = policy_with(&dir, jwks.as_bytes(), "{ algorithms: [ES256], jwks_file: KEY }");
+        let p = policy_with(
+            &dir,
+            jwks.as_bytes(),
+            "{ algorithms: [ES256], jwks_file: KEY }",
+        );
         assert_eq!(status(&p, &b.sign(&claims(), Some("b"))), 200);
         assert_eq!(status(&p, &a.sign(&claims(), Some("a"))), 200);
-        assert_eq!(status(&p, &b.sign(&claims(), Some("a"))), 401, "wrong key for the kid");
-        assert_eq!(status(&p, &b.sign(&claims(), Some("zz"))), 401, "unknown kid");
-        assert_eq!(status(&p, &b.sign(&claims(), None)), 401, "no kid, two keys");
+        assert_eq!(
+            status(&p, &b.sign(&claims(), Some("a"))),
+            401,
+            "wrong key for the kid"
+        );
+        assert_eq!(
+            status(&p, &b.sign(&claims(), Some("zz"))),
+            401,
+            "unknown kid"
+        );
+        assert_eq!(
+            status(&p, &b.sign(&claims(), None)),
+            401,
+            "no kid, two keys"
+        );
     }
 
     #[test]
@@ -520,8 +598,14 @@ mod tests {
             &key,
             ", leeway: 5s, enforce_expiry: true, forward_claims: { sub: X-User-Id, roles: X-Roles, n: X-N, gone: X-Gone }",
         );
-        let ok = verdict(&p, &key.sign(&json!({ "sub": "u1", "roles": ["a", "b"], "n": 7, "exp": NOW + 100 }), None))
-            .unwrap();
+        let ok = verdict(
+            &p,
+            &key.sign(
+                &json!({ "sub": "u1", "roles": ["a", "b"], "n": 7, "exp": NOW + 100 }),
+                None,
+            ),
+        )
+        .unwrap();
         assert_eq!(
             ok.headers,
             [
@@ -532,10 +616,16 @@ mod tests {
         );
         assert_eq!(ok.expires_at, Some(NOW + 105));
         assert_eq!(p.header_names().len(), 4);
-        let bad = verdict(&p, &key.sign(&json!({ "sub": "a\r\nX-Admin: 1", "exp": NOW + 100 }), None));
+        let bad = verdict(
+            &p,
+            &key.sign(&json!({ "sub": "a\r\nX-Admin: 1", "exp": NOW + 100 }), None),
+        );
         assert_eq!(bad.unwrap_err().status, 403);
         let (_d2, p2) = policy(&key, "");
-        assert_eq!(verdict(&p2, &key.sign(&claims(), None)).unwrap().expires_at, None);
+        assert_eq!(
+            verdict(&p2, &key.sign(&claims(), None)).unwrap().expires_at,
+            None
+        );
     }
 
     #[test]
@@ -548,7 +638,9 @@ mod tests {
         ));
         let ok = check(&p, &head, "/ws", NOW).unwrap();
         assert_eq!(ok.subprotocols_left, Some(vec!["chat".to_owned()]));
-        let head = request(format!("GET /ws HTTP/1.1\r\nHost: h\r\nCookie: jwt={token}\r\n\r\n"));
+        let head = request(format!(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nCookie: jwt={token}\r\n\r\n"
+        ));
         assert!(check(&p, &head, "/ws", NOW).is_ok());
         // The header source is not configured here.
         assert_eq!(status(&p, &token), 401);

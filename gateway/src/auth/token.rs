@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn bearer_header_scheme_is_case_insensitive() {
         let h = head("Authorization: bearer abc.def.ghi\r\n");
-        assert_eq!(find(&sources(&["header"]), &h, "/").token.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(
+            find(&sources(&["header"]), &h, "/").token.as_deref(),
+            Some("abc.def.ghi")
+        );
         let h = head("Authorization: Basic dXNlcjpwYXNz\r\n");
         assert_eq!(find(&sources(&["header"]), &h, "/").token, None);
     }
@@ -167,9 +170,16 @@ mod tests {
     #[test]
     fn cookie_and_query_sources() {
         let h = head("Cookie: a=1; jwt=tok.en.x; b=2\r\n");
-        assert_eq!(find(&sources(&["cookie:jwt"]), &h, "/").token.as_deref(), Some("tok.en.x"));
+        assert_eq!(
+            find(&sources(&["cookie:jwt"]), &h, "/").token.as_deref(),
+            Some("tok.en.x")
+        );
         assert_eq!(find(&sources(&["cookie:nope"]), &h, "/").token, None);
-        let found = find(&sources(&["query:access_token"]), &h, "/ws?a=1&access_token=t%2Ek.x");
+        let found = find(
+            &sources(&["query:access_token"]),
+            &h,
+            "/ws?a=1&access_token=t%2Ek.x",
+        );
         assert_eq!(found.token.as_deref(), Some("t.k.x"));
     }
 
@@ -184,10 +194,15 @@ mod tests {
 
     #[test]
     fn subprotocol_entries_with_the_prefix_are_removed() {
-        let h = head("Sec-WebSocket-Protocol: chat, bearer.a.b.c\r\nSec-WebSocket-Protocol: bearer.x.y.z, v2\r\n");
+        let h = head(
+            "Sec-WebSocket-Protocol: chat, bearer.a.b.c\r\nSec-WebSocket-Protocol: bearer.x.y.z, v2\r\n",
+        );
         let found = find(&sources(&["subprotocol"]), &h, "/");
         assert_eq!(found.token.as_deref(), Some("a.b.c"));
-        assert_eq!(found.subprotocols_left, Some(vec!["chat".to_owned(), "v2".to_owned()]));
+        assert_eq!(
+            found.subprotocols_left,
+            Some(vec!["chat".to_owned(), "v2".to_owned()])
+        );
         // Removed even when another source provided the token.
         let h2 = head("Authorization: Bearer t\r\nSec-WebSocket-Protocol: bearer.q, chat\r\n");
         let found = find(&sources(&["header", "subprotocol"]), &h2, "/");

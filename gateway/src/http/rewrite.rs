@@ -232,7 +232,11 @@ pub(crate) fn upstream_head(
                 .client_cert
                 .name
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            || fwd.claims.strip.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || fwd
+                .claims
+                .strip
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -570,10 +574,7 @@ mod tests {
             fwd,
             PLAIN,
         );
-        assert_eq!(
-            h.headers_named("x-user-id").collect::<Vec<_>>(),
-            [b"alice"]
-        );
+        assert_eq!(h.headers_named("x-user-id").collect::<Vec<_>>(), [b"alice"]);
         assert_eq!(h.header("x-roles"), None);
         assert_eq!(h.header_str("x-other"), Some("1"));
     }

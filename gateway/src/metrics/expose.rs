@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::cells::Histogram;
 use super::worker::{
-    AUTH_STATUSES, CLOSE_CODES, CLOSE_SOURCES, DIRECTIONS, REJECT_CODES, RouteMetrics, UPGRADE_STATUSES,
-    UpstreamMetrics, WorkerMetrics,
+    AUTH_STATUSES, CLOSE_CODES, CLOSE_SOURCES, DIRECTIONS, REJECT_CODES, RouteMetrics,
+    UPGRADE_STATUSES, UpstreamMetrics, WorkerMetrics,
 };
 
 /// What the process knows about itself, beside the workers' cells.

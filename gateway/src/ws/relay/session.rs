@@ -703,7 +703,8 @@ impl Session {
         {
             tracing::info!("client token expired; closing with 1008");
             self.note(|| "client token expired (1008)".to_owned());
-            self.side_mut(src).queue_close((1008, CloseWhy::TokenExpired));
+            self.side_mut(src)
+                .queue_close((1008, CloseWhy::TokenExpired));
             self.side_mut(src.other())
                 .queue_close((1008, CloseWhy::TokenExpired));
             self.start_closing(now);
