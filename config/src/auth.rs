@@ -189,22 +189,6 @@ fn jwt_auth(raw: RawJwt, path: &str) -> Result<JwtAuth> {
     let dir = raw.dir.as_path();
     let p = |key: &str| join(path, key);
     let algorithms = algorithms(raw.algorithms, &p("algorithms"))?;
-    let keys = match (raw.key_file, raw.jwks_file) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::new(
-                p("jwks_file"),
-                "give either `key_file` or `jwks_file`, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(Problem::new(
-                path,
-                "missing key: add `key_file: FILE` (a PEM public key, or the HMAC secret) or `jwks_file: FILE`",
-            ));
-        }
-        (Some(file), None) => key_file(&file.0, dir, &algorithms, &p("key_file"))?,
-        (None, Some(file)) => jwks_file(&file.0, dir, &algorithms, &p("jwks_file"))?,
-    };
     let non_empty = |s: Option<Scalar>, key: &str| -> Result<Option<String>> {
         match s {
             Some(s) if s.0.is_empty() => Err(Problem::new(p(key), "may not be empty")),
@@ -263,6 +247,23 @@ fn jwt_auth(raw: RawJwt, path: &str) -> Result<JwtAuth> {
     let enforce_expiry = match raw.enforce_expiry {
         None => false,
         Some(s) => parse_bool(&s.0).map_err(|m| Problem::new(p("enforce_expiry"), m))?,
+    };
+    // Files last: every other mistake is reported without touching the file system.
+    let keys = match (raw.key_file, raw.jwks_file) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                p("jwks_file"),
+                "give either `key_file` or `jwks_file`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(Problem::new(
+                path,
+                "missing key: add `key_file: FILE` (a PEM public key, or the HMAC secret) or `jwks_file: FILE`",
+            ));
+        }
+        (Some(file), None) => key_file(&file.0, dir, &algorithms, &p("key_file"))?,
+        (None, Some(file)) => jwks_file(&file.0, dir, &algorithms, &p("jwks_file"))?,
     };
     Ok(JwtAuth {
         algorithms,

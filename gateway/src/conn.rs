@@ -1,8 +1,8 @@
 //! One accepted client connection, from its first byte to its close.
 //!
 //! Owns: reading request heads under the handshake timeout and size limits (slowloris 408, 431), the head checks
-//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), and the keep-alive
-//! loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
+//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), the route's JWT
+//! check before any upstream work (401/403, verdict from `crate::auth`), and the keep-alive loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
 //! ([`crate::ws`]). Does not own: anything after the dispatch.
 
 use std::net::SocketAddr;
