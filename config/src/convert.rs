@@ -798,6 +798,7 @@ fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
             ));
         }
     };
+    let auth = crate::auth::route_auth(raw.auth, &join(path, "auth"))?;
     Ok(Route {
         host,
         path_prefix,
@@ -805,6 +806,7 @@ fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
         target,
         websocket,
         client_cert_header,
+        auth: auth.map(std::sync::Arc::new),
     })
 }
 
@@ -1114,7 +1116,7 @@ fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr,
 }
 
 /// RFC 9110 token characters (header names, subprotocols, cookie names).
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde_saphyr::MessageFormatter as _;
 
+pub mod auth;
 mod convert;
 mod error;
 pub mod raw;
@@ -369,6 +370,8 @@ pub struct Route {
     /// Request header that carries the verified client certificate's subject and SANs to the upstream (mTLS
     /// listeners). Whatever the client sends under this name is always removed. `None`: nothing forwarded.
     pub client_cert_header: Option<String>,
+    /// JWT validation for every request on this route (`auth:`); `None`: no authentication.
+    pub auth: Option<std::sync::Arc<auth::JwtAuth>>,
 }
 
 /// A route's header condition.
@@ -421,6 +424,11 @@ impl Default for WebSocketSettings {
 
 /// Parse a route file's text. `file_name` is only used in error messages.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    parse_in(text, file_name, Path::new(""))
+}
+
+/// [`parse`], reading the files the config names (JWT keys) relative to `dir`.
+fn parse_in(text: &str, file_name: &str, dir: &Path) -> Result<Config, ConfigError> {
     let index =
         error::PathIndex::build(text).map_err(|((line, column), message)| ConfigError::Syntax {
             file: file_name.to_owned(),
@@ -428,7 +436,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
             column,
             message,
         })?;
-    let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+    let mut raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
         let e = e.without_snippet();
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         let path = index.path_at((line, column));
@@ -446,6 +454,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
             message,
         }
     })?;
+    auth::set_key_dir(&mut raw, dir);
     convert::config(raw).map_err(|p| {
         let (line, column) = index.pos_of(&p.path);
         ConfigError::Invalid {
@@ -465,7 +474,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    let mut config = parse(&text, &file)?;
+    let mut config = parse_in(&text, &file, path.parent().unwrap_or(Path::new("")))?;
     if let Some(dir) = path.parent() {
         config.resolve_files(dir);
     }

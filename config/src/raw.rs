@@ -165,6 +165,8 @@ pub struct RawRoute {
     pub echo: Option<Scalar>,
     pub websocket: Option<RawWebSocket>,
     pub client_cert_header: Option<Scalar>,
+    /// `auth:` (its shape lives with its conversion, in `crate::auth`).
+    pub auth: Option<crate::auth::RawAuth>,
 }
 
 /// `header: { name, value }` of a route.

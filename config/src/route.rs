@@ -221,6 +221,7 @@ mod tests {
             }),
             target: Target::Upstream(UpstreamId(tag)),
             client_cert_header: None,
+            auth: None,
             websocket: WebSocketSettings::default(),
         }
     }

@@ -1,8 +1,8 @@
 //! One accepted client connection, from its first byte to its close.
 //!
 //! Owns: reading request heads under the handshake timeout and size limits (slowloris 408, 431), the head checks
-//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), and the keep-alive
-//! loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
+//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), the route's JWT
+//! check before any upstream work (401/403, verdict from `crate::auth`), and the keep-alive loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
 //! ([`crate::ws`]). Does not own: anything after the dispatch.
 
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use ringway_config::{Route, Target};
 use crate::answer::{respond, respond_error};
 use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_response};
 use crate::http::redact::redact_query;
-use crate::http::rewrite::{self, ClientCertHeader, Destination, Forwarding};
+use crate::http::rewrite::{self, ClaimHeaders, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
 use crate::tls;
 use crate::worker::{ConnectionSlot, WorkerCtx};
@@ -182,6 +182,27 @@ async fn serve_requests<S: ClientStream>(
             respond(&mut stream, 404, &[], "no route\n").await;
             return;
         };
+        let mut head = head;
+        let policy = ctx.auth.get(route_index).and_then(Option::as_ref);
+        let authorized = match policy {
+            None => None,
+            Some(policy) => {
+                match crate::auth::check(policy, &head, &dest.path, crate::auth::unix_now()) {
+                    Ok(authorized) => Some(authorized),
+                    Err(refusal) => {
+                        refuse_unauthorized(&mut stream, ctx, peer, route_index, &head, &refusal)
+                            .await;
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(left) = authorized
+            .as_ref()
+            .and_then(|a| a.subprotocols_left.as_deref())
+        {
+            crate::auth::token::set_subprotocols(&mut head, left);
+        }
         let fwd = Forwarding {
             peer: peer.ip(),
             proto: match scheme {
@@ -193,6 +214,10 @@ async fn serve_requests<S: ClientStream>(
                 name: route.client_cert_header.as_deref(),
                 value: client_cert.as_deref(),
             },
+            claims: ClaimHeaders {
+                strip: policy.map_or(&[], |p| p.header_names()),
+                add: authorized.as_ref().map_or(&[], |a| a.headers.as_slice()),
+            },
         };
         if ws::accept::is_websocket_request(&head) {
             // The head buffer is not needed any more: a long-lived WebSocket must not keep it.
@@ -203,6 +228,7 @@ async fn serve_requests<S: ClientStream>(
                 dest,
                 fwd,
                 early: leftover,
+                expires_at: authorized.as_ref().and_then(|a| a.expires_at),
             };
             ws::serve(stream, request, route, route_index, ctx, slot).await;
             return;
@@ -281,6 +307,39 @@ async fn serve_requests<S: ClientStream>(
         }
         buf = leftover;
     }
+}
+
+/// Answers a request the route's JWT policy refused (401/403, before any upstream work), logs why (never the
+/// token) and counts it.
+async fn refuse_unauthorized<S: AsyncWriteRent>(
+    stream: &mut S,
+    ctx: &WorkerCtx,
+    peer: SocketAddr,
+    route_index: usize,
+    head: &RequestHead,
+    refusal: &crate::auth::Refusal,
+) {
+    let route = ctx
+        .metrics
+        .route_labels
+        .get(route_index)
+        .map_or("", String::as_str);
+    tracing::info!(%peer, route, status = refusal.status, reason = %refusal.reason, "refused by auth");
+    if let Some(m) = ctx.metrics.routes.get(route_index) {
+        m.auth_refusal(refusal.status);
+        if ws::accept::is_websocket_request(head) {
+            m.upgrade(refusal.status);
+        } else {
+            m.http(refusal.status, Duration::ZERO);
+        }
+    }
+    respond(
+        stream,
+        refusal.status,
+        refusal.headers(),
+        &format!("{}\n", refusal.reason),
+    )
+    .await;
 }
 
 enum HeadRead {

@@ -15,6 +15,7 @@
 
 pub(crate) mod admin;
 mod answer;
+pub(crate) mod auth;
 pub(crate) mod conn;
 pub mod http;
 pub(crate) mod http_proxy;

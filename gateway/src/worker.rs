@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ringway_config::Config;
 
+use crate::auth::AuthPolicy;
 use crate::metrics::WorkerMetrics;
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::process::Loaded;
@@ -46,6 +47,9 @@ pub(crate) struct WorkerCtx {
     pub(crate) metrics: Arc<WorkerMetrics>,
     /// Active health of the pools' servers (all workers share it).
     pub(crate) health: Arc<HealthBoard>,
+    /// Per route (indexed like `config.routes`): its JWT policy, `None` for a route without `auth:`. The keys
+    /// were read when the config loaded; this is built per config generation.
+    pub(crate) auth: Vec<Option<AuthPolicy>>,
 }
 
 impl WorkerCtx {
@@ -89,6 +93,7 @@ impl WorkerCtx {
             max_connections: share(&config, workers),
             workers,
             metrics,
+            auth: auth_policies(&config),
             config,
         }
     }
@@ -160,9 +165,19 @@ impl WorkerCtx {
             workers: self.workers,
             metrics,
             health: loaded.health.clone(),
+            auth: auth_policies(&config),
             config,
         })
     }
+}
+
+/// The routes' JWT policies, indexed like `config.routes`.
+fn auth_policies(config: &Config) -> Vec<Option<AuthPolicy>> {
+    config
+        .routes
+        .iter()
+        .map(|r| r.auth.clone().map(AuthPolicy::new))
+        .collect()
 }
 
 /// This worker's share of `limits.max_connections`.

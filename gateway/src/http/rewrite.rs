@@ -155,6 +155,17 @@ pub(crate) struct Forwarding<'a> {
     /// The route's client-certificate header and the verified identity to put in it (mTLS): the client's own lines
     /// of that name are always dropped.
     pub(crate) client_cert: ClientCertHeader<'a>,
+    /// The route's JWT claim headers: the client's copies dropped, the verified values added.
+    pub(crate) claims: ClaimHeaders<'a>,
+}
+
+/// A route's `forward_claims` headers for one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClaimHeaders<'a> {
+    /// Lowercased names: whatever the client sent under them is dropped.
+    pub(crate) strip: &'a [String],
+    /// `(name, value)` from the verified token.
+    pub(crate) add: &'a [(String, String)],
 }
 
 /// A route's `client_cert_header` and what the TLS handshake verified.
@@ -221,6 +232,11 @@ pub(crate) fn upstream_head(
                 .client_cert
                 .name
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            || fwd
+                .claims
+                .strip
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -235,6 +251,9 @@ pub(crate) fn upstream_head(
         BodyKind::None | BodyKind::CloseDelimited => {}
     }
     if let (Some(name), Some(value)) = (fwd.client_cert.name, fwd.client_cert.value) {
+        write_header(&mut out, name, value.as_bytes());
+    }
+    for (name, value) in fwd.claims.add {
         write_header(&mut out, name, value.as_bytes());
     }
     write_forwarding(&mut out, head, dest, fwd);
@@ -360,6 +379,7 @@ mod tests {
             proto: "http",
             trusted: false,
             client_cert: ClientCertHeader::default(),
+            claims: ClaimHeaders::default(),
         }
     }
 
@@ -480,6 +500,7 @@ mod tests {
             proto: "http",
             trusted: true,
             client_cert: ClientCertHeader::default(),
+            claims: ClaimHeaders::default(),
         };
         let h = rewritten(
             "GET / HTTP/1.1\r\nHost: a.example:8443\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\n\
@@ -535,5 +556,26 @@ mod tests {
             [b"fresh"]
         );
         assert_eq!(h.header_str("upgrade"), Some("websocket"));
+    }
+
+    #[test]
+    fn claim_headers_replace_the_clients_copies() {
+        let strip = ["x-user-id".to_owned(), "x-roles".to_owned()];
+        let add = [("x-user-id".to_owned(), "alice".to_owned())];
+        let fwd = Forwarding {
+            claims: ClaimHeaders {
+                strip: &strip,
+                add: &add,
+            },
+            ..untrusted()
+        };
+        let h = rewritten(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-User-Id: admin\r\nx-roles: root\r\nX-Other: 1\r\n\r\n",
+            fwd,
+            PLAIN,
+        );
+        assert_eq!(h.headers_named("x-user-id").collect::<Vec<_>>(), [b"alice"]);
+        assert_eq!(h.header("x-roles"), None);
+        assert_eq!(h.header_str("x-other"), Some("1"));
     }
 }

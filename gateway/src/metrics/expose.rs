@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::cells::Histogram;
 use super::worker::{
-    CLOSE_CODES, CLOSE_SOURCES, DIRECTIONS, REJECT_CODES, RouteMetrics, UPGRADE_STATUSES,
-    UpstreamMetrics, WorkerMetrics,
+    AUTH_STATUSES, CLOSE_CODES, CLOSE_SOURCES, DIRECTIONS, REJECT_CODES, RouteMetrics,
+    UPGRADE_STATUSES, UpstreamMetrics, WorkerMetrics,
 };
 
 /// What the process knows about itself, beside the workers' cells.
@@ -309,6 +309,23 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
                 "ringway_websocket_frames_rejected_total",
                 &[("route", l), ("code", &code)],
                 route_sum(group, &|r| r.rejected[k].get()),
+            );
+        }
+    }
+    family(
+        o,
+        "ringway_auth_refused_total",
+        "counter",
+        "Requests (plain HTTP and upgrades) refused by the route's JWT policy, by status: 401 no or invalid token, 403 token not accepted.",
+    );
+    for (l, group) in &routes {
+        for (k, status) in AUTH_STATUSES.iter().enumerate() {
+            let status = status.to_string();
+            sample(
+                o,
+                "ringway_auth_refused_total",
+                &[("route", l), ("status", &status)],
+                route_sum(group, &|r| r.auth_refused[k].get()),
             );
         }
     }

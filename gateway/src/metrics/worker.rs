@@ -25,6 +25,8 @@ pub(crate) const CLOSE_SOURCES: [&str; 3] = ["client", "upstream", "gateway"];
 pub(crate) const FROM_GATEWAY: usize = 2;
 /// Directions of relayed traffic, indexed like `SideId::index()` of the source side.
 pub(crate) const DIRECTIONS: [&str; 2] = ["client_to_upstream", "upstream_to_client"];
+/// Statuses of the routes' JWT refusals.
+pub(crate) const AUTH_STATUSES: [u16; 2] = [401, 403];
 /// Close codes of frames the gateway rejects.
 pub(crate) const REJECT_CODES: [u16; 3] = [1002, 1007, 1009];
 
@@ -56,6 +58,8 @@ pub(crate) struct RouteMetrics {
     pub(crate) ws_duration: Histogram,
     /// Indexed like [`REJECT_CODES`].
     pub(crate) rejected: [Counter; 3],
+    /// Requests the route's JWT policy refused, indexed like [`AUTH_STATUSES`].
+    pub(crate) auth_refused: [Counter; 2],
     pub(crate) pings_sent: Counter,
     pub(crate) dead_peers: Counter,
     /// Plain HTTP exchanges by status class (1xx..5xx).
@@ -75,6 +79,7 @@ impl RouteMetrics {
             closes: std::array::from_fn(|_| counters(CLOSE_CODES.len() + 1)),
             ws_duration: Histogram::new(DURATION_BOUNDS),
             rejected: Default::default(),
+            auth_refused: Default::default(),
             pings_sent: Counter::default(),
             dead_peers: Counter::default(),
             http_requests: Default::default(),
@@ -85,6 +90,17 @@ impl RouteMetrics {
     /// Counts an upgrade attempt answered with `status`.
     pub(crate) fn upgrade(&self, status: u16) {
         if let Some(c) = self.upgrades.get(slot(UPGRADE_STATUSES, status)) {
+            c.inc();
+        }
+    }
+
+    /// Counts a request refused by the route's JWT policy with `status` (401 or 403).
+    pub(crate) fn auth_refusal(&self, status: u16) {
+        if let Some(c) = AUTH_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| self.auth_refused.get(i))
+        {
             c.inc();
         }
     }

@@ -22,6 +22,8 @@ pub(crate) struct UpgradeRequest<'a> {
     pub(crate) dest: Destination,
     pub(crate) fwd: Forwarding<'a>,
     pub(crate) early: Vec<u8>,
+    /// Unix time the route's token expires (`exp` + leeway) when the route closes expired WebSockets.
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// A checked upgrade request: what the gateway needs to open the upstream leg and answer the client.

@@ -182,6 +182,7 @@ mod tests {
             proto: "http",
             trusted: true,
             client_cert: Default::default(),
+            claims: Default::default(),
         };
         let key = fresh_key();
         let head = client_head();

@@ -119,6 +119,10 @@ pub(crate) async fn serve<S: ClientStream>(
                 max_message_size: ws.max_message_size,
                 validate_utf8: ws.validate_utf8,
                 deflate: opened.negotiated.deflate,
+                token_expires: request.expires_at.map(|exp| {
+                    let left = exp.saturating_sub(crate::auth::unix_now());
+                    Instant::now() + std::time::Duration::from_secs(left)
+                }),
             };
             // Nothing of the handshake is needed while the relay runs (a WebSocket may live for days), so the
             // relay becomes a task of its own and this connection task, with all its handshake state, ends.

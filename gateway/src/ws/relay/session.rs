@@ -27,6 +27,8 @@ pub(crate) struct RelaySettings {
     pub(crate) validate_utf8: bool,
     /// permessage-deflate negotiated end to end: RSV1 allowed on data frames.
     pub(crate) deflate: bool,
+    /// The client's token expires then (routes with `auth.jwt.enforce_expiry`): both sides get a 1008 Close.
+    pub(crate) token_expires: Option<Instant>,
 }
 
 /// Which socket of the pair.
@@ -123,6 +125,8 @@ pub(crate) enum CloseWhy {
     Draining,
     /// This side broke the protocol; the text follows the close code.
     Violation,
+    /// The client's token expired (1008).
+    TokenExpired,
 }
 
 impl CloseWhy {
@@ -135,6 +139,7 @@ impl CloseWhy {
             CloseWhy::IdleTimeout => "idle timeout",
             CloseWhy::Draining if code == 1012 => "service restart",
             CloseWhy::Draining => "going away",
+            CloseWhy::TokenExpired => "token expired",
             CloseWhy::Violation => match code {
                 1002 => "protocol error",
                 1007 => "invalid payload data",
@@ -652,6 +657,9 @@ impl Session {
         if let Some((at, _)) = self.drain {
             deadline = deadline.min(at);
         }
+        if let Some(at) = s.token_expires {
+            deadline = deadline.min(at);
+        }
         if let Some(interval) = s.ping_interval
             && side.pending_ping.is_none()
         {
@@ -686,6 +694,19 @@ impl Session {
             self.side_mut(src).queue_close((code, CloseWhy::Draining));
             self.side_mut(src.other())
                 .queue_close((code, CloseWhy::Draining));
+            self.start_closing(now);
+            self.wake(src.other());
+            return;
+        }
+        if let Some(at) = self.settings.token_expires
+            && now >= at
+        {
+            tracing::info!("client token expired; closing with 1008");
+            self.note(|| "client token expired (1008)".to_owned());
+            self.side_mut(src)
+                .queue_close((1008, CloseWhy::TokenExpired));
+            self.side_mut(src.other())
+                .queue_close((1008, CloseWhy::TokenExpired));
             self.start_closing(now);
             self.wake(src.other());
             return;
@@ -808,6 +829,7 @@ mod tests {
             max_message_size: 1 << 22,
             validate_utf8: true,
             deflate: false,
+            token_expires: None,
         }
     }
 
@@ -1072,6 +1094,30 @@ mod tests {
             assert_eq!(sent.close, Some((1001, CloseWhy::IdleTimeout)));
             assert_eq!(p.s.close_state(side), CloseState::Sent);
         }
+    }
+
+    #[test]
+    fn an_expired_token_closes_both_sides_with_1008() {
+        let mut s = settings();
+        s.ping_interval = None;
+        let mut p = Pair::new(s);
+        p.s.settings.token_expires = Some(p.at(3 * T));
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Text, b"x"), T);
+        assert_eq!(
+            p.tick(UPSTREAM, 2 * T),
+            Step::Read {
+                now: p.at(2 * T),
+                deadline: p.at(3 * T)
+            },
+            "the expiry is the next deadline"
+        );
+        assert_eq!(p.tick(UPSTREAM, 3 * T), Step::Due(p.at(3 * T)));
+        for side in [CLIENT, UPSTREAM] {
+            let sent = p.transmit(side, 3 * T).expect("a close");
+            assert_eq!(sent.close, Some((1008, CloseWhy::TokenExpired)));
+        }
+        assert_eq!(CloseWhy::TokenExpired.text(1008), "token expired");
+        assert!(p.s.outcome().reason.contains("token expired"));
     }
 
     #[test]
