@@ -30,7 +30,7 @@ const ECHO_PATH: &str = "/ws";
 /// upstream address; a pool each) before the catch-all `/` to `fallback`, and extra `limits:` lines.
 struct Rig {
     gw: Gateway,
-    _echo: ScriptedUpstream,
+    echo: ScriptedUpstream,
 }
 
 fn rig(fallback: SocketAddr, routes: &[(&str, SocketAddr)], limits: &[&str]) -> Rig {
@@ -73,7 +73,7 @@ fn rig_wrapped(
     }
     y.push_str("  - path: /\n    upstream: fallback\n");
     let gw = Gateway::start_wrapped(&y, &["--workers", "1"], wrapper);
-    Rig { gw, _echo: echo }
+    Rig { gw, echo }
 }
 
 /// A normal client still gets its echo, within `within`; returns the round trip.
@@ -292,9 +292,9 @@ fn control_characters_in_header_names_or_values_are_400_and_nothing_is_injected(
     std::thread::sleep(Duration::from_millis(200));
     assert!(up.requests().is_empty(), "{:?}", up.requests());
     assert!(
-        r._echo.received().is_empty(),
+        r.echo.received().is_empty(),
         "the WebSocket upstream saw {:?}",
-        r._echo.received()
+        r.echo.received()
     );
     // Characters a value may hold (tab, obs-text) pass as they are, and inject nothing.
     let (status, _) = exchange(
@@ -382,19 +382,15 @@ fn absolute_form_and_encoded_paths_do_not_bypass_route_prefixes() {
     assert_eq!(exchange(r.gw.addr, up.as_bytes()).0, 400);
     let up = common::upgrade_request("/%77s", "h", "");
     assert_eq!(exchange(r.gw.addr, up.as_bytes()).0, 101);
-    assert!(
-        public
-            .requests()
-            .iter()
-            .all(|r| !r.target().contains("admin")
-                || r.target().contains("next=")
-                || r.target() == "/%41dmin"),
-        "the catch-all upstream saw {:?}",
-        public
-            .requests()
-            .iter()
-            .map(|r| r.target().to_owned())
-            .collect::<Vec<_>>()
+    let seen: Vec<String> = public
+        .requests()
+        .iter()
+        .map(|r| r.target().to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        ["/%41dmin", "/public/x?next=/../admin"],
+        "what reached the catch-all route's upstream"
     );
     assert_echo(&r.gw);
 }
@@ -463,7 +459,7 @@ fn slowloris_heads_are_cut_at_the_handshake_timeout_while_others_are_served() {
         );
     }
     assert!(up.requests().is_empty());
-    assert!(slowest < Duration::from_secs(1), "echo took {slowest:?}");
+    assert!(slowest < Duration::from_secs(2), "echo took {slowest:?}");
     assert_echo(&r.gw);
 }
 
@@ -553,7 +549,7 @@ fn slowloris_on_the_tls_handshake_is_cut_at_the_handshake_timeout_and_others_are
         began.elapsed()
     };
     let took = wss_echo();
-    assert!(took < Duration::from_secs(1), "wss echo took {took:?}");
+    assert!(took < Duration::from_secs(2), "wss echo took {took:?}");
     for mut s in stalled {
         let left = Duration::from_secs(4).saturating_sub(start.elapsed());
         assert!(
@@ -628,7 +624,7 @@ fn a_client_that_never_reads_while_the_upstream_floods_bounds_memory_and_others_
         after < before + 16 * 1024,
         "gateway RSS grew from {before} KiB to {after} KiB"
     );
-    assert!(slowest < Duration::from_secs(1), "echo took {slowest:?}");
+    assert!(slowest < Duration::from_secs(2), "echo took {slowest:?}");
     assert_echo(&r.gw);
     drop(http_client);
     drop(r);
@@ -741,7 +737,7 @@ fn a_million_one_byte_frames_each_way_do_not_starve_other_clients() {
     assert!(took < Duration::from_secs(60), "the flood took {took:?}");
     assert!(probes >= 1);
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(2),
         "{probes} echoes during the flood ({took:?}); the slowest took {slowest:?}"
     );
     assert_echo(&r.gw);

@@ -70,10 +70,10 @@ impl TargetError {
 /// Checks a request's `Host` and target and says where it goes.
 pub(crate) fn destination(head: &RequestHead) -> Result<Destination, TargetError> {
     let mut dest = target_destination(head)?;
-    if dest.path != "*" {
-        if let Cow::Owned(p) = routing_path(&dest.path)? {
-            dest.routing = Some(p);
-        }
+    if dest.path != "*"
+        && let Cow::Owned(p) = routing_path(&dest.path)?
+    {
+        dest.routing = Some(p);
     }
     Ok(dest)
 }
