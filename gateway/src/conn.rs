@@ -431,7 +431,9 @@ fn find_route<'c>(
 ) -> Option<(usize, &'c Route)> {
     ctx.config
         .routes
-        .find_indexed(dest.host.as_deref(), &dest.path, |name| head.header(name))
+        .find_indexed(dest.host.as_deref(), dest.route_path(), |name| {
+            head.header(name)
+        })
 }
 
 /// Plain HTTP to an echo route: a small text answer, so a browser or curl sees the gateway is up.
@@ -455,6 +457,7 @@ mod tests {
         Destination {
             host: host.map(str::to_owned),
             path: path.to_owned(),
+            routing: None,
         }
     }
 

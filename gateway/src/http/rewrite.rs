@@ -3,18 +3,21 @@
 //!
 //! Owns: deciding where a request goes ([`destination`]: exactly one valid `Host` for HTTP/1.1, RFC 9112 §3.2; an
 //! absolute-form target is routed *and* forwarded by its own authority, in origin form, §3.2.2; userinfo and other
-//! target forms are refused) and writing the upstream head ([`upstream_head`]): hop-by-hop headers dropped (`Host`
+//! target forms are refused; the path routed on is checked and normalized by `super::path`, the path forwarded is
+//! the client's) and writing the upstream head ([`upstream_head`]): hop-by-hop headers dropped (`Host`
 //! is restated, so `Connection: Host` cannot remove it), body framing stated by the caller, and the forwarding
 //! headers (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP`, `Forwarded`) replaced with what the gateway saw, or
 //! extended when the peer is a trusted proxy.
 //! Does not own: parsing heads (`super::head`), body framing rules (`super::body`), the WebSocket handshake's own
 //! headers (the upgrade path passes them in [`UpstreamHead::add`]).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::body::BodyKind;
 use super::head::{Headers, RequestHead, is_hop_by_hop, write_header};
+use super::path::{PathError, routing_path};
 
 /// Where a request goes: the host it names and its target in origin form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,18 @@ pub(crate) struct Destination {
     pub(crate) host: Option<String>,
     /// The target as the upstream receives it: origin form (`/path?query`), or `*` for `OPTIONS *`.
     pub(crate) path: String,
+    /// The path routes are matched against when it differs from `path`'s (see `super::path`).
+    pub(crate) routing: Option<String>,
+}
+
+impl Destination {
+    /// The path the request is routed on: `path` without its query, normalized by `super::path`.
+    pub(crate) fn route_path(&self) -> &str {
+        match &self.routing {
+            Some(p) => p,
+            None => self.path.split(['?', '#']).next().unwrap_or(&self.path),
+        }
+    }
 }
 
 /// Why a request head is refused (always 400: the request is malformed, RFC 9112 §3.2).
@@ -41,6 +56,8 @@ pub(crate) enum TargetError {
     InvalidAuthority,
     #[error("unsupported request target form")]
     UnsupportedTarget,
+    #[error("ambiguous request path: {0}")]
+    AmbiguousPath(#[from] PathError),
 }
 
 impl TargetError {
@@ -52,6 +69,17 @@ impl TargetError {
 
 /// Checks a request's `Host` and target and says where it goes.
 pub(crate) fn destination(head: &RequestHead) -> Result<Destination, TargetError> {
+    let mut dest = target_destination(head)?;
+    if dest.path != "*"
+        && let Cow::Owned(p) = routing_path(&dest.path)?
+    {
+        dest.routing = Some(p);
+    }
+    Ok(dest)
+}
+
+/// [`destination`] before the path is checked.
+fn target_destination(head: &RequestHead) -> Result<Destination, TargetError> {
     let mut hosts = head.headers_named("host");
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -73,12 +101,14 @@ pub(crate) fn destination(head: &RequestHead) -> Result<Destination, TargetError
         return Ok(Destination {
             host: host_header.map(str::to_owned),
             path: target.to_owned(),
+            routing: None,
         });
     }
     if target == "*" && head.method == "OPTIONS" {
         return Ok(Destination {
             host: host_header.map(str::to_owned),
             path: target.to_owned(),
+            routing: None,
         });
     }
     let rest = ["http://", "https://", "ws://", "wss://"]
@@ -107,6 +137,7 @@ pub(crate) fn destination(head: &RequestHead) -> Result<Destination, TargetError
     Ok(Destination {
         host: Some(authority.to_owned()),
         path,
+        routing: None,
     })
 }
 
