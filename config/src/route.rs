@@ -222,6 +222,7 @@ mod tests {
             target: Target::Upstream(UpstreamId(tag)),
             client_cert_header: None,
             websocket: WebSocketSettings::default(),
+            upgrade_rate: None,
         }
     }
 
