@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use ringway_config::Config;
 
+use crate::limits::SharedLimits;
+use crate::limits::clients::ClientSlot;
 use crate::metrics::WorkerMetrics;
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::process::Loaded;
@@ -46,6 +48,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) metrics: Arc<WorkerMetrics>,
     /// Active health of the pools' servers (all workers share it).
     pub(crate) health: Arc<HealthBoard>,
+    /// The per-client table and per-server counters (all workers share them).
+    pub(crate) limits: Arc<SharedLimits>,
 }
 
 impl WorkerCtx {
@@ -57,6 +61,7 @@ impl WorkerCtx {
         tls: Vec<Option<WorkerTls>>,
         upstream_tls: Vec<Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>>,
         health: Arc<HealthBoard>,
+        limits: Arc<SharedLimits>,
     ) -> Self {
         let buffers = Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64));
         let upstream_tls = upstream_tls
@@ -72,12 +77,14 @@ impl WorkerCtx {
                 Rc::new(
                     Balancer::new(u)
                         .with_metrics(metrics.clone(), i)
-                        .with_health(health.clone(), i),
+                        .with_health(health.clone(), i)
+                        .with_counts(limits.servers.pool(i)),
                 )
             })
             .collect();
         Self {
             health,
+            limits,
             id,
             balancers,
             http_pool: UpstreamPool::new(),
@@ -138,7 +145,8 @@ impl WorkerCtx {
             .map(|(i, u)| {
                 let balancer = Balancer::new(u)
                     .with_metrics(metrics.clone(), i)
-                    .with_health(loaded.health.clone(), i);
+                    .with_health(loaded.health.clone(), i)
+                    .with_counts(loaded.limits.servers.pool(i));
                 if let Some(old) = self.config.upstreams.iter().position(|o| o.name == u.name)
                     && let Some(old) = self.balancers.get(old)
                 {
@@ -160,6 +168,7 @@ impl WorkerCtx {
             workers: self.workers,
             metrics,
             health: loaded.health.clone(),
+            limits: loaded.limits.clone(),
             config,
         })
     }
@@ -174,8 +183,13 @@ fn share(config: &Config, workers: usize) -> usize {
         .max(1)
 }
 
-/// One client connection counted against the worker's share of `max_connections`, until dropped.
-pub(crate) struct ConnectionSlot(Rc<WorkerCtx>);
+/// One client connection counted against the worker's share of `max_connections`, and against its client's
+/// `limits.per_client` once [`ConnectionSlot::with_client`] counted it, until dropped. Both counts are released
+/// together, exactly once, whichever path the connection ends on.
+pub(crate) struct ConnectionSlot {
+    ctx: Rc<WorkerCtx>,
+    client: Option<ClientSlot>,
+}
 
 impl ConnectionSlot {
     /// Counts one more connection, or `None` when the worker is at its limit.
@@ -185,15 +199,29 @@ impl ConnectionSlot {
         }
         ctx.connections.set(ctx.connections.get() + 1);
         ctx.metrics.totals.connections_open.add(1);
-        Some(Self(ctx.clone()))
+        Some(Self {
+            ctx: ctx.clone(),
+            client: None,
+        })
+    }
+
+    /// The slot also holds the connection's count in the per-client table.
+    pub(crate) fn with_client(mut self, client: Option<ClientSlot>) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// The connection's entry in the per-client table (`None`: exempt or not counted).
+    pub(crate) fn client(&self) -> Option<&ClientSlot> {
+        self.client.as_ref()
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0
+        self.ctx
             .connections
-            .set(self.0.connections.get().saturating_sub(1));
-        self.0.metrics.totals.connections_open.add(-1);
+            .set(self.ctx.connections.get().saturating_sub(1));
+        self.ctx.metrics.totals.connections_open.add(-1);
     }
 }
