@@ -135,7 +135,10 @@ mod tests {
         let wait = b.try_take(1).unwrap_err();
         assert_eq!(wait.0, Duration::from_secs(1));
         assert!(b.try_take(1 + wait.0.as_nanos() as u64).is_ok());
-        assert!(b.try_take_n(10 * NANOS_PER_SEC, 2).is_err(), "more than the burst");
+        assert!(
+            b.try_take_n(10 * NANOS_PER_SEC, 2).is_err(),
+            "more than the burst"
+        );
     }
 
     #[test]
@@ -145,7 +148,11 @@ mod tests {
         let mut owned = TokenBucket::new(rate);
         for i in 0..200u64 {
             let now = i * 37_000_000;
-            assert_eq!(rate.try_take_shared(&shared, now), owned.try_take(now), "at {now}");
+            assert_eq!(
+                rate.try_take_shared(&shared, now),
+                owned.try_take(now),
+                "at {now}"
+            );
         }
     }
 

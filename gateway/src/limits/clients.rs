@@ -294,8 +294,14 @@ mod tests {
             t.key(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 200)), p24)
         );
         assert_eq!(
-            t.key(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 1)), p24),
-            t.key(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 9, 0, 0, 0, 1)), p24)
+            t.key(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 1)),
+                p24
+            ),
+            t.key(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 9, 0, 0, 0, 1)),
+                p24
+            )
         );
     }
 
@@ -318,7 +324,10 @@ mod tests {
         let keys: Vec<ClientKey> = (0..8u32)
             .map(|i| t.key(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), P))
             .collect();
-        let held: Vec<ClientSlot> = keys.iter().map(|k| counted(t.claim(*k, Some(5), 0))).collect();
+        let held: Vec<ClientSlot> = keys
+            .iter()
+            .map(|k| counted(t.claim(*k, Some(5), 0)))
+            .collect();
         let stranger = t.key("198.51.100.1".parse().unwrap(), P);
         assert!(matches!(t.claim(stranger, Some(5), 0), Claim::Untracked));
         for k in &keys {

@@ -65,7 +65,11 @@ pub(crate) enum ClientAdmission {
 /// Counts a new connection from `ip` against its per-client cap. Exempt peers (`limits.per_client.exempt`,
 /// `trusted_proxies`: they speak for many clients) and a config with neither a cap nor any upgrade rate are not
 /// counted.
-pub(crate) fn admit_client(config: &Config, table: &Arc<ClientTable>, ip: IpAddr) -> ClientAdmission {
+pub(crate) fn admit_client(
+    config: &Config,
+    table: &Arc<ClientTable>,
+    ip: IpAddr,
+) -> ClientAdmission {
     let per = &config.limits.per_client;
     let rated = per.upgrades.is_some() || config.routes.iter().any(|r| r.upgrade_rate.is_some());
     if (per.max_connections == 0 && !rated)
@@ -88,9 +92,14 @@ pub(crate) fn admit_client(config: &Config, table: &Arc<ClientTable>, ip: IpAddr
 }
 
 /// Takes one upgrade at `rate` for the client of `slot` (no slot: not limited).
-pub(crate) fn take_upgrade(slot: Option<&ClientSlot>, rate: Option<UpgradeRate>) -> Result<(), RetryAfter> {
+pub(crate) fn take_upgrade(
+    slot: Option<&ClientSlot>,
+    rate: Option<UpgradeRate>,
+) -> Result<(), RetryAfter> {
     match (slot, rate) {
-        (Some(slot), Some(r)) => slot.take_upgrade(&Rate::new(r.per_second.get(), r.burst.get()), now_nanos()),
+        (Some(slot), Some(r)) => {
+            slot.take_upgrade(&Rate::new(r.per_second.get(), r.burst.get()), now_nanos())
+        }
         _ => Ok(()),
     }
 }

@@ -15,10 +15,13 @@ use std::sync::atomic::AtomicU32;
 
 use ringway_config::Config;
 
-/// Per pool (indexed like `config.upstreams`), per server (indexed like its `servers`): the open-connection counter.
+/// One pool's counters: its name and, per server (indexed like its `servers`), the address and the counter.
+type PoolCounts = (String, Vec<(SocketAddr, Arc<AtomicU32>)>);
+
+/// Per pool (indexed like `config.upstreams`): the open-connection counter of each server.
 #[derive(Debug, Default)]
 pub(crate) struct ServerCounts {
-    pools: Vec<(String, Vec<(SocketAddr, Arc<AtomicU32>)>)>,
+    pools: Vec<PoolCounts>,
 }
 
 impl ServerCounts {

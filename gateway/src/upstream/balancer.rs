@@ -111,7 +111,10 @@ impl Balancer {
     /// round robin when it is `None`.
     pub(crate) fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
         self.pick_among(key, |i| {
-            !tried.contains(&i) && !self.is_full(i) && !self.is_cooling(i, now) && self.passes_checks(i)
+            !tried.contains(&i)
+                && !self.is_full(i)
+                && !self.is_cooling(i, now)
+                && self.passes_checks(i)
         })
         .or_else(|| self.pick_among(key, |i| !tried.contains(&i) && !self.is_full(i)))
     }

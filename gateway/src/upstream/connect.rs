@@ -70,9 +70,9 @@ impl ConnectError {
     /// The HTTP status for the client.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            ConnectError::NoHealthyServer | ConnectError::LocalResources(_) | ConnectError::Full => {
-                503
-            }
+            ConnectError::NoHealthyServer
+            | ConnectError::LocalResources(_)
+            | ConnectError::Full => 503,
             ConnectError::Failed { .. } | ConnectError::Exhausted(_) | ConnectError::Tls { .. } => {
                 502
             }
