@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use crate::error::{Problem, join};
 use crate::raw::{
-    RawConfig, RawDrain, RawHeader, RawHealth, RawLimits, RawListener, RawListenerTls, RawRoute,
-    RawServer, RawUpstream, RawWebSocket,
+    RawConfig, RawDrain, RawHeader, RawHealth, RawLimits, RawListener, RawListenerTls,
+    RawPerClient, RawRoute, RawRouteLimits, RawServer, RawUpstream, RawWebSocket,
 };
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
     Admin, Balance, CertificateFiles, ClientAuth, Config, DEFAULT_REDACTED_QUERY, Drain, Driver,
     HashKey, HeaderMatch, HealthCheck, HealthKind, HostMatch, Limits, Listener, ListenerTls,
-    LogFormat, Route, RouteTable, Server, Target, TlsVersion, UnknownSni, Upstream, UpstreamId,
-    UpstreamTls, WebSocketSettings,
+    LogFormat, PerClientLimits, Route, RouteTable, Server, Target, TlsVersion, UnknownSni,
+    UpgradeRate, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -53,7 +53,7 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
     for (name, u) in raw.upstreams.unwrap_or_default().0 {
         upstreams.push(upstream(name, u)?);
     }
-    let routes = routes(raw.routes, &upstreams)?;
+    let routes = routes(raw.routes, &upstreams, limits.per_client.upgrades)?;
     let trusted_proxies = match raw.trusted_proxies {
         None => Vec::new(),
         Some(list) => {
@@ -426,7 +426,107 @@ fn limits(raw: RawLimits) -> Result<Limits> {
             None => d.body_min_rate,
             Some(s) => size(&s, "limits.body_min_rate", 0)?,
         },
+        per_client: per_client(raw.per_client.unwrap_or_default())?,
     })
+}
+
+fn per_client(raw: RawPerClient) -> Result<PerClientLimits> {
+    let d = PerClientLimits::default();
+    let number = |s: Option<Scalar>, key: &str, min: u64, max: u64, what: &str, default: usize| {
+        s.map_or(Ok(default), |s| {
+            count(&s, &format!("limits.per_client.{key}"), min, max, what)
+        })
+    };
+    let max_connections = number(
+        raw.max_connections,
+        "max_connections",
+        0,
+        1_000_000,
+        "connections per client (0 = no limit)",
+        d.max_connections as usize,
+    )?;
+    let upgrades = upgrade_rate(
+        raw.upgrades_per_second,
+        raw.upgrade_burst,
+        "limits.per_client",
+        d.upgrades,
+    )?;
+    let ipv4_prefix = number(
+        raw.ipv4_prefix,
+        "ipv4_prefix",
+        1,
+        32,
+        "a prefix length",
+        usize::from(d.ipv4_prefix),
+    )?;
+    let ipv6_prefix = number(
+        raw.ipv6_prefix,
+        "ipv6_prefix",
+        1,
+        128,
+        "a prefix length",
+        usize::from(d.ipv6_prefix),
+    )?;
+    let table_size = number(
+        raw.table_size,
+        "table_size",
+        64,
+        16_777_216,
+        "client entries",
+        d.table_size,
+    )?;
+    let exempt = match raw.exempt {
+        None => d.exempt,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, s) in list.iter().enumerate() {
+                out.push(
+                    network(&s.0)
+                        .map_err(|m| Problem::new(format!("limits.per_client.exempt[{i}]"), m))?,
+                );
+            }
+            out
+        }
+    };
+    Ok(PerClientLimits {
+        max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
+        upgrades,
+        ipv4_prefix: u8::try_from(ipv4_prefix).unwrap_or(32),
+        ipv6_prefix: u8::try_from(ipv6_prefix).unwrap_or(128),
+        table_size,
+        exempt,
+    })
+}
+
+/// `upgrades_per_second` (0 = no limit) and `upgrade_burst` under `at`; what is not written comes from `inherit`.
+fn upgrade_rate(
+    per_second: Option<Scalar>,
+    burst: Option<Scalar>,
+    at: &str,
+    inherit: Option<UpgradeRate>,
+) -> Result<Option<UpgradeRate>> {
+    let per_second = match per_second {
+        None => inherit.map(|r| r.per_second),
+        Some(s) => {
+            let n = count(
+                &s,
+                &join(at, "upgrades_per_second"),
+                0,
+                1_000_000,
+                "upgrades per second (0 = no limit)",
+            )?;
+            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+        }
+    };
+    let burst_path = join(at, "upgrade_burst");
+    let burst = match burst {
+        None => inherit.map_or(UpgradeRate::DEFAULT.burst, |r| r.burst),
+        Some(s) => {
+            let n = count(&s, &burst_path, 1, 1_000_000, "upgrades at once")?;
+            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+        }
+    };
+    Ok(per_second.map(|per_second| UpgradeRate { per_second, burst }))
 }
 
 fn upstream(name_text: String, raw: RawUpstream) -> Result<Upstream> {
@@ -666,11 +766,25 @@ fn server(raw: RawServer, path: &str) -> Result<(Server, Option<bool>)> {
                 .ok_or_else(|| Problem::new(wpath, "weight must be between 1 and 1000000"))?
         }
     };
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(s) => {
+            let n = count(
+                &s,
+                &join(path, "max_connections"),
+                1,
+                10_000_000,
+                "connections to this server",
+            )?;
+            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))
+        }
+    };
     Ok((
         Server {
             address,
             host,
             weight,
+            max_connections,
         },
         scheme,
     ))
@@ -697,7 +811,11 @@ fn hash_key(text: &str) -> std::result::Result<HashKey, String> {
     Err(format!("unknown hash key `{text}` ({ALLOWED})"))
 }
 
-fn routes(raw: Option<Vec<RawRoute>>, upstreams: &[Upstream]) -> Result<RouteTable> {
+fn routes(
+    raw: Option<Vec<RawRoute>>,
+    upstreams: &[Upstream],
+    upgrades: Option<UpgradeRate>,
+) -> Result<RouteTable> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
         return Err(Problem::new(
@@ -708,7 +826,7 @@ fn routes(raw: Option<Vec<RawRoute>>, upstreams: &[Upstream]) -> Result<RouteTab
     let mut out: Vec<Route> = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        let route = route(r, &path, upstreams)?;
+        let route = route(r, &path, upstreams, upgrades)?;
         if let Some(j) = out.iter().position(|prev| same_match(prev, &route)) {
             return Err(Problem::new(
                 path,
@@ -723,7 +841,12 @@ fn routes(raw: Option<Vec<RawRoute>>, upstreams: &[Upstream]) -> Result<RouteTab
     Ok(RouteTable::new(out))
 }
 
-fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
+fn route(
+    raw: RawRoute,
+    path: &str,
+    upstreams: &[Upstream],
+    upgrades: Option<UpgradeRate>,
+) -> Result<Route> {
     let host = match raw.host {
         None => None,
         Some(s) => Some(host(&s.0).map_err(|m| Problem::new(join(path, "host"), m))?),
@@ -799,6 +922,15 @@ fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
         }
     };
     let auth = crate::auth::route_auth(raw.auth, &join(path, "auth"))?;
+    let upgrade_rate = match raw.limits.and_then(|l: RawRouteLimits| l.per_client) {
+        None => upgrades,
+        Some(p) => upgrade_rate(
+            p.upgrades_per_second,
+            p.upgrade_burst,
+            &join(path, "limits.per_client"),
+            upgrades,
+        )?,
+    };
     Ok(Route {
         host,
         path_prefix,
@@ -807,6 +939,7 @@ fn route(raw: RawRoute, path: &str, upstreams: &[Upstream]) -> Result<Route> {
         websocket,
         client_cert_header,
         auth: auth.map(std::sync::Arc::new),
+        upgrade_rate,
     })
 }
 

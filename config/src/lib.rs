@@ -234,6 +234,73 @@ pub struct Limits {
     /// Bytes per second a request body must average after [`Limits::body_timeout`]; 0 = no extension per byte.
     /// Default 500 (Apache's `mod_reqtimeout` defaults: `body=20,MinRate=500`).
     pub body_min_rate: u64,
+    /// `per_client:`: what one client address may hold and open.
+    pub per_client: PerClientLimits,
+}
+
+/// `limits.per_client:`: limits per client address (one address, or the network it is masked to), counted across
+/// all workers. A client over them gets `429 Too Many Requests` with `Retry-After` before any upstream is contacted.
+///
+/// The defaults suit a small public site: 256 connections let a few hundred users share one NAT or carrier-grade
+/// NAT address, while one address cannot take more than a sliver of the default 10,000 connections; 20 upgrades a
+/// second with a burst of 50 let a NAT's users reconnect after a deploy (within a couple of drain periods) but stop
+/// one address from cycling handshakes at the gateway's full speed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerClientLimits {
+    /// Open connections per client (`0`: no limit). Default 256.
+    pub max_connections: u32,
+    /// New WebSocket upgrades per client (`upgrades_per_second: 0`: no limit); routes may set their own.
+    /// Default 20 per second, burst 50.
+    pub upgrades: Option<UpgradeRate>,
+    /// IPv4 clients are counted per network of this prefix length (1-32). Default 32: one address.
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are counted per network of this prefix length (1-128). Default 64: one customer's subnet
+    /// (a host picks new addresses inside its /64 at will). IPv4-mapped IPv6 addresses count as IPv4.
+    pub ipv6_prefix: u8,
+    /// Client entries in the process-wide table (rounded up to a power of two, 16 bytes each). Memory stays at this
+    /// size whatever number of addresses connect; keep it well above the connections the gateway holds.
+    /// Default 65536 (1 MiB).
+    pub table_size: usize,
+    /// Peers never limited per client: they speak for many clients (a local reverse proxy, a load balancer).
+    /// Peers in `trusted_proxies` are exempt too. Default `127.0.0.0/8` and `::1`.
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+impl Default for PerClientLimits {
+    fn default() -> Self {
+        PerClientLimits {
+            max_connections: 256,
+            upgrades: Some(UpgradeRate::DEFAULT),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            table_size: 65536,
+            exempt: vec![
+                ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+                    std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    8,
+                )),
+                ipnet::IpNet::V6(ipnet::Ipv6Net::new_assert(
+                    std::net::Ipv6Addr::LOCALHOST,
+                    128,
+                )),
+            ],
+        }
+    }
+}
+
+/// A rate of WebSocket upgrades: `per_second` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradeRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl UpgradeRate {
+    /// 20 per second, burst 50.
+    pub const DEFAULT: UpgradeRate = UpgradeRate {
+        per_second: NonZeroU32::new(20).expect("non-zero"),
+        burst: NonZeroU32::new(50).expect("non-zero"),
+    };
 }
 
 impl Default for Limits {
@@ -246,6 +313,7 @@ impl Default for Limits {
             close_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
+            per_client: PerClientLimits::default(),
         }
     }
 }
@@ -317,6 +385,10 @@ pub struct Server {
     pub host: String,
     /// Share of new connections relative to the pool's other servers. Default 1.
     pub weight: NonZeroU32,
+    /// Connections the gateway uses on this server at once, counted across workers (WebSockets and HTTP requests
+    /// in flight; idle keep-alive connections are bounded by the pool). A full server is skipped; when every
+    /// server is full the client gets 503. `None` (default): no cap.
+    pub max_connections: Option<NonZeroU32>,
 }
 
 /// Load-balancing policy of an upstream.
@@ -372,6 +444,9 @@ pub struct Route {
     pub client_cert_header: Option<String>,
     /// JWT validation for every request on this route (`auth:`); `None`: no authentication.
     pub auth: Option<std::sync::Arc<auth::JwtAuth>>,
+    /// New upgrades per client on this route: `limits.per_client` of the route where it sets them, the global
+    /// `limits.per_client` otherwise; `None`: not limited.
+    pub upgrade_rate: Option<UpgradeRate>,
 }
 
 /// A route's header condition.
@@ -872,5 +947,42 @@ mod tests {
             err.to_string(),
             "x.yaml:4:15: routes[0].upstream: unknown upstream `nope` (no upstreams are defined)"
         );
+    }
+
+    #[test]
+    fn per_client_limits_default_and_routes_inherit_or_override_the_upgrade_rate() {
+        let c = cfg("routes:\n  - echo: true\n");
+        assert_eq!(c.limits.per_client, PerClientLimits::default());
+        assert_eq!(c.limits.per_client.max_connections, 256);
+        let only = c.routes.iter().next().unwrap();
+        assert_eq!(only.upgrade_rate, Some(UpgradeRate::DEFAULT));
+        let c = cfg(concat!(
+            "limits: {per_client: {upgrades_per_second: 5, upgrade_burst: 7, exempt: []}}\n",
+            "routes:\n",
+            "  - {path: /a, echo: true, limits: {per_client: {upgrade_burst: 2}}}\n",
+            "  - {path: /b, echo: true, limits: {per_client: {upgrades_per_second: 0}}}\n",
+            "  - {path: /c, echo: true}\n",
+        ));
+        assert!(c.limits.per_client.exempt.is_empty());
+        let rate = |p: &str| {
+            c.routes
+                .iter()
+                .find(|r| r.path_prefix == p)
+                .unwrap()
+                .upgrade_rate
+        };
+        let r = |n, b| {
+            Some(UpgradeRate {
+                per_second: NonZeroU32::new(n).unwrap(),
+                burst: NonZeroU32::new(b).unwrap(),
+            })
+        };
+        assert_eq!(rate("/a"), r(5, 2));
+        assert_eq!(rate("/b"), None);
+        assert_eq!(rate("/c"), r(5, 7));
+        let c = cfg(
+            "limits: {per_client: {upgrades_per_second: 0}}\nroutes:\n  - {echo: true, limits: {per_client: {upgrades_per_second: 3}}}\n",
+        );
+        assert_eq!(c.routes.iter().next().unwrap().upgrade_rate, r(3, 50));
     }
 }

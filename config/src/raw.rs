@@ -97,6 +97,35 @@ pub struct RawLimits {
     pub close_timeout: Option<Scalar>,
     pub body_timeout: Option<Scalar>,
     pub body_min_rate: Option<Scalar>,
+    pub per_client: Option<RawPerClient>,
+}
+
+/// `limits.per_client:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerClient {
+    pub max_connections: Option<Scalar>,
+    pub upgrades_per_second: Option<Scalar>,
+    pub upgrade_burst: Option<Scalar>,
+    pub ipv4_prefix: Option<Scalar>,
+    pub ipv6_prefix: Option<Scalar>,
+    pub table_size: Option<Scalar>,
+    pub exempt: Option<Vec<Scalar>>,
+}
+
+/// `limits:` of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteLimits {
+    pub per_client: Option<RawRoutePerClient>,
+}
+
+/// `limits.per_client:` of a route: what a route may set for itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutePerClient {
+    pub upgrades_per_second: Option<Scalar>,
+    pub upgrade_burst: Option<Scalar>,
 }
 
 /// `upstreams:`, a mapping from name to pool, in file order.
@@ -144,6 +173,7 @@ pub struct RawUpstreamTls {
 pub struct RawServer {
     pub address: Option<Scalar>,
     pub weight: Option<Scalar>,
+    pub max_connections: Option<Scalar>,
 }
 
 /// The long form of a server entry.
@@ -152,6 +182,7 @@ pub struct RawServer {
 struct RawServerLong {
     address: Option<Scalar>,
     weight: Option<Scalar>,
+    max_connections: Option<Scalar>,
 }
 
 /// One entry of `routes:`.
@@ -167,6 +198,7 @@ pub struct RawRoute {
     pub client_cert_header: Option<Scalar>,
     /// `auth:` (its shape lives with its conversion, in `crate::auth`).
     pub auth: Option<crate::auth::RawAuth>,
+    pub limits: Option<RawRouteLimits>,
 }
 
 /// `header: { name, value }` of a route.
@@ -221,12 +253,15 @@ impl<'de> Deserialize<'de> for RawServer {
         impl<'de> Visitor<'de> for V {
             type Value = RawServer;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`host:port` or a mapping with `address` and `weight`")
+                f.write_str(
+                    "`host:port` or a mapping with `address`, `weight` and `max_connections`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
                 Ok(RawServer {
                     address: Some(Scalar(v.to_owned())),
                     weight: None,
+                    max_connections: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
@@ -234,6 +269,7 @@ impl<'de> Deserialize<'de> for RawServer {
                 Ok(RawServer {
                     address: long.address,
                     weight: long.weight,
+                    max_connections: long.max_connections,
                 })
             }
         }

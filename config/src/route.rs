@@ -223,6 +223,7 @@ mod tests {
             client_cert_header: None,
             auth: None,
             websocket: WebSocketSettings::default(),
+            upgrade_rate: None,
         }
     }
 

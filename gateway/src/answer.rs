@@ -27,9 +27,15 @@ pub(crate) async fn respond<S: AsyncWriteRent>(
 }
 
 /// Answers a failure: a 4xx says what was wrong with the request (`detail`); a 5xx gets only its generic reason,
-/// since the detail names internal addresses and OS errors (the caller logs it).
+/// since the detail names internal addresses and OS errors (the caller logs it). A 503 says `Retry-After: 1`: every
+/// 503 of the gateway is a moment's condition (no server free or healthy, the gateway out of descriptors).
 pub(crate) async fn respond_error<S: AsyncWriteRent>(stream: &mut S, status: u16, detail: &str) {
-    respond(stream, status, &[], &public_body(status, detail)).await;
+    let extra: &[(&str, &str)] = if status == 503 {
+        &[("retry-after", "1")]
+    } else {
+        &[]
+    };
+    respond(stream, status, extra, &public_body(status, detail)).await;
 }
 
 /// The body a client sees for a failure with this status and detail.

@@ -21,6 +21,7 @@ use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_
 use crate::http::redact::redact_query;
 use crate::http::rewrite::{self, ClaimHeaders, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
+use crate::limits::{self, ClientAdmission};
 use crate::tls;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use crate::ws;
@@ -66,6 +67,10 @@ pub(crate) async fn serve(
         let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
         return;
     };
+    // Per client, on `peer` as the gateway knows it by now; before the TLS handshake, so a refused client costs none.
+    let Some(slot) = admit_client(&ctx, slot, peer, &mut stream).await else {
+        return;
+    };
     // The TLS handshake and the first request head share one `handshake_timeout`.
     let deadline = Instant::now() + ctx.config.limits.handshake_timeout;
     match ctx.tls.get(listener).and_then(Option::as_ref) {
@@ -94,6 +99,38 @@ pub(crate) async fn serve(
                 client_cert,
             };
             Box::pin(serve_requests(stream, client, &ctx, slot, deadline)).await
+        }
+    }
+}
+
+/// Counts the connection against its client's `limits.per_client.max_connections`; a client at its cap is answered
+/// `429` with `Retry-After` and `Connection: close` (plain text even on a TLS listener: the handshake has not
+/// started, and a TLS client sees a failed handshake) and `None` is returned.
+async fn admit_client(
+    ctx: &Rc<WorkerCtx>,
+    slot: ConnectionSlot,
+    peer: SocketAddr,
+    stream: &mut TcpStream,
+) -> Option<ConnectionSlot> {
+    match limits::admit_client(&ctx.config, &ctx.limits.clients, peer.ip()) {
+        ClientAdmission::Admitted(client) => Some(slot.with_client(client)),
+        ClientAdmission::Untracked => {
+            ctx.metrics.totals.client_untracked.inc();
+            tracing::warn!(%peer, "per-client table set full of live clients; admitted without a per-client count");
+            Some(slot)
+        }
+        ClientAdmission::AtCap(limit) => {
+            drop(slot);
+            tracing::info!(%peer, limit, "per-client connection limit reached; refusing (429)");
+            ctx.metrics.totals.client_connections_refused.inc();
+            let answer = simple_response(
+                429,
+                &[("retry-after", "1")],
+                "too many connections from your address\n",
+                true,
+            );
+            let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+            None
         }
     }
 }

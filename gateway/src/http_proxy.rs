@@ -316,7 +316,10 @@ impl<'a> Exchange<'a> {
     ) -> Result<Conn, ConnectError> {
         let now = Instant::now();
         let Some(server) = self.balancer.pick(self.key, tried, now) else {
-            return Err(if tried.is_empty() {
+            return Err(if self.balancer.has_full(tried) {
+                self.balancer.count_full();
+                ConnectError::Full
+            } else if tried.is_empty() {
                 ConnectError::NoHealthyServer
             } else {
                 ConnectError::Exhausted(tried.len())
@@ -327,8 +330,10 @@ impl<'a> Exchange<'a> {
         } else {
             None
         };
-        if let Some(stream) = pooled {
-            let guard = self.balancer.acquire(server);
+        // A server that filled up since the pick: its idle connection is closed and the connect below finds another.
+        if let Some(stream) = pooled
+            && let Some(guard) = self.balancer.acquire(server)
+        {
             return Ok(Conn {
                 stream,
                 server,

@@ -19,6 +19,7 @@ pub(crate) mod auth;
 pub(crate) mod conn;
 pub mod http;
 pub(crate) mod http_proxy;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod runtime;
 pub mod server;

@@ -138,6 +138,7 @@ pub fn run(
     let config = Arc::new(config);
     let process = Arc::new(ProcessState::new(Loaded {
         health: Arc::new(HealthBoard::new(&config, None)),
+        limits: Arc::new(crate::limits::SharedLimits::new(&config, None)),
         config: config.clone(),
         upstream_tls: upstream_setups,
     }));
@@ -449,6 +450,10 @@ fn reload_route_file(
     process.add_listeners(added.per_worker);
     process.publish(Loaded {
         health: Arc::new(HealthBoard::new(&config, Some(&current.health))),
+        limits: Arc::new(crate::limits::SharedLimits::new(
+            &config,
+            Some(&current.limits),
+        )),
         config: Arc::new(config),
         upstream_tls,
     });
@@ -683,14 +688,15 @@ async fn worker_main(id: usize, workers: usize, config: Arc<Config>, setup: Work
         upstream_tls,
         process,
     } = setup;
-    let health = process.loaded().health.clone();
+    let loaded = process.loaded();
     let ctx = Rc::new(WorkerCtx::new(
         id,
         workers,
         config,
         tls,
         upstream_tls,
-        health,
+        loaded.health.clone(),
+        loaded.limits.clone(),
     ));
     process.metrics.set(id, ctx.metrics.clone());
     let generation = process.config_generation();

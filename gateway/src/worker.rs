@@ -7,6 +7,8 @@ use std::sync::Arc;
 use ringway_config::Config;
 
 use crate::auth::AuthPolicy;
+use crate::limits::SharedLimits;
+use crate::limits::clients::ClientSlot;
 use crate::metrics::WorkerMetrics;
 use crate::runtime::buffer_pool::BufferPool;
 use crate::runtime::process::Loaded;
@@ -50,6 +52,8 @@ pub(crate) struct WorkerCtx {
     /// Per route (indexed like `config.routes`): its JWT policy, `None` for a route without `auth:`. The keys
     /// were read when the config loaded; this is built per config generation.
     pub(crate) auth: Vec<Option<AuthPolicy>>,
+    /// The per-client table and per-server counters (all workers share them).
+    pub(crate) limits: Arc<SharedLimits>,
 }
 
 impl WorkerCtx {
@@ -61,6 +65,7 @@ impl WorkerCtx {
         tls: Vec<Option<WorkerTls>>,
         upstream_tls: Vec<Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>>,
         health: Arc<HealthBoard>,
+        limits: Arc<SharedLimits>,
     ) -> Self {
         let buffers = Rc::new(BufferPool::new(IO_BUFFER_SIZE, 64));
         let upstream_tls = upstream_tls
@@ -76,12 +81,14 @@ impl WorkerCtx {
                 Rc::new(
                     Balancer::new(u)
                         .with_metrics(metrics.clone(), i)
-                        .with_health(health.clone(), i),
+                        .with_health(health.clone(), i)
+                        .with_counts(limits.servers.pool(i)),
                 )
             })
             .collect();
         Self {
             health,
+            limits,
             id,
             balancers,
             http_pool: UpstreamPool::new(),
@@ -143,7 +150,8 @@ impl WorkerCtx {
             .map(|(i, u)| {
                 let balancer = Balancer::new(u)
                     .with_metrics(metrics.clone(), i)
-                    .with_health(loaded.health.clone(), i);
+                    .with_health(loaded.health.clone(), i)
+                    .with_counts(loaded.limits.servers.pool(i));
                 if let Some(old) = self.config.upstreams.iter().position(|o| o.name == u.name)
                     && let Some(old) = self.balancers.get(old)
                 {
@@ -166,6 +174,7 @@ impl WorkerCtx {
             metrics,
             health: loaded.health.clone(),
             auth: auth_policies(&config),
+            limits: loaded.limits.clone(),
             config,
         })
     }
@@ -189,8 +198,13 @@ fn share(config: &Config, workers: usize) -> usize {
         .max(1)
 }
 
-/// One client connection counted against the worker's share of `max_connections`, until dropped.
-pub(crate) struct ConnectionSlot(Rc<WorkerCtx>);
+/// One client connection counted against the worker's share of `max_connections`, and against its client's
+/// `limits.per_client` once [`ConnectionSlot::with_client`] counted it, until dropped. Both counts are released
+/// together, exactly once, whichever path the connection ends on.
+pub(crate) struct ConnectionSlot {
+    ctx: Rc<WorkerCtx>,
+    client: Option<ClientSlot>,
+}
 
 impl ConnectionSlot {
     /// Counts one more connection, or `None` when the worker is at its limit.
@@ -200,15 +214,29 @@ impl ConnectionSlot {
         }
         ctx.connections.set(ctx.connections.get() + 1);
         ctx.metrics.totals.connections_open.add(1);
-        Some(Self(ctx.clone()))
+        Some(Self {
+            ctx: ctx.clone(),
+            client: None,
+        })
+    }
+
+    /// The slot also holds the connection's count in the per-client table.
+    pub(crate) fn with_client(mut self, client: Option<ClientSlot>) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// The connection's entry in the per-client table (`None`: exempt or not counted).
+    pub(crate) fn client(&self) -> Option<&ClientSlot> {
+        self.client.as_ref()
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0
+        self.ctx
             .connections
-            .set(self.0.connections.get().saturating_sub(1));
-        self.0.metrics.totals.connections_open.add(-1);
+            .set(self.ctx.connections.get().saturating_sub(1));
+        self.ctx.metrics.totals.connections_open.add(-1);
     }
 }

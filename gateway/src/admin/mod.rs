@@ -174,6 +174,7 @@ mod tests {
         .expect("config");
         ProcessState::new(crate::runtime::process::Loaded {
             health: Arc::new(crate::upstream::health::HealthBoard::new(&config, None)),
+            limits: Arc::new(crate::limits::SharedLimits::new(&config, None)),
             config: Arc::new(config),
             upstream_tls: Vec::new(),
         })

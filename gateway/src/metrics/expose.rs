@@ -142,6 +142,37 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
     );
     family(
         o,
+        "ringway_client_refused_total",
+        "counter",
+        "Refused per client address (429): reason=connections (limits.per_client.max_connections), \
+         reason=upgrade_rate (upgrades_per_second).",
+    );
+    for (reason, n) in [
+        (
+            "connections",
+            sum(&|w| w.totals.client_connections_refused.get() as i64),
+        ),
+        (
+            "upgrade_rate",
+            sum(&|w| w.totals.client_upgrades_refused.get() as i64),
+        ),
+    ] {
+        sample(o, "ringway_client_refused_total", &[("reason", reason)], n);
+    }
+    family(
+        o,
+        "ringway_client_untracked_total",
+        "counter",
+        "Connections admitted without a per-client count (their set of the client table was full).",
+    );
+    sample(
+        o,
+        "ringway_client_untracked_total",
+        &[],
+        sum(&|w| w.totals.client_untracked.get() as i64),
+    );
+    family(
+        o,
         "ringway_buffer_pool_cached_bytes",
         "gauge",
         "Bytes of free I/O buffers the workers keep for reuse.",
@@ -405,6 +436,16 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
             &[("upstream", name)],
             n,
         );
+    }
+    family(
+        o,
+        "ringway_upstream_full_total",
+        "counter",
+        "Requests and upgrades refused (503) because every server of the pool was at its max_connections.",
+    );
+    for (name, group) in &pools {
+        let n: u64 = group.iter().map(|u| u.full.get()).sum();
+        sample(o, "ringway_upstream_full_total", &[("upstream", name)], n);
     }
     family(
         o,

@@ -137,6 +137,8 @@ pub(crate) struct UpstreamMetrics {
     /// TCP connect plus TLS handshake, successful attempts.
     pub(crate) connect: Histogram,
     pub(crate) connect_failures: Counter,
+    /// Requests and upgrades refused (503) because every server was at its `max_connections`.
+    pub(crate) full: Counter,
     /// Per server: 1 while this worker considers it healthy.
     pub(crate) healthy: Box<[Gauge]>,
 }
@@ -153,6 +155,12 @@ pub(crate) struct WorkerTotals {
     /// Bytes the worker's pool has lent and not had back (exact: a lent buffer returns itself when dropped).
     pub(crate) buffers_in_use_bytes: Gauge,
     pub(crate) tls_handshake_failures: Counter,
+    /// Connections refused (429) because their client held `limits.per_client.max_connections`.
+    pub(crate) client_connections_refused: Counter,
+    /// Upgrades refused (429) by their client's upgrade rate.
+    pub(crate) client_upgrades_refused: Counter,
+    /// Connections admitted without a per-client count: their set of the client table was full of live entries.
+    pub(crate) client_untracked: Counter,
 }
 
 /// Everything one worker counts under one config. A reload makes the next one with [`WorkerMetrics::next`], which
@@ -212,6 +220,7 @@ impl WorkerMetrics {
                             name: u.name.clone(),
                             connect: Histogram::new(LATENCY_BOUNDS),
                             connect_failures: Counter::default(),
+                            full: Counter::default(),
                             healthy: servers
                                 .iter()
                                 .map(|_| {

@@ -34,6 +34,8 @@ pub(crate) struct Loaded {
     pub(crate) upstream_tls: Vec<Option<UpstreamTlsSetup>>,
     /// Active health of every pool's servers (shared by all workers; written by the checking worker).
     pub(crate) health: Arc<crate::upstream::health::HealthBoard>,
+    /// Per-client table and per-server connection counters (shared by all workers, carried over by reloads).
+    pub(crate) limits: Arc<crate::limits::SharedLimits>,
 }
 
 #[derive(Debug)]

@@ -5,11 +5,15 @@
 //! Owns: the per-server counters and cooldown deadlines, the smooth weighted round-robin state and the hash ring.
 //! Does not own: sockets or connecting (see `super::connect`), nor clocks — every time-dependent call takes `now`,
 //! so the policy is deterministic and unit-tested without sleeping. One `Balancer` per upstream per worker, so state
-//! lives in `Cell`/`RefCell` (`!Sync` by design); workers balance independently.
+//! lives in `Cell`/`RefCell` (`!Sync` by design); workers balance independently. The one exception is each server's
+//! open-connection counter for `servers[].max_connections` (`crate::limits::servers`): shared by all workers, so the
+//! cap holds for the process; a server at its cap is never picked, not even as a last resort.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ringway_config::{Balance, HashKey, Upstream};
@@ -53,6 +57,10 @@ struct ServerState {
     active: Cell<usize>,
     /// Skipped until this instant after a failure.
     cooling_until: Cell<Option<Instant>>,
+    /// `max_connections` of the server (`u32::MAX`: none).
+    cap: u32,
+    /// Open connections of every worker on this server (see `crate::limits::servers`).
+    open: Arc<AtomicU32>,
 }
 
 impl Balancer {
@@ -66,6 +74,8 @@ impl Balancer {
                 weight: s.weight.get(),
                 active: Cell::new(0),
                 cooling_until: Cell::new(None),
+                cap: s.max_connections.map_or(u32::MAX, |c| c.get()),
+                open: Arc::default(),
             })
             .collect();
         let policy = match upstream.balance {
@@ -101,9 +111,40 @@ impl Balancer {
     /// round robin when it is `None`.
     pub(crate) fn pick(&self, key: Option<u64>, tried: &[usize], now: Instant) -> Option<usize> {
         self.pick_among(key, |i| {
-            !tried.contains(&i) && !self.is_cooling(i, now) && self.passes_checks(i)
+            !tried.contains(&i)
+                && !self.is_full(i)
+                && !self.is_cooling(i, now)
+                && self.passes_checks(i)
         })
-        .or_else(|| self.pick_among(key, |i| !tried.contains(&i)))
+        .or_else(|| self.pick_among(key, |i| !tried.contains(&i) && !self.is_full(i)))
+    }
+
+    /// Counts connections in the process-wide counters `counts` (indexed like the servers) instead of this
+    /// balancer's own, so `max_connections` holds across workers and config generations.
+    pub(crate) fn with_counts(mut self, counts: Vec<Arc<AtomicU32>>) -> Self {
+        for (s, c) in self.servers.iter_mut().zip(counts) {
+            s.open = c;
+        }
+        self
+    }
+
+    /// Whether `server` holds its `max_connections`.
+    fn is_full(&self, server: usize) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|s| s.open.load(Ordering::Relaxed) >= s.cap)
+    }
+
+    /// Whether a server not in `tried` was left out because it is full (so "no server" means 503, come back).
+    pub(crate) fn has_full(&self, tried: &[usize]) -> bool {
+        (0..self.servers.len()).any(|i| !tried.contains(&i) && self.is_full(i))
+    }
+
+    /// A request or upgrade got 503 because every server was full.
+    pub(crate) fn count_full(&self) {
+        if let Some(m) = self.upstream_metrics() {
+            m.full.inc();
+        }
     }
 
     /// Whether `server` passes its active health checks (always, for a pool without them).
@@ -204,15 +245,20 @@ impl Balancer {
         }
     }
 
-    /// Counts one active connection (or request) on `server` until the guard is dropped (used by least_conn).
-    pub(crate) fn acquire(self: &Rc<Self>, server: usize) -> ActiveGuard {
-        if let Some(s) = self.servers.get(server) {
-            s.active.set(s.active.get() + 1);
-        }
-        ActiveGuard {
+    /// Counts one active connection (or request) on `server` until the guard is dropped (used by least_conn and
+    /// `max_connections`); `None` when the server holds its `max_connections` (taken since it was picked).
+    pub(crate) fn acquire(self: &Rc<Self>, server: usize) -> Option<ActiveGuard> {
+        let s = self.servers.get(server)?;
+        s.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < s.cap).then_some(n + 1)
+            })
+            .ok()?;
+        s.active.set(s.active.get() + 1);
+        Some(ActiveGuard {
             balancer: Rc::clone(self),
             server,
-        }
+        })
     }
 
     /// The address of `server`.
@@ -223,9 +269,8 @@ impl Balancer {
         self.servers[server].address
     }
 
-    #[cfg(test)]
     /// Number of servers in the pool.
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn server_count(&self) -> usize {
         self.servers.len()
     }
 
@@ -340,6 +385,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if let Some(s) = self.balancer.servers.get(self.server) {
             s.active.set(s.active.get().saturating_sub(1));
+            s.open.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -429,6 +475,7 @@ mod tests {
                     address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
                     host: "127.0.0.1".into(),
                     weight: NonZeroU32::new(w).unwrap(),
+                    max_connections: None,
                 })
                 .collect(),
             balance,
@@ -441,11 +488,39 @@ mod tests {
     }
 
     fn counts(b: &Balancer, n: usize, now: Instant) -> Vec<usize> {
-        let mut c = vec![0; b.len()];
+        let mut c = vec![0; b.server_count()];
         for _ in 0..n {
             c[b.pick(None, &[], now).unwrap()] += 1;
         }
         c
+    }
+
+    #[test]
+    fn full_servers_are_skipped_even_as_a_last_resort_and_the_cap_is_shared_by_workers() {
+        let mut up = upstream(&[1, 1], Balance::RoundRobin);
+        up.servers[0].max_connections = NonZeroU32::new(1);
+        up.servers[1].max_connections = NonZeroU32::new(2);
+        let counts: Vec<Arc<AtomicU32>> = vec![Arc::default(), Arc::default()];
+        // Two workers' balancers over the same counters.
+        let w1 = Rc::new(Balancer::new(&up).with_counts(counts.clone()));
+        let w2 = Rc::new(Balancer::new(&up).with_counts(counts.clone()));
+        let now = Instant::now();
+        let a = w1.acquire(0).unwrap();
+        assert!(w2.acquire(0).is_none(), "server 0 is full for every worker");
+        for _ in 0..4 {
+            assert_eq!(w2.pick(None, &[], now), Some(1));
+        }
+        let b = w2.acquire(1).unwrap();
+        let _c = w1.acquire(1).unwrap();
+        // Everything is full: no pick, not even the cooling-down fallback, and the caller can tell why.
+        w1.mark_failed(1, now);
+        assert_eq!(w1.pick(None, &[], now), None);
+        assert!(w1.has_full(&[]));
+        drop(a);
+        assert_eq!(w1.pick(None, &[], now), Some(0));
+        drop(b);
+        assert_eq!(counts[1].load(Ordering::Relaxed), 1);
+        assert!(!w1.has_full(&[]));
     }
 
     #[test]
@@ -516,12 +591,12 @@ mod tests {
     fn least_conn_prefers_the_least_loaded_server() {
         let b = Rc::new(Balancer::new(&upstream(&[1, 1, 1], Balance::LeastConn)));
         let now = Instant::now();
-        let _g0 = b.acquire(0);
-        let _g0b = b.acquire(0);
-        let _g1 = b.acquire(1);
+        let _g0 = b.acquire(0).unwrap();
+        let _g0b = b.acquire(0).unwrap();
+        let _g1 = b.acquire(1).unwrap();
         assert_eq!(b.pick(None, &[], now), Some(2));
-        let g2 = b.acquire(2);
-        let _g2b = b.acquire(2);
+        let g2 = b.acquire(2).unwrap();
+        let _g2b = b.acquire(2).unwrap();
         assert_eq!(b.pick(None, &[], now), Some(1));
         drop(g2);
         assert_eq!(b.active(2), 1);
@@ -540,9 +615,9 @@ mod tests {
         // All idle: ties rotate in proportion to weight.
         assert_eq!(counts(&b, 400, now), vec![300, 100]);
         // Two connections on a weight-3 server are less load than one on a weight-1 server.
-        let _a = b.acquire(0);
-        let _b = b.acquire(0);
-        let _c = b.acquire(1);
+        let _a = b.acquire(0).unwrap();
+        let _b = b.acquire(0).unwrap();
+        let _c = b.acquire(1).unwrap();
         assert_eq!(b.pick(None, &[], now), Some(0));
         assert_eq!(
             b.pick(None, &[0], now),
@@ -554,8 +629,8 @@ mod tests {
     #[test]
     fn guards_count_active_connections() {
         let b = Rc::new(Balancer::new(&upstream(&[1], Balance::LeastConn)));
-        let g = b.acquire(0);
-        let h = b.acquire(0);
+        let g = b.acquire(0).unwrap();
+        let h = b.acquire(0).unwrap();
         assert_eq!(b.active(0), 2);
         drop(g);
         drop(h);

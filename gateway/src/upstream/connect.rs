@@ -53,6 +53,10 @@ pub(crate) enum ConnectError {
     /// 502.
     #[error("TLS to {address} failed: {reason}")]
     Tls { address: SocketAddr, reason: String },
+    /// Every server the request could use holds its `max_connections`: 503 (with `Retry-After`), and no server is
+    /// blamed.
+    #[error("every upstream server is at its max_connections")]
+    Full,
     /// `max_attempts` servers were already tried for this request before this call: 502.
     #[error("gave up after {0} upstream attempts")]
     Exhausted(usize),
@@ -66,7 +70,9 @@ impl ConnectError {
     /// The HTTP status for the client.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            ConnectError::NoHealthyServer | ConnectError::LocalResources(_) => 503,
+            ConnectError::NoHealthyServer
+            | ConnectError::LocalResources(_)
+            | ConnectError::Full => 503,
             ConnectError::Failed { .. } | ConnectError::Exhausted(_) | ConnectError::Tls { .. } => {
                 502
             }
@@ -93,15 +99,25 @@ pub(crate) async fn connect(
         return Err(ConnectError::Exhausted(tried.len()));
     }
     let mut last = None;
+    // A server that filled up between its pick and its count is skipped by the next pick; this bounds the retries
+    // should counts keep moving under us.
+    let mut raced = 0;
     while tried.len() < max_attempts {
         let Some(server) = balancer.pick(key, tried, Instant::now()) else {
+            if last.is_none() && balancer.has_full(tried) {
+                last = Some(ConnectError::Full);
+            }
             break;
         };
         match connect_to(balancer, upstream, tls, server, tried).await {
             Ok(conn) => return Ok(conn),
             Err(e @ ConnectError::LocalResources(_)) => return Err(e),
+            Err(ConnectError::Full) if raced < balancer.server_count() => raced += 1,
             Err(e) => last = Some(e),
         }
+    }
+    if matches!(last, Some(ConnectError::Full)) {
+        balancer.count_full();
     }
     Err(last.unwrap_or(ConnectError::NoHealthyServer))
 }
@@ -118,7 +134,9 @@ pub(crate) async fn connect_to(
     tried: &mut Vec<usize>,
 ) -> Result<UpstreamConn, ConnectError> {
     let address = balancer.address(server);
-    let guard = balancer.acquire(server);
+    let Some(guard) = balancer.acquire(server) else {
+        return Err(ConnectError::Full);
+    };
     let began = Instant::now();
     let deadline = began + upstream.connect_timeout;
     let result =
@@ -192,6 +210,7 @@ mod tests {
                     address,
                     host: "127.0.0.1".into(),
                     weight: NonZeroU32::new(1).unwrap(),
+                    max_connections: None,
                 })
                 .collect(),
             balance: Balance::RoundRobin,

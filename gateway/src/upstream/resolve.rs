@@ -91,6 +91,10 @@ pub(crate) fn spawn(process: Arc<ProcessState>) {
                 };
                 let next = Loaded {
                     health: Arc::new(HealthBoard::new(&config, Some(&loaded.health))),
+                    limits: Arc::new(crate::limits::SharedLimits::new(
+                        &config,
+                        Some(&loaded.limits),
+                    )),
                     upstream_tls: loaded.upstream_tls.clone(),
                     config: Arc::new(config),
                 };

@@ -62,6 +62,21 @@ pub(crate) async fn serve<S: ClientStream>(
             return;
         }
     };
+    // The client's upgrade rate: before any upstream is contacted.
+    if let Err(wait) = crate::limits::take_upgrade(slot.client(), route.upgrade_rate) {
+        let secs = wait.header_secs();
+        tracing::info!(%peer, retry_after = secs, "per-client upgrade rate exceeded; refusing (429)");
+        ctx.metrics.totals.client_upgrades_refused.inc();
+        count(429);
+        respond(
+            &mut client,
+            429,
+            &[("retry-after", &secs.to_string())],
+            "too many WebSocket upgrades from your address\n",
+        )
+        .await;
+        return;
+    }
     let limits = &ctx.config.limits;
     match route.target {
         Target::Echo => {
