@@ -19,6 +19,7 @@ pub(crate) mod conn;
 pub mod http;
 pub(crate) mod http_proxy;
 pub(crate) mod metrics;
+pub mod proxy_protocol;
 pub(crate) mod runtime;
 pub mod server;
 pub mod tls;
