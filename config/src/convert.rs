@@ -249,11 +249,18 @@ fn listeners(raw: Option<Vec<RawListener>>) -> Result<Vec<Listener>> {
                 ),
             },
         };
+        let proxy_protocol = match l.proxy_protocol {
+            None => false,
+            Some(s) => {
+                parse_bool(&s.0).map_err(|m| Problem::new(join(&path, "proxy_protocol"), m))?
+            }
+        };
         out.push(Listener {
             name,
             bind,
             tls,
             redirect_https,
+            proxy_protocol,
         });
     }
     Ok(out)
@@ -426,6 +433,11 @@ fn limits(raw: RawLimits) -> Result<Limits> {
             None => d.body_min_rate,
             Some(s) => size(&s, "limits.body_min_rate", 0)?,
         },
+        proxy_protocol_timeout: opt_timeout(
+            raw.proxy_protocol_timeout,
+            "limits.proxy_protocol_timeout",
+        )?
+        .unwrap_or(d.proxy_protocol_timeout),
     })
 }
 
@@ -1179,6 +1191,23 @@ mod tests {
         assert_eq!(
             plain.upstreams[0].servers[0].address,
             "[::1]:80".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_a_listener_asks_and_its_timeout_defaults_to_5s() {
+        let cfg = crate::parse(
+            "listeners:\n  - {name: lb, bind: 127.0.0.1:0, proxy_protocol: true}\n  - {name: d, bind: 127.0.0.1:0}\n\
+             routes: [{echo: true}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(cfg.listeners[0].proxy_protocol);
+        assert!(!cfg.listeners[1].proxy_protocol);
+        assert_eq!(cfg.limits.proxy_protocol_timeout, Duration::from_secs(5));
+        assert!(
+            cfg.summary()
+                .contains("PROXY protocol header (v1/v2) required within 5s")
         );
     }
 
