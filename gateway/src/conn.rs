@@ -21,6 +21,7 @@ use crate::http::head::{HeadLimits, Headers, RequestHead, parse_request, simple_
 use crate::http::redact::redact_query;
 use crate::http::rewrite::{self, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
+use crate::proxy_protocol::{self, read::ReadError};
 use crate::tls;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use crate::ws;
@@ -66,6 +67,29 @@ pub(crate) async fn serve(
         let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
         return;
     };
+    // Behind a load balancer speaking the PROXY protocol, its header comes first (before TLS) and names the client:
+    // from here on `peer` is that client, for logs, forwarding headers, hashing and limits.
+    let (peer, early) = if ctx.config.listeners[listener].proxy_protocol {
+        let deadline = Instant::now() + ctx.config.limits.proxy_protocol_timeout;
+        match proxy_protocol::read::read_header(&mut stream, deadline).await {
+            Ok((header, early)) => {
+                let client = header.source.unwrap_or(peer);
+                tracing::debug!(peer = %client, tcp_peer = %peer, "PROXY protocol header");
+                (client, early)
+            }
+            Err(ReadError::Closed { sent: 0 }) => {
+                tracing::debug!(%peer, "closed before sending a PROXY protocol header");
+                return;
+            }
+            Err(e) => {
+                tracing::info!(%peer, reason = %e, "refused: bad PROXY protocol header; closing");
+                ctx.metrics.totals.proxy_protocol_refused.inc();
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
     // The TLS handshake and the first request head share one `handshake_timeout`.
     let deadline = Instant::now() + ctx.config.limits.handshake_timeout;
     match ctx.tls.get(listener).and_then(Option::as_ref) {
@@ -76,13 +100,13 @@ pub(crate) async fn serve(
                 redirect_https: ctx.config.listeners[listener].redirect_https,
                 client_cert: None,
             };
-            serve_requests(stream, client, &ctx, slot, deadline).await
+            serve_requests(stream, early, client, &ctx, slot, deadline).await
         }
         Some(tls) => {
             let Some(tls::accept::Accepted {
                 stream,
                 client_cert,
-            }) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
+            }) = tls::accept::accept(stream, &early, peer, tls, &ctx.buffers, deadline).await
             else {
                 ctx.metrics.totals.tls_handshake_failures.inc();
                 return;
@@ -93,7 +117,7 @@ pub(crate) async fn serve(
                 redirect_https: None,
                 client_cert,
             };
-            Box::pin(serve_requests(stream, client, &ctx, slot, deadline)).await
+            Box::pin(serve_requests(stream, Vec::new(), client, &ctx, slot, deadline)).await
         }
     }
 }
@@ -115,8 +139,10 @@ struct Client {
     client_cert: Option<String>,
 }
 
+/// Serves the requests on `stream`; `early` holds bytes already read from it (after a PROXY header).
 async fn serve_requests<S: ClientStream>(
     mut stream: S,
+    early: Vec<u8>,
     client: Client,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
@@ -133,7 +159,7 @@ async fn serve_requests<S: ClientStream>(
         max_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
     };
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf: Vec<u8> = early;
     let mut first = true;
     loop {
         let deadline = if std::mem::take(&mut first) {

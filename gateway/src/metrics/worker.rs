@@ -136,6 +136,8 @@ pub(crate) struct WorkerTotals {
     /// failed connection is never handed back, so a lent count would drift).
     pub(crate) buffers_cached: Gauge,
     pub(crate) tls_handshake_failures: Counter,
+    /// Connections on `proxy_protocol` listeners closed for a missing, malformed or late PROXY header.
+    pub(crate) proxy_protocol_refused: Counter,
 }
 
 /// Everything one worker counts under one config. A reload makes the next one with [`WorkerMetrics::next`], which

@@ -1,9 +1,10 @@
 //! The PROXY protocol header (HAProxy's `proxy-protocol.txt`, versions 1 and 2) a load balancer in front of the
 //! gateway sends before the client's first byte, sans-IO.
 //!
-//! Owns: recognising and checking the header ([`parse`]: fed the bytes read so far, `Partial` consumes nothing) and
-//! writing one ([`encode`], for tests, fuzz seeds and tools). Does not own: reading the socket, the timeout, or what
-//! the address is used for (`crate::conn`).
+//! Owns: recognising and checking the header ([`parse`]: fed the bytes read so far, `Partial` consumes nothing),
+//! writing one ([`encode`], for tests, fuzz seeds and tools), and the one piece with I/O, reading it off a socket
+//! under a deadline (`read`). Does not own: which listeners expect it or what the address is used for
+//! (`crate::conn`).
 //!
 //! Hand-written rather than taken from the `ppp` crate: the gateway needs (a) strict v1 (exact tokens, single
 //! spaces, canonical ports, CRLF) with a typed error per violation, (b) a decision on every prefix — an input that
@@ -18,6 +19,7 @@
 //! LOCAL, UNSPEC and UNIX headers carry no usable client address: the caller keeps the TCP peer.
 
 pub mod encode;
+pub(crate) mod read;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
