@@ -117,7 +117,15 @@ pub(crate) async fn serve(
                 redirect_https: None,
                 client_cert,
             };
-            Box::pin(serve_requests(stream, Vec::new(), client, &ctx, slot, deadline)).await
+            Box::pin(serve_requests(
+                stream,
+                Vec::new(),
+                client,
+                &ctx,
+                slot,
+                deadline,
+            ))
+            .await
         }
     }
 }
@@ -210,6 +218,7 @@ async fn serve_requests<S: ClientStream>(
         };
         let fwd = Forwarding {
             peer: peer.ip(),
+            client: rewrite::client_address(&head, peer.ip(), &ctx.config.trusted_proxies),
             proto: match scheme {
                 Scheme::Http => "http",
                 Scheme::Https => "https",
@@ -247,6 +256,7 @@ async fn serve_requests<S: ClientStream>(
                 tracing::info!(
                     target: "access",
                     %peer,
+                    client = %fwd.client,
                     method = %method,
                     target = %target,
                     route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str),

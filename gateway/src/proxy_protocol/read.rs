@@ -46,9 +46,11 @@ pub(crate) async fn read_header<S: AsyncReadRent>(
         }
         let (start, cap) = (buf.len(), buf.capacity());
         let wait = deadline.saturating_duration_since(Instant::now());
-        let read =
-            monoio::time::timeout(wait, stream.read(std::mem::take(&mut buf).slice_mut(start..cap)))
-                .await;
+        let read = monoio::time::timeout(
+            wait,
+            stream.read(std::mem::take(&mut buf).slice_mut(start..cap)),
+        )
+        .await;
         match read {
             Ok((Ok(0), _)) => return Err(ReadError::Closed { sent: start }),
             Ok((Ok(_), slice)) => buf = slice.into_inner(),
