@@ -1074,6 +1074,12 @@ fn opt_timeout(s: Option<Scalar>, path: &str) -> Result<Option<Duration>> {
     s.map(|s| timeout(&s, path, "")).transpose()
 }
 
+thread_local! {
+    /// Set by [`crate::parse_offline`]: names other than `localhost` are not looked up (the fuzz target must not
+    /// send DNS queries).
+    pub(crate) static OFFLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// `host:port`. IP literals and `localhost` resolve without DNS; other names are resolved now.
 fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr, String> {
     const FORM: &str = "write host:port, e.g. `127.0.0.1:9001`, `[::1]:9001` or `localhost:9001`";
@@ -1116,6 +1122,9 @@ fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr,
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
         return Err(format!("`{host}` is not a host name or IP address: {FORM}"));
+    }
+    if OFFLINE.get() {
+        return Err(format!("cannot resolve `{host}`: offline"));
     }
     match (host, port).to_socket_addrs() {
         Ok(mut addrs) => addrs
@@ -1192,6 +1201,22 @@ mod tests {
             plain.upstreams[0].servers[0].address,
             "[::1]:80".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn offline_parsing_looks_no_name_up_and_restores_resolution() {
+        let yaml = "listeners: [{name: p, bind: 127.0.0.1:0}]\nupstreams:\n  s:\n    servers: [backend.invalid:80]\n\
+                    routes: [{path: /, upstream: s}]\n";
+        let e = crate::parse_offline(yaml, "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot resolve `backend.invalid`: offline"),
+            "{e}"
+        );
+        assert!(!OFFLINE.get());
+        let local = yaml.replace("backend.invalid", "localhost");
+        assert!(crate::parse_offline(&local, "t.yaml").is_ok());
     }
 
     #[test]
