@@ -1,9 +1,10 @@
 //! One accepted client connection, from its first byte to its close.
 //!
-//! Owns: reading request heads under the handshake timeout and size limits (slowloris 408, 431), the head checks
-//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), and the keep-alive
-//! loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
-//! ([`crate::ws`]). Does not own: anything after the dispatch.
+//! Owns: on `proxy_protocol` listeners, reading the PROXY header first and taking its client as `peer`
+//! ([`crate::proxy_protocol`]); reading request heads under the handshake timeout and size limits (slowloris 408,
+//! 431), the head checks that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404),
+//! and the keep-alive loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the
+//! WebSocket path ([`crate::ws`]). Does not own: anything after the dispatch.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
