@@ -41,7 +41,7 @@ step "frame-simd tests with the scalar paths forced (feature force-scalar)"
 cargo test -p frame-simd --features force-scalar
 
 if [ -z "${SKIP_FUZZ:-}" ]; then
-  step "fuzz smoke run (frame-simd: decoder, masking, UTF-8; gateway: request-head reader, chunked decoder, TLS entry)"
+  step "fuzz smoke run (frame-simd: decoder, masking, UTF-8; gateway: request-head reader, chunked decoder, TLS entry, PROXY protocol, config loader)"
   FUZZ_SECONDS="${FUZZ_SECONDS:-15}" frame-simd/fuzz/smoke.sh
   FUZZ_SECONDS="${FUZZ_SECONDS:-15}" frame-simd/fuzz/smoke.sh "$PWD/gateway/fuzz"
 fi

@@ -249,11 +249,18 @@ fn listeners(raw: Option<Vec<RawListener>>) -> Result<Vec<Listener>> {
                 ),
             },
         };
+        let proxy_protocol = match l.proxy_protocol {
+            None => false,
+            Some(s) => {
+                parse_bool(&s.0).map_err(|m| Problem::new(join(&path, "proxy_protocol"), m))?
+            }
+        };
         out.push(Listener {
             name,
             bind,
             tls,
             redirect_https,
+            proxy_protocol,
         });
     }
     Ok(out)
@@ -426,6 +433,11 @@ fn limits(raw: RawLimits) -> Result<Limits> {
             None => d.body_min_rate,
             Some(s) => size(&s, "limits.body_min_rate", 0)?,
         },
+        proxy_protocol_timeout: opt_timeout(
+            raw.proxy_protocol_timeout,
+            "limits.proxy_protocol_timeout",
+        )?
+        .unwrap_or(d.proxy_protocol_timeout),
         per_client: per_client(raw.per_client.unwrap_or_default())?,
     })
 }
@@ -1197,6 +1209,12 @@ fn opt_timeout(s: Option<Scalar>, path: &str) -> Result<Option<Duration>> {
     s.map(|s| timeout(&s, path, "")).transpose()
 }
 
+thread_local! {
+    /// Set by [`crate::parse_offline`]: names other than `localhost` are not looked up (the fuzz target must not
+    /// send DNS queries).
+    pub(crate) static OFFLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// `host:port`. IP literals and `localhost` resolve without DNS; other names are resolved now.
 fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr, String> {
     const FORM: &str = "write host:port, e.g. `127.0.0.1:9001`, `[::1]:9001` or `localhost:9001`";
@@ -1239,6 +1257,9 @@ fn address(text: &str, allow_port_zero: bool) -> std::result::Result<SocketAddr,
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
         return Err(format!("`{host}` is not a host name or IP address: {FORM}"));
+    }
+    if OFFLINE.get() {
+        return Err(format!("cannot resolve `{host}`: offline"));
     }
     match (host, port).to_socket_addrs() {
         Ok(mut addrs) => addrs
@@ -1314,6 +1335,39 @@ mod tests {
         assert_eq!(
             plain.upstreams[0].servers[0].address,
             "[::1]:80".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn offline_parsing_looks_no_name_up_and_restores_resolution() {
+        let yaml = "listeners: [{name: p, bind: 127.0.0.1:0}]\nupstreams:\n  s:\n    servers: [backend.invalid:80]\n\
+                    routes: [{path: /, upstream: s}]\n";
+        let e = crate::parse_offline(yaml, "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot resolve `backend.invalid`: offline"),
+            "{e}"
+        );
+        assert!(!OFFLINE.get());
+        let local = yaml.replace("backend.invalid", "localhost");
+        assert!(crate::parse_offline(&local, "t.yaml").is_ok());
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_a_listener_asks_and_its_timeout_defaults_to_5s() {
+        let cfg = crate::parse(
+            "listeners:\n  - {name: lb, bind: 127.0.0.1:0, proxy_protocol: true}\n  - {name: d, bind: 127.0.0.1:0}\n\
+             routes: [{echo: true}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(cfg.listeners[0].proxy_protocol);
+        assert!(!cfg.listeners[1].proxy_protocol);
+        assert_eq!(cfg.limits.proxy_protocol_timeout, Duration::from_secs(5));
+        assert!(
+            cfg.summary()
+                .contains("PROXY protocol header (v1/v2) required within 5s")
         );
     }
 

@@ -152,6 +152,10 @@ pub struct Listener {
     /// Plain listeners only: answer every request (WebSocket upgrades too) with `308` to the same host and target
     /// on `https://` at this port (443 is left out of the URL). `None`: serve normally.
     pub redirect_https: Option<u16>,
+    /// Every connection must start with a PROXY protocol header (v1 or v2) from the load balancer in front; its
+    /// source address is then the client's. A connection without one is closed. Only for listeners that nothing
+    /// but that load balancer can reach. Default false.
+    pub proxy_protocol: bool,
 }
 
 /// TLS settings of a listener. Certificate files are read by the gateway (at start, on `ringway check`, and on
@@ -234,6 +238,9 @@ pub struct Limits {
     /// Bytes per second a request body must average after [`Limits::body_timeout`]; 0 = no extension per byte.
     /// Default 500 (Apache's `mod_reqtimeout` defaults: `body=20,MinRate=500`).
     pub body_min_rate: u64,
+    /// On `proxy_protocol` listeners, the PROXY header must arrive within this after the connection is accepted
+    /// (a silent connection otherwise holds a slot). Default 5s.
+    pub proxy_protocol_timeout: Duration,
     /// `per_client:`: what one client address may hold and open.
     pub per_client: PerClientLimits,
 }
@@ -313,6 +320,7 @@ impl Default for Limits {
             close_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
+            proxy_protocol_timeout: Duration::from_secs(5),
             per_client: PerClientLimits::default(),
         }
     }
@@ -542,6 +550,16 @@ fn parse_in(text: &str, file_name: &str, dir: &Path) -> Result<Config, ConfigErr
     })
 }
 
+/// [`parse`] without DNS: a server or address written as a name other than `localhost` is an error. For the fuzz
+/// target, which must neither send queries nor wait for them.
+#[doc(hidden)]
+pub fn parse_offline(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    convert::OFFLINE.set(true);
+    let parsed = parse(text, file_name);
+    convert::OFFLINE.set(false);
+    parsed
+}
+
 /// Read and parse a route file. Errors name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
@@ -660,6 +678,13 @@ impl Config {
                 (None, None) => {
                     let _ = writeln!(out, "  {} on {}", li.name, li.bind);
                 }
+            }
+            if li.proxy_protocol {
+                let _ = writeln!(
+                    out,
+                    "    PROXY protocol header (v1/v2) required within {}",
+                    d(l.proxy_protocol_timeout)
+                );
             }
         }
         let _ = writeln!(out, "upstreams ({}):", self.upstreams.len());

@@ -55,6 +55,7 @@ pub struct RawListener {
     pub bind: Option<Scalar>,
     pub tls: Option<RawListenerTls>,
     pub redirect_https: Option<Scalar>,
+    pub proxy_protocol: Option<Scalar>,
 }
 
 /// `tls:` of a listener.
@@ -97,6 +98,7 @@ pub struct RawLimits {
     pub close_timeout: Option<Scalar>,
     pub body_timeout: Option<Scalar>,
     pub body_min_rate: Option<Scalar>,
+    pub proxy_protocol_timeout: Option<Scalar>,
     pub per_client: Option<RawPerClient>,
 }
 

@@ -1,9 +1,11 @@
 //! One accepted client connection, from its first byte to its close.
 //!
-//! Owns: reading request heads under the handshake timeout and size limits (slowloris 408, 431), the head checks
-//! that decide where a request goes (`crate::http::rewrite::destination`, 400), routing (404), the route's JWT
-//! check before any upstream work (401/403, verdict from `crate::auth`), and the keep-alive loop that hands each request to the plain HTTP exchange ([`crate::http_proxy`]) or the WebSocket path
-//! ([`crate::ws`]). Does not own: anything after the dispatch.
+//! Owns: on `proxy_protocol` listeners, reading the PROXY header first and taking its client as `peer`
+//! ([`crate::proxy_protocol`]); the per-client admission on that `peer` (429, `crate::limits`); reading request heads
+//! under the handshake timeout and size limits (slowloris 408, 431), the head checks that decide where a request goes
+//! (`crate::http::rewrite::destination`, 400), routing (404), the route's JWT check before any upstream work
+//! (401/403, verdict from `crate::auth`), and the keep-alive loop that hands each request to the plain HTTP exchange
+//! ([`crate::http_proxy`]) or the WebSocket path ([`crate::ws`]). Does not own: anything after the dispatch.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -22,6 +24,7 @@ use crate::http::redact::redact_query;
 use crate::http::rewrite::{self, ClaimHeaders, ClientCertHeader, Destination, Forwarding};
 use crate::http_proxy::{self, Persist};
 use crate::limits::{self, ClientAdmission};
+use crate::proxy_protocol::{self, read::ReadError};
 use crate::tls;
 use crate::worker::{ConnectionSlot, WorkerCtx};
 use crate::ws;
@@ -67,6 +70,29 @@ pub(crate) async fn serve(
         let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
         return;
     };
+    // Behind a load balancer speaking the PROXY protocol, its header comes first (before TLS) and names the client:
+    // from here on `peer` is that client, for logs, forwarding headers, hashing and limits.
+    let (peer, early) = if ctx.config.listeners[listener].proxy_protocol {
+        let deadline = Instant::now() + ctx.config.limits.proxy_protocol_timeout;
+        match proxy_protocol::read::read_header(&mut stream, deadline).await {
+            Ok((header, early)) => {
+                let client = header.source.unwrap_or(peer);
+                tracing::debug!(peer = %client, tcp_peer = %peer, "PROXY protocol header");
+                (client, early)
+            }
+            Err(ReadError::Closed { sent: 0 }) => {
+                tracing::debug!(%peer, "closed before sending a PROXY protocol header");
+                return;
+            }
+            Err(e) => {
+                tracing::info!(%peer, reason = %e, "refused: bad PROXY protocol header; closing");
+                ctx.metrics.totals.proxy_protocol_refused.inc();
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
     // Per client, on `peer` as the gateway knows it by now; before the TLS handshake, so a refused client costs none.
     let Some(slot) = admit_client(&ctx, slot, peer, &mut stream).await else {
         return;
@@ -81,13 +107,13 @@ pub(crate) async fn serve(
                 redirect_https: ctx.config.listeners[listener].redirect_https,
                 client_cert: None,
             };
-            serve_requests(stream, client, &ctx, slot, deadline).await
+            serve_requests(stream, early, client, &ctx, slot, deadline).await
         }
         Some(tls) => {
             let Some(tls::accept::Accepted {
                 stream,
                 client_cert,
-            }) = tls::accept::accept(stream, peer, tls, &ctx.buffers, deadline).await
+            }) = tls::accept::accept(stream, &early, peer, tls, &ctx.buffers, deadline).await
             else {
                 ctx.metrics.totals.tls_handshake_failures.inc();
                 return;
@@ -98,7 +124,15 @@ pub(crate) async fn serve(
                 redirect_https: None,
                 client_cert,
             };
-            Box::pin(serve_requests(stream, client, &ctx, slot, deadline)).await
+            Box::pin(serve_requests(
+                stream,
+                Vec::new(),
+                client,
+                &ctx,
+                slot,
+                deadline,
+            ))
+            .await
         }
     }
 }
@@ -152,8 +186,10 @@ struct Client {
     client_cert: Option<String>,
 }
 
+/// Serves the requests on `stream`; `early` holds bytes already read from it (after a PROXY header).
 async fn serve_requests<S: ClientStream>(
     mut stream: S,
+    early: Vec<u8>,
     client: Client,
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
@@ -170,7 +206,7 @@ async fn serve_requests<S: ClientStream>(
         max_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
     };
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf: Vec<u8> = early;
     let mut first = true;
     loop {
         let deadline = if std::mem::take(&mut first) {
@@ -242,6 +278,7 @@ async fn serve_requests<S: ClientStream>(
         }
         let fwd = Forwarding {
             peer: peer.ip(),
+            client: rewrite::client_address(&head, peer.ip(), &ctx.config.trusted_proxies),
             proto: match scheme {
                 Scheme::Http => "http",
                 Scheme::Https => "https",
@@ -284,6 +321,7 @@ async fn serve_requests<S: ClientStream>(
                 tracing::info!(
                     target: "access",
                     %peer,
+                    client = %fwd.client,
                     method = %method,
                     target = %target,
                     route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str),

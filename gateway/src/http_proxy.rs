@@ -167,7 +167,7 @@ where
         && head.minor_version >= 1
         && head.has_token("expect", "100-continue");
     let key = match &pool.balance {
-        Balance::Hash(k) => hash_input(k, fwd.peer, &head),
+        Balance::Hash(k) => hash_input(k, fwd.client, &head),
         _ => None,
     };
 

@@ -8,8 +8,8 @@
 //! the per-worker buffer pool, clock and timer. A TLS listener runs the handshake first (`tls`) and then the same
 //! code over the decrypted stream.
 //!
-//! Public surface: [`server`] (what the `ringway` binary runs), [`http`]'s sans-IO head and body parsers and
-//! `tls::fuzzing` (for the fuzz targets). Everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
+//! Public surface: [`server`] (what the `ringway` binary runs), [`http`]'s sans-IO head and body parsers, the
+//! sans-IO [`proxy_protocol`] parser and encoder, and `tls::fuzzing` (for the fuzz targets and tests). Everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
 
 #![deny(unreachable_pub)]
 
@@ -21,6 +21,7 @@ pub mod http;
 pub(crate) mod http_proxy;
 pub(crate) mod limits;
 pub(crate) mod metrics;
+pub mod proxy_protocol;
 pub(crate) mod runtime;
 pub mod server;
 pub mod tls;

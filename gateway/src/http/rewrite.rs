@@ -7,7 +7,8 @@
 //! the client's) and writing the upstream head ([`upstream_head`]): hop-by-hop headers dropped (`Host`
 //! is restated, so `Connection: Host` cannot remove it), body framing stated by the caller, and the forwarding
 //! headers (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP`, `Forwarded`) replaced with what the gateway saw, or
-//! extended when the peer is a trusted proxy.
+//! extended when the peer is a trusted proxy; and who the client is behind trusted proxies ([`client_address`]:
+//! the rightmost `X-Forwarded-For` entry not in `trusted_proxies`), for logs and hashing.
 //! Does not own: parsing heads (`super::head`), body framing rules (`super::body`), the WebSocket handshake's own
 //! headers (the upgrade path passes them in [`UpstreamHead::add`]).
 
@@ -177,8 +178,10 @@ fn is_authority(text: &str) -> bool {
 /// The forwarding facts of one client connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Forwarding<'a> {
-    /// The address the gateway accepted the connection from.
+    /// The address the gateway accepted the connection from (the PROXY header's source on such listeners).
     pub(crate) peer: IpAddr,
+    /// The client as far as the gateway can tell ([`client_address`]): what logs and hashing by client address use.
+    pub(crate) client: IpAddr,
     /// `http` or `https`: the scheme the client used to reach the gateway.
     pub(crate) proto: &'a str,
     /// The peer is in `trusted_proxies`: its forwarding headers are kept and extended, not replaced.
@@ -212,6 +215,42 @@ pub(crate) struct ClientCertHeader<'a> {
 pub(crate) fn is_trusted(ranges: &[ipnet::IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     ranges.iter().any(|r| r.contains(&ip))
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy; otherwise the rightmost
+/// `X-Forwarded-For` entry (all lines, in order) that is not trusted — entries left of it were written by the
+/// client and cannot be believed. Walking stops at an entry that is not an address (`unknown`, an obfuscated
+/// name, garbage), keeping the last trusted hop; `ip:port` and `[v6]:port` entries count as their address.
+pub(crate) fn client_address(head: &RequestHead, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !is_trusted(trusted, client) {
+        return client;
+    }
+    let lines: Vec<&[u8]> = head.headers_named("x-forwarded-for").collect();
+    for entry in lines
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
+    {
+        let Some(ip) = forwarded_ip(entry) else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(trusted, client) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry as an address: `ip`, `ip:port` or `[v6]:port`.
+fn forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?;
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// What one path adds to the common rules.
@@ -407,6 +446,7 @@ mod tests {
     fn untrusted() -> Forwarding<'static> {
         Forwarding {
             peer: "::ffff:192.0.2.9".parse().expect("ip"),
+            client: "192.0.2.9".parse().expect("ip"),
             proto: "http",
             trusted: false,
             client_cert: ClientCertHeader::default(),
@@ -528,6 +568,7 @@ mod tests {
     fn forwarding_headers_of_a_trusted_proxy_are_extended() {
         let fwd = Forwarding {
             peer: "2001:db8::7".parse().expect("ip"),
+            client: "192.0.2.2".parse().expect("ip"),
             proto: "http",
             trusted: true,
             client_cert: ClientCertHeader::default(),
@@ -553,6 +594,48 @@ mod tests {
         let ranges: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         assert!(is_trusted(&ranges, "::ffff:10.1.2.3".parse().expect("ip")));
         assert!(!is_trusted(&ranges, "11.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_forwarded_for_entry() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "2001:db8::/32".parse().expect("net"),
+        ];
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let client = |xff: &[&str], peer: &str| {
+            let mut raw = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+            for line in xff {
+                raw.push_str(&format!("X-Forwarded-For: {line}\r\n"));
+            }
+            raw.push_str("\r\n");
+            client_address(&head(&raw), ip(peer), &trusted)
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client(&["198.51.100.1"], "192.0.2.9"), ip("192.0.2.9"));
+        assert_eq!(client(&[], "::ffff:192.0.2.9"), ip("192.0.2.9"));
+        // Behind trusted hops: the rightmost entry that is not one of them; spoofed entries to its left are ignored.
+        assert_eq!(
+            client(&["6.6.6.6, 198.51.100.1, 10.0.0.2"], "10.0.0.1"),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client(&["6.6.6.6", "198.51.100.1:4711", "10.1.1.1"], "2001:db8::1"),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client(&["[2001:db9::5]:80,::ffff:10.0.0.3"], "10.0.0.1"),
+            ip("2001:db9::5")
+        );
+        // Every entry trusted: the leftmost hop is as far as the chain goes; no header: the peer.
+        assert_eq!(client(&["10.0.0.9, 10.0.0.8"], "10.0.0.1"), ip("10.0.0.9"));
+        assert_eq!(client(&[], "10.0.0.1"), ip("10.0.0.1"));
+        // Garbage stops the walk at the last trusted hop rather than believing what lies beyond it.
+        assert_eq!(
+            client(&["198.51.100.1, unknown, 10.0.0.2"], "10.0.0.1"),
+            ip("10.0.0.2")
+        );
+        assert_eq!(client(&[" , "], "10.0.0.1"), ip("10.0.0.1"));
     }
 
     #[test]

@@ -208,6 +208,18 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
         &[],
         sum(&|w| w.totals.tls_handshake_failures.get() as i64),
     );
+    family(
+        o,
+        "ringway_proxy_protocol_refused_total",
+        "counter",
+        "Connections on proxy_protocol listeners closed for a missing, malformed or late PROXY header.",
+    );
+    sample(
+        o,
+        "ringway_proxy_protocol_refused_total",
+        &[],
+        sum(&|w| w.totals.proxy_protocol_refused.get() as i64),
+    );
 
     let routes = route_groups(workers);
     let route_sum = |group: &[&RouteMetrics], f: &dyn Fn(&RouteMetrics) -> u64| {

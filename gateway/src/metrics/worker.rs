@@ -155,6 +155,8 @@ pub(crate) struct WorkerTotals {
     /// Bytes the worker's pool has lent and not had back (exact: a lent buffer returns itself when dropped).
     pub(crate) buffers_in_use_bytes: Gauge,
     pub(crate) tls_handshake_failures: Counter,
+    /// Connections on `proxy_protocol` listeners closed for a missing, malformed or late PROXY header.
+    pub(crate) proxy_protocol_refused: Counter,
     /// Connections refused (429) because their client held `limits.per_client.max_connections`.
     pub(crate) client_connections_refused: Counter,
     /// Upgrades refused (429) by their client's upgrade rate.

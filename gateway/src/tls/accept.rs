@@ -37,9 +37,11 @@ pub(crate) struct Accepted {
     pub(crate) client_cert: Option<String>,
 }
 
-/// Runs the handshake; `None` if it failed (already answered and logged).
+/// Runs the handshake; `None` if it failed (already answered and logged). `early`: bytes already read from `tcp`
+/// (after a PROXY header), the start of the ClientHello.
 pub(crate) async fn accept(
     mut tcp: TcpStream,
+    early: &[u8],
     peer: SocketAddr,
     tls: &WorkerTls,
     pool: &Rc<BufferPool>,
@@ -58,6 +60,7 @@ pub(crate) async fn accept(
         &mut tcp,
         &mut engine,
         pool,
+        early,
         deadline,
         |first| {
             plain_http = looks_like_plain_http(first);

@@ -176,6 +176,7 @@ impl TlsConnector {
             &mut tcp,
             &mut engine,
             &self.pool,
+            &[],
             deadline,
             |_| FirstBytes::Continue,
             || None,

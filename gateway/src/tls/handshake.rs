@@ -44,12 +44,14 @@ pub(crate) enum FirstBytes {
 }
 
 /// Runs the handshake on `tcp` until it completes or `deadline` passes. On success returns the ciphertext read past
-/// the handshake (a pooled buffer, possibly empty) for the stream. `alert` may replace rustls' alert on failure
-/// (the server's `unrecognized_name`).
+/// the handshake (a pooled buffer, possibly empty) for the stream. `early` is ciphertext already read from `tcp`
+/// (the server's bytes after a PROXY header); it counts as the first read. `alert` may replace rustls' alert on
+/// failure (the server's `unrecognized_name`).
 pub(crate) async fn drive<C: Unbuffered>(
     tcp: &mut TcpStream,
     engine: &mut TlsEngine<C>,
     pool: &Rc<BufferPool>,
+    early: &[u8],
     deadline: Instant,
     mut first_bytes: impl FnMut(&[u8]) -> FirstBytes,
     alert: impl FnOnce() -> Option<Vec<u8>>,
@@ -57,6 +59,18 @@ pub(crate) async fn drive<C: Unbuffered>(
     let mut incoming = pool.take();
     let mut out = Vec::new();
     let mut first_read = true;
+    if !early.is_empty() {
+        if early.len() > incoming.capacity() {
+            drop(incoming);
+            return Err(HandshakeError::TooLarge);
+        }
+        incoming.extend_from_slice(early);
+        first_read = false;
+        if matches!(first_bytes(&incoming), FirstBytes::Refuse) {
+            drop(incoming);
+            return Err(HandshakeError::Refused);
+        }
+    }
     loop {
         let step = match incoming.with_vec(|incoming| engine.handshake(incoming, &mut out)) {
             Ok(step) => step,

@@ -45,7 +45,7 @@ pub(crate) async fn open_upstream<C: AsyncWriteRent>(
     let upstream = &ctx.config.upstreams[id.0];
     let balancer = &ctx.balancers[id.0];
     let key = match &upstream.balance {
-        Balance::Hash(k) => hash_input(k, peer.ip(), head),
+        Balance::Hash(k) => hash_input(k, request.fwd.client, head),
         _ => None,
     };
     let limits = &ctx.config.limits;

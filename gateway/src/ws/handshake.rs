@@ -179,6 +179,7 @@ mod tests {
     fn request_forwards_end_to_end_headers_and_drops_hop_by_hop() {
         let fwd = Forwarding {
             peer: "192.0.2.7".parse().unwrap(),
+            client: "192.0.2.7".parse().unwrap(),
             proto: "http",
             trusted: true,
             client_cert: Default::default(),

@@ -148,6 +148,7 @@ pub(crate) async fn serve<S: ClientStream>(
                 .unwrap_or("");
             tracing::info!(
                 %peer,
+                client = %request.fwd.client,
                 target = %crate::http::redact::redact_query(&request.head.target, &ctx.config.redact_query),
                 route = ctx.metrics.route_labels.get(route_index).map_or("", String::as_str),
                 upstream = %ctx.config.upstreams[id.0].name,
