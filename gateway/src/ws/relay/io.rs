@@ -44,7 +44,7 @@ pub(crate) fn relay<C, U>(
     upstream: U,
     client_early: Vec<u8>,
     upstream_early: Vec<u8>,
-    settings: &RelaySettings,
+    settings: RelaySettings,
     (pool, sweeper): (Rc<BufferPool>, &Rc<Sweeper>),
     metrics: RelayMetrics,
 ) -> impl Future<Output = RelayOutcome> + use<C, U>
@@ -54,11 +54,12 @@ where
 {
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
+    let write_stall = settings.idle_timeout;
     let shared = Rc::new(Shared {
-        session: RefCell::new(Session::new(settings.clone(), clock::now())),
+        session: RefCell::new(Session::new(settings, clock::now())),
         client: Side::new(SideId::Client, client_write),
         upstream: Side::new(SideId::Upstream, upstream_write),
-        write_stall: settings.idle_timeout,
+        write_stall,
         metrics,
         published: Cell::new(Progress::default()),
     });
@@ -134,6 +135,9 @@ impl<CW, UW> Shared<CW, UW> {
                 route.bytes[d].add(now.bytes[d] - before.bytes[d]);
             }
             route.pings_sent.add(now.pings_sent - before.pings_sent);
+            for d in 0..2 {
+                route.rate_limited[d].add(now.rate_limited[d] - before.rate_limited[d]);
+            }
         }
     }
 }
@@ -247,26 +251,40 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         // has been quiet for [`PARK_AFTER`](super::side::PARK_AFTER). (Boxing per batch instead cost an allocation and a memcpy of the
         // future per read and per write.)
         loop {
-            if arrived.is_none() && inbound.hold.is_none() {
+            if arrived.is_none() {
                 let deadline = match self.next_step() {
                     Step::Done => break,
                     Step::Due(now) => {
                         Box::pin(self.on_deadline(now)).await;
                         continue;
                     }
-                    Step::Read { deadline, .. } => deadline,
-                };
-                match Box::pin(self.read_parked(&mut reader, deadline)).await {
-                    ReadResult::Data(buf) => arrived = Some(buf),
-                    ReadResult::Nothing => {
-                        // Woken: the other leg may have queued frames, or a deadline is due.
-                        self.flush_both().await;
+                    Step::Paused { until } => {
+                        Box::pin(self.pause(&mut inbound.hold, until)).await;
                         continue;
                     }
-                    ReadResult::Closed(err) => {
-                        self.on_source_closed(err);
-                        self.flush_both().await;
-                        break;
+                    Step::Read { deadline, .. } => deadline,
+                };
+                if let Some(held) = &mut inbound.hold {
+                    // Bytes held across a pause were moved out of the pool (see `Leg::pause`): back into a pooled
+                    // buffer to read behind them.
+                    if held.len() == held.capacity() {
+                        let mut buf = self.pool.take();
+                        buf.extend_from_slice(held);
+                        *held = buf;
+                    }
+                } else {
+                    match Box::pin(self.read_parked(&mut reader, deadline)).await {
+                        ReadResult::Data(buf) => arrived = Some(buf),
+                        ReadResult::Nothing => {
+                            // Woken: the other leg may have queued frames, or a deadline is due.
+                            self.flush_both().await;
+                            continue;
+                        }
+                        ReadResult::Closed(err) => {
+                            self.on_source_closed(err);
+                            self.flush_both().await;
+                            break;
+                        }
                     }
                 }
             }
@@ -376,6 +394,8 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                     Box::pin(self.on_deadline(now)).await;
                     continue;
                 }
+                // Over its rate: the outer loop waits without a read (and without a pooled buffer).
+                Step::Paused { .. } => return HotExit::Park,
                 Step::Read { now, deadline } => (now, deadline),
             };
             // A read into a pooled buffer; the sweeper cancels it after [`PARK_AFTER`](super::side::PARK_AFTER) without data.
@@ -518,6 +538,23 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             self.pool.give(buf);
             None
         }
+    }
+
+    /// Waits until `until` (or a wake) without reading the source: it went over its rate, and the unread bytes
+    /// pile up in its socket (TCP backpressure). A partial header held meanwhile is moved out of its pooled buffer,
+    /// so a paused connection pins no pool buffer.
+    async fn pause(&self, hold: &mut Option<Vec<u8>>, until: Instant) {
+        if let Some(held) = hold
+            && held.len() < held.capacity()
+        {
+            let pooled = std::mem::replace(held, held.to_vec());
+            self.pool.give(pooled);
+        }
+        tracing::trace!(side = self.src.id.name(), "reads paused for the rate limit");
+        self.src.wake_at.set(Some(until));
+        self.src.paused().await;
+        // Woken early: the other leg may have queued frames.
+        self.flush_both().await;
     }
 
     async fn on_deadline(&self, now: Instant) {
