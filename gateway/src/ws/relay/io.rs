@@ -264,15 +264,13 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                     }
                     Step::Read { deadline, .. } => deadline,
                 };
-                if let Some(held) = &mut inbound.hold {
-                    // Bytes held across a pause were moved out of the pool (see `Leg::pause`): back into a pooled
-                    // buffer to read behind them.
-                    if held.len() == held.capacity() {
-                        let mut buf = self.pool.take();
-                        buf.extend_from_slice(held);
-                        *held = buf;
-                    }
-                } else {
+                if let Some(held) = inbound.hold.take_if(|h| h.len() == h.capacity()) {
+                    // Bytes held across a pause were moved out of the pool (see `Leg::pause`), and may be whole
+                    // frames the rate stopped: back into a pooled buffer, decoded before anything more is read.
+                    let mut buf = self.pool.take();
+                    buf.extend_from_slice(&held);
+                    arrived = Some(buf);
+                } else if inbound.hold.is_none() {
                     match Box::pin(self.read_parked(&mut reader, deadline)).await {
                         ReadResult::Data(buf) => arrived = Some(buf),
                         ReadResult::Nothing => {
@@ -400,6 +398,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
             };
             // A read into a pooled buffer; the sweeper cancels it after [`PARK_AFTER`](super::side::PARK_AFTER) without data.
             let buf = inbound.hold.take().unwrap_or_else(|| self.pool.take());
+            if buf.len() == buf.capacity() {
+                // Whole frames the message rate held back fill the buffer (and its pause is already over): decode
+                // them first, there is no room to read into.
+                arrived = Some(buf);
+                continue;
+            }
             let start = buf.len();
             let cap = buf.capacity();
             let handle = self.src.canceller.borrow().handle();

@@ -6,10 +6,12 @@
 //! Does not own: what a pause or a close means for the relay (`super::session` stops asking for reads, or closes
 //! both sides with 1008), nor the timer that ends a pause (`super::io` and the worker's sweeper).
 //!
-//! The bucket charges *after the fact*: a relay reads a batch of bytes before it knows how many messages and bytes
-//! it holds, and cannot un-read them, so [`TokenBucket::take`] always takes and may leave the bucket in debt; the
-//! sender is then paused until the debt is paid. The long-run rate is exact; a burst can exceed `burst` by at most
-//! one read (one pooled buffer).
+//! Messages are admitted before they are forwarded: the session asks how many may start now
+//! ([`DirectionLimiter::message_allowance`]) and stops decoding a batch in front of the first message over it (the
+//! rest waits, unforwarded, for the pause to end), so the message rate and burst hold exactly. Bytes are charged
+//! *after the fact*: payload streams through as it arrives, so [`TokenBucket::take`] always takes and may leave the
+//! bucket in debt, and the sender is paused until the debt is paid. The long-run byte rate is exact; a byte burst can
+//! exceed `byte_burst` by at most one read (one pooled buffer).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -69,12 +71,20 @@ impl TokenBucket {
         }
     }
 
-    /// When the bucket is out of debt, if it is in debt at `now`.
-    pub(crate) fn debt_paid_at(&self, now: Instant) -> Option<Instant> {
-        let paid = self
-            .full_at?
-            .checked_sub(Duration::from_nanos(self.burst_ns))?;
-        (paid > now).then_some(paid)
+    /// When `n` tokens are available (0: when the bucket is out of debt), if they are not at `now`.
+    pub(crate) fn ready_at(&self, n: u64, now: Instant) -> Option<Instant> {
+        let cost = Duration::from_nanos(nanos_for(n, self.per_second)).min(MAX_DEBT);
+        let ready = (self.full_at? + cost).checked_sub(Duration::from_nanos(self.burst_ns))?;
+        (ready > now).then_some(ready)
+    }
+
+    /// How many tokens can be taken at `now` without debt.
+    pub(crate) fn available(&self, now: Instant) -> u64 {
+        let ahead = self
+            .full_at
+            .map_or(0, |t| t.saturating_duration_since(now).as_nanos());
+        let room = u128::from(self.burst_ns).saturating_sub(ahead);
+        u64::try_from(room * u128::from(self.per_second) / 1_000_000_000).unwrap_or(u64::MAX)
     }
 }
 
@@ -125,29 +135,35 @@ impl DirectionLimiter {
         })
     }
 
-    /// Charges a batch of `messages` data messages and `bytes` payload bytes; which limit it went over, if any.
+    /// How many data messages may start at `now` (`u64::MAX`: no message rate).
     #[inline]
-    pub(crate) fn charge(&mut self, messages: u64, bytes: u64, now: Instant) -> Option<Exceeded> {
-        let mut over = None;
-        if messages > 0
-            && let Some(b) = &mut self.messages
-            && let Take::Wait(_) = b.take(messages, now)
-        {
-            over = Some(Exceeded::Messages);
-        }
-        if bytes > 0
-            && let Some(b) = &mut self.bytes
-            && let Take::Wait(_) = b.take(bytes, now)
-        {
-            over = over.or(Some(Exceeded::Bytes));
-        }
-        over
+    pub(crate) fn message_allowance(&self, now: Instant) -> u64 {
+        self.messages
+            .as_ref()
+            .map_or(u64::MAX, |b| b.available(now))
     }
 
-    /// When this side may be read again, if its buckets are in debt at `now`.
+    /// Charges a batch of `messages` data messages started (at most the allowance) and `bytes` payload bytes;
+    /// whether the bytes went over their rate.
+    #[inline]
+    pub(crate) fn charge(&mut self, messages: u64, bytes: u64, now: Instant) -> bool {
+        if messages > 0
+            && let Some(b) = &mut self.messages
+        {
+            b.take(messages, now);
+        }
+        bytes > 0
+            && self
+                .bytes
+                .as_mut()
+                .is_some_and(|b| b.take(bytes, now) != Take::Ok)
+    }
+
+    /// When this side may be read again (one more message may start and the bytes are out of debt), if not at
+    /// `now`.
     pub(crate) fn resume_at(&self, now: Instant) -> Option<Instant> {
-        let m = self.messages.as_ref().and_then(|b| b.debt_paid_at(now));
-        let b = self.bytes.as_ref().and_then(|b| b.debt_paid_at(now));
+        let m = self.messages.as_ref().and_then(|b| b.ready_at(1, now));
+        let b = self.bytes.as_ref().and_then(|b| b.ready_at(0, now));
         m.max(b)
     }
 }
@@ -200,8 +216,15 @@ mod tests {
             assert_eq!(b.take(1, t0), Take::Ok);
         }
         assert_eq!(b.take(1, t0), Take::Wait(100 * MS), "one token's worth");
-        assert_eq!(b.debt_paid_at(t0), Some(t0 + 100 * MS));
-        assert_eq!(b.debt_paid_at(t0 + 100 * MS), None);
+        assert_eq!(b.ready_at(0, t0), Some(t0 + 100 * MS));
+        assert_eq!(b.ready_at(0, t0 + 100 * MS), None);
+        assert_eq!(b.ready_at(1, t0 + 100 * MS), Some(t0 + 200 * MS));
+        assert_eq!(b.available(t0 + 200 * MS), 1);
+        assert_eq!(
+            b.available(t0 + 10 * 1000 * MS),
+            5,
+            "never more than the burst"
+        );
         // Refilled at 10 per second: one more at 100 ms is within the rate again, two are not.
         assert_eq!(b.take(1, t0 + 200 * MS), Take::Ok);
         assert_eq!(b.take(1, t0 + 200 * MS), Take::Wait(100 * MS));

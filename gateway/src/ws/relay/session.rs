@@ -442,16 +442,34 @@ impl Session {
         let mut data_seen = false;
         let mut failure: Option<FrameError> = None;
         let mut saw_close = false;
-        let messages_before = self.progress.messages[src.index()];
         // Payload bytes of the batch, control frames included (what a byte rate counts).
         let mut payload = 0u64;
+        // Data messages that may start in this batch (`u64::MAX`: no message rate, or closing), and did.
+        let allowance = match &self.limits {
+            Some(l) if self.closing_deadline.is_none() => {
+                l.side(src).map_or(u64::MAX, |d| d.message_allowance(now))
+            }
+            _ => u64::MAX,
+        };
+        let mut started = 0u64;
+        let mut stopped = false;
         while pos < buf.len() {
+            // A text or binary frame header between frames starts a message (the first byte is never masked):
+            // over the allowance, decoding stops in front of it and the rest waits for the next batch.
+            let starts_message =
+                allowance != u64::MAX && !*in_frame && matches!(buf[pos] & 0x0f, 1 | 2);
+            if starts_message && started == allowance {
+                stopped = true;
+                break;
+            }
             match decoder.decode(&mut buf[pos..]) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::DataHeader { len, .. }) => {
                     pos += len;
                     *in_frame = true;
                     data_seen = true;
+                    // Counted once its header is decoded (a header split across reads is seen twice).
+                    started += u64::from(starts_message);
                 }
                 Ok(Decoded::DataPayload {
                     len,
@@ -507,9 +525,11 @@ impl Session {
         if let Some(limits) = &mut self.limits
             && let Some(limiter) = limits.side_mut(src)
         {
-            let messages = self.progress.messages[src.index()] - messages_before;
-            if let Some(over) = limiter.charge(messages, payload, now) {
-                self.on_rate_exceeded(src, over, now);
+            let bytes_over = limiter.charge(started, payload, now);
+            if stopped {
+                self.on_rate_exceeded(src, Exceeded::Messages, now);
+            } else if bytes_over {
+                self.on_rate_exceeded(src, Exceeded::Bytes, now);
             }
         }
         self.side_mut(src).rx_mid_frame = *in_frame;
@@ -539,9 +559,9 @@ impl Session {
         }
     }
 
-    /// `src` went over its message or byte rate with the batch just decoded (which is forwarded all the same: it
-    /// was read). `pause`: its leg stops reading until the debt is paid ([`Step::Paused`]). `close`: both sides get
-    /// 1008 through the usual close handshake.
+    /// `src` went over its message rate (the batch stops in front of the first message over it) or its byte rate
+    /// (the batch is forwarded all the same: it was read). `pause`: its leg stops reading until the buckets allow
+    /// more ([`Step::Paused`]). `close`: both sides get 1008 through the usual close handshake.
     #[cold]
     fn on_rate_exceeded(&mut self, src: SideId, over: Exceeded, now: Instant) {
         let Some(limits) = self.limits.as_deref_mut() else {
@@ -1401,31 +1421,53 @@ mod tests {
                 "within the burst"
             );
         }
-        let (batch, _) = p.feed(CLIENT, &texts(CLIENT, 1), T).expect("decoded");
-        assert_eq!(batch.forward_end, 8, "what was read is forwarded");
-        assert_eq!(
-            p.tick(CLIENT, T),
-            Step::Paused {
-                until: p.at(T + 100 * MS)
-            }
-        );
-        assert_eq!(
-            p.tick(CLIENT, T + 99 * MS),
-            Step::Paused {
-                until: p.at(T + 100 * MS)
-            }
-        );
+        // The sixth is held back, unforwarded and undecoded, until the bucket has a token again.
+        let sixth = texts(CLIENT, 1);
+        let (batch, _) = p.feed(CLIENT, &sixth, T).expect("decoded");
+        assert_eq!((batch.forward_end, batch.pos), (0, 0));
+        let until = p.at(T + 100 * MS);
+        assert_eq!(p.tick(CLIENT, T), Step::Paused { until });
+        assert_eq!(p.tick(CLIENT, T + 99 * MS), Step::Paused { until });
         assert!(matches!(p.tick(CLIENT, T + 100 * MS), Step::Read { .. }));
-        // A batch of 10 more is 10 tokens of debt at 10 per second (the one refilled meanwhile pays one).
-        p.feed(CLIENT, &texts(CLIENT, 10), T + 100 * MS);
+        let (batch, _) = p.feed(CLIENT, &sixth, T + 100 * MS).expect("decoded");
+        assert_eq!(batch.forward_end, sixth.len());
+        // A second later the bucket is full again (5, not 10): of a batch of 10, 5 pass and the rest waits.
+        let ten = texts(CLIENT, 10);
+        let (batch, _) = p.feed(CLIENT, &ten, 2 * T + 100 * MS).expect("decoded");
         assert_eq!(
-            p.tick(CLIENT, T + 100 * MS),
+            (batch.forward_end, batch.pos),
+            (5 * sixth.len(), 5 * sixth.len())
+        );
+        assert!(!batch.mid_frame);
+        assert_eq!(
+            p.tick(CLIENT, 2 * T + 100 * MS),
             Step::Paused {
-                until: p.at(2 * T + 100 * MS)
+                until: p.at(2 * T + 200 * MS)
             }
         );
         assert_eq!(p.s.progress().rate_limited, [2, 0]);
-        assert_eq!(p.s.progress().messages[0], 16, "nothing lost");
+        assert_eq!(p.s.progress().messages[0], 11);
+    }
+
+    #[test]
+    fn a_header_split_across_reads_counts_once() {
+        let mut p = Pair::new(limited(messages(10, 2, OnExcess::Pause)));
+        let two = texts(CLIENT, 2);
+        let (batch, _) = p.feed(CLIENT, &two[..1], T).expect("decoded");
+        assert_eq!(batch.pos, 0, "an incomplete header waits");
+        let (batch, _) = p.feed(CLIENT, &two, T).expect("decoded");
+        assert_eq!(batch.forward_end, two.len(), "both are within the burst");
+    }
+
+    #[test]
+    fn a_fragmented_message_counts_once_and_is_not_cut() {
+        let mut p = Pair::new(limited(messages(10, 1, OnExcess::Pause)));
+        let mut bytes_in = frame(CLIENT, false, OpCode::Text, b"a");
+        bytes_in.extend(frame(CLIENT, false, OpCode::Continuation, b"b"));
+        bytes_in.extend(frame(CLIENT, true, OpCode::Continuation, b"c"));
+        let (batch, _) = p.feed(CLIENT, &bytes_in, T).expect("decoded");
+        assert_eq!(batch.forward_end, bytes_in.len());
+        assert!(matches!(p.tick(CLIENT, T), Step::Read { .. }));
     }
 
     #[test]
