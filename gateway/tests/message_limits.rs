@@ -108,7 +108,10 @@ fn close_mode_gives_the_client_1008_and_closes_the_upstream() {
         }
     };
     assert_eq!(close.close_code(), Some(1008));
-    assert!((5..=6).contains(&relayed), "the burst passed, little more: {relayed}");
+    assert!(
+        (5..=6).contains(&relayed),
+        "the burst passed, little more: {relayed}"
+    );
     up.send(true, CLOSE, &close.payload);
     let close = loop {
         let f = c.recv_within(Duration::from_secs(5)).expect("a frame");

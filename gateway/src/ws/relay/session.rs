@@ -822,12 +822,9 @@ impl Session {
             self.wake(src.other());
             return;
         }
+        // While a side is paused the pair is not idle, and the paused side is not pinged (see `Session::deadline`).
         let paused = self.limits.is_some() && (self.paused(src) || self.paused(src.other()));
-        if paused {
-            // The pause ends by itself; idle and keepalive wait for it (see `Session::deadline`).
-            return;
-        }
-        if now >= self.last_activity + idle_timeout {
+        if !paused && now >= self.last_activity + idle_timeout {
             self.note(|| format!("idle for {idle_timeout:?}"));
             self.side_mut(src)
                 .queue_close((1001, CloseWhy::IdleTimeout));
@@ -835,6 +832,9 @@ impl Session {
                 .queue_close((1001, CloseWhy::IdleTimeout));
             self.start_closing(now);
             self.wake(src.other());
+            return;
+        }
+        if paused && self.paused(src) {
             return;
         }
         let side = self.side(src);
@@ -1579,6 +1579,21 @@ mod tests {
             Step::Read { deadline, .. } => assert_eq!(deadline, p.at(116 * T)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_other_side_keeps_its_keepalive_while_one_is_paused() {
+        let mut p = Pair::new(limited(bytes(1, 1)));
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Binary, &[0; 101]), T);
+        assert!(matches!(p.tick(CLIENT, T), Step::Paused { .. }));
+        assert_eq!(p.tick(UPSTREAM, 10 * T), Step::Due(p.at(10 * T)));
+        assert!(p.transmit(UPSTREAM, 10 * T).and_then(|t| t.ping).is_some());
+        assert!(
+            matches!(p.tick(UPSTREAM, 10 * T), Step::Read { .. }),
+            "acted on, not due again"
+        );
+        assert_eq!(p.tick(UPSTREAM, 15 * T), Step::Due(p.at(15 * T)));
+        assert_eq!(p.s.close_state(UPSTREAM), CloseState::Gone, "no pong: dead");
     }
 
     #[test]
