@@ -273,5 +273,7 @@ mod tests {
     fn state_stays_small() {
         assert_eq!(std::mem::size_of::<TokenBucket>(), 32);
         assert!(std::mem::size_of::<Option<Box<RateLimits>>>() <= 8);
+        // Allocated only for pairs whose route sets a rate.
+        assert!(std::mem::size_of::<RateLimits>() <= 176);
     }
 }
