@@ -2,10 +2,16 @@
 """Two ringway binaries side by side in one run: messages per proxy CPU-second through each, alternating.
 
 Usage: bench/ab.py OLD_BINARY NEW_BINARY [--size 64] [--conns 100] [--duration 5] [--repeats 5] [--config EXTRA_YAML]
+                  [--old-config EXTRA_YAML] [--new-config EXTRA_YAML]
 
 Measures what a change costs on the relay's hot path (metrics, limits): each binary relays ringway-load's closed
 loop (one worker pinned to CPU 1; load generator and echo upstream on CPU 0), the runs alternate so drift on a shared
 machine hits both, and the medians and their ratio are printed. Quote the ratio, not the absolute figures.
+
+To measure what a setting costs, pass the same binary twice and the setting to one side only, e.g. the message
+rate limits (rates far above the load, so they never trigger):
+  bench/ab.py target/release/ringway target/release/ringway \
+      --new-config $'limits:\n  messages:\n    from_client: {messages_per_second: 1000000000, bytes_per_second: 1000GiB}\n'
 """
 import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, time
 
@@ -30,6 +36,8 @@ def main():
     ap.add_argument("--size", default="64"); ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--duration", type=float, default=5.0); ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--config", default="", help="extra YAML appended to the route file (both binaries)")
+    ap.add_argument("--old-config", default="", help="extra YAML appended for OLD only (after --config)")
+    ap.add_argument("--new-config", default="", help="extra YAML appended for NEW only (after --config)")
     a = ap.parse_args()
     work = tempfile.mkdtemp()
     procs = []
@@ -43,15 +51,17 @@ def main():
         procs.append(subprocess.Popen(["taskset", "-c", "0", a.load, "echo", "--listen", "127.0.0.1:0", "--threads", "1"],
                                       stdout=open(echo_out, "w"), stderr=subprocess.DEVNULL))
         echo = wait_addr(echo_out)
-        cfg = os.path.join(work, "ringway.yaml")
-        with open(cfg, "w") as f:
-            f.write(f"listeners:\n  - name: main\n    bind: 127.0.0.1:0\nupstreams:\n  up:\n    servers: [127.0.0.1:{echo}]\n"
-                    f"routes:\n  - path: /\n    upstream: up\n{a.config}")
+        cfgs = {}
+        for name in ("old", "new"):
+            cfgs[name] = os.path.join(work, f"ringway-{name}.yaml")
+            with open(cfgs[name], "w") as f:
+                f.write(f"listeners:\n  - name: main\n    bind: 127.0.0.1:0\nupstreams:\n  up:\n    servers: [127.0.0.1:{echo}]\n"
+                        f"routes:\n  - path: /\n    upstream: up\n{a.config}{getattr(a, name + '_config')}")
         results = {"old": [], "new": []}
         for rep in range(a.repeats):
             for name in ("old", "new"):
                 out = os.path.join(work, f"gw-{name}.out")
-                gw = subprocess.Popen(["taskset", "-c", "1", getattr(a, name), "--config", cfg, "--workers", "1"],
+                gw = subprocess.Popen(["taskset", "-c", "1", getattr(a, name), "--config", cfgs[name], "--workers", "1"],
                                       stdout=open(out, "w"), stderr=subprocess.DEVNULL)
                 procs.append(gw)
                 port = wait_addr(out)

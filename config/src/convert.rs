@@ -11,15 +11,17 @@ use std::time::Duration;
 use crate::error::{Problem, join};
 use crate::raw::{
     RawConfig, RawDrain, RawHeader, RawHealth, RawLimits, RawListener, RawListenerTls,
-    RawPerClient, RawRoute, RawRouteLimits, RawServer, RawUpstream, RawWebSocket,
+    RawMessageLimits, RawPerClient, RawRateLimit, RawRoute, RawRouteLimits, RawServer, RawUpstream,
+    RawWebSocket,
 };
 use crate::route::same_match;
 use crate::units::{Scalar, parse_bool, parse_count, parse_duration, parse_size};
 use crate::{
-    Admin, Balance, CertificateFiles, ClientAuth, Config, DEFAULT_REDACTED_QUERY, Drain, Driver,
-    HashKey, HeaderMatch, HealthCheck, HealthKind, HostMatch, Limits, Listener, ListenerTls,
-    LogFormat, PerClientLimits, Route, RouteTable, Server, Target, TlsVersion, UnknownSni,
-    UpgradeRate, Upstream, UpstreamId, UpstreamTls, WebSocketSettings,
+    Admin, Balance, CertificateFiles, ClientAuth, Config, DEFAULT_REDACTED_QUERY, DirectionLimits,
+    Drain, Driver, HashKey, HeaderMatch, HealthCheck, HealthKind, HostMatch, Limits, Listener,
+    ListenerTls, LogFormat, MessageLimits, OnExcess, PerClientLimits, Rate, Route, RouteTable,
+    Server, Target, TlsVersion, UnknownSni, UpgradeRate, Upstream, UpstreamId, UpstreamTls,
+    WebSocketSettings,
 };
 
 type Result<T> = std::result::Result<T, Problem>;
@@ -53,7 +55,12 @@ pub(crate) fn config(raw: RawConfig) -> Result<Config> {
     for (name, u) in raw.upstreams.unwrap_or_default().0 {
         upstreams.push(upstream(name, u)?);
     }
-    let routes = routes(raw.routes, &upstreams, limits.per_client.upgrades)?;
+    let routes = routes(
+        raw.routes,
+        &upstreams,
+        limits.per_client.upgrades,
+        &limits.messages,
+    )?;
     let trusted_proxies = match raw.trusted_proxies {
         None => Vec::new(),
         Some(list) => {
@@ -439,6 +446,10 @@ fn limits(raw: RawLimits) -> Result<Limits> {
         )?
         .unwrap_or(d.proxy_protocol_timeout),
         per_client: per_client(raw.per_client.unwrap_or_default())?,
+        messages: match raw.messages {
+            None => d.messages,
+            Some(m) => message_limits(m, "limits.messages", &d.messages)?,
+        },
     })
 }
 
@@ -827,6 +838,7 @@ fn routes(
     raw: Option<Vec<RawRoute>>,
     upstreams: &[Upstream],
     upgrades: Option<UpgradeRate>,
+    limits: &MessageLimits,
 ) -> Result<RouteTable> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
@@ -838,7 +850,7 @@ fn routes(
     let mut out: Vec<Route> = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        let route = route(r, &path, upstreams, upgrades)?;
+        let route = route(r, &path, upstreams, upgrades, limits)?;
         if let Some(j) = out.iter().position(|prev| same_match(prev, &route)) {
             return Err(Problem::new(
                 path,
@@ -858,6 +870,7 @@ fn route(
     path: &str,
     upstreams: &[Upstream],
     upgrades: Option<UpgradeRate>,
+    limits: &MessageLimits,
 ) -> Result<Route> {
     let host = match raw.host {
         None => None,
@@ -922,7 +935,11 @@ fn route(
             }
         },
     };
-    let websocket = websocket(raw.websocket.unwrap_or_default(), &join(path, "websocket"))?;
+    let websocket = websocket(
+        raw.websocket.unwrap_or_default(),
+        &join(path, "websocket"),
+        limits,
+    )?;
     let client_cert_header = match raw.client_cert_header {
         None => None,
         Some(s) if is_token(&s.0) => Some(s.0.to_ascii_lowercase()),
@@ -1017,7 +1034,7 @@ fn header(raw: RawHeader, path: &str) -> Result<HeaderMatch> {
     })
 }
 
-fn websocket(raw: RawWebSocket, path: &str) -> Result<WebSocketSettings> {
+fn websocket(raw: RawWebSocket, path: &str, limits: &MessageLimits) -> Result<WebSocketSettings> {
     let d = WebSocketSettings::default();
     let p = |key: &str| join(path, key);
     let idle_timeout = opt_timeout(raw.idle_timeout, &p("idle_timeout"))?.unwrap_or(d.idle_timeout);
@@ -1071,6 +1088,10 @@ fn websocket(raw: RawWebSocket, path: &str) -> Result<WebSocketSettings> {
         None => d.validate_utf8,
         Some(s) => parse_bool(&s.0).map_err(|m| Problem::new(p("validate_utf8"), m))?,
     };
+    let limits = match raw.limits {
+        None => *limits,
+        Some(l) => message_limits(l, &p("limits"), limits)?,
+    };
     Ok(WebSocketSettings {
         idle_timeout,
         ping_interval,
@@ -1080,6 +1101,117 @@ fn websocket(raw: RawWebSocket, path: &str) -> Result<WebSocketSettings> {
         allowed_origins,
         allowed_subprotocols,
         validate_utf8,
+        limits,
+    })
+}
+
+/// `limits.messages:` or a route's `websocket.limits:`, over `base` (the built-in default, or `limits.messages`).
+fn message_limits(
+    raw: RawMessageLimits,
+    path: &str,
+    base: &MessageLimits,
+) -> Result<MessageLimits> {
+    Ok(MessageLimits {
+        from_client: match raw.from_client {
+            None => base.from_client,
+            Some(r) => direction_limits(r, &join(path, "from_client"), &base.from_client)?,
+        },
+        from_upstream: match raw.from_upstream {
+            None => base.from_upstream,
+            Some(r) => direction_limits(r, &join(path, "from_upstream"), &base.from_upstream)?,
+        },
+    })
+}
+
+/// Most messages per second: far above what one connection can carry.
+const MAX_MESSAGES_PER_SECOND: u64 = 1_000_000_000;
+
+fn direction_limits(
+    raw: RawRateLimit,
+    path: &str,
+    base: &DirectionLimits,
+) -> Result<DirectionLimits> {
+    let p = |key: &str| join(path, key);
+    let messages_per = |s: &Scalar, path: &str| {
+        count(s, path, 1, MAX_MESSAGES_PER_SECOND, "a number of messages").map(|n| n as u64)
+    };
+    let bytes_per = |s: &Scalar, path: &str| match size(s, path, 0)? {
+        0 => Err(Problem::new(
+            path,
+            "must be greater than zero: write a size such as `1MiB`, or `off` for no limit",
+        )),
+        n => Ok(n),
+    };
+    let messages = rate(
+        (raw.messages_per_second, &p("messages_per_second")),
+        (raw.message_burst, &p("message_burst")),
+        base.messages,
+        messages_per,
+    )?;
+    let bytes = rate(
+        (raw.bytes_per_second, &p("bytes_per_second")),
+        (raw.byte_burst, &p("byte_burst")),
+        base.bytes,
+        bytes_per,
+    )?;
+    let on_excess = match raw.on_excess.as_ref().map(|s| s.0.as_str()) {
+        None => base.on_excess,
+        Some("pause") => OnExcess::Pause,
+        Some("close") => OnExcess::Close,
+        Some(other) => {
+            return Err(Problem::new(
+                p("on_excess"),
+                format!("unknown action `{other}` (allowed: pause, close)"),
+            ));
+        }
+    };
+    Ok(DirectionLimits {
+        messages,
+        bytes,
+        on_excess,
+    })
+}
+
+/// A rate and its burst, over `base`. A rate given here brings its own burst (default: one second's worth); a burst
+/// alone resizes the inherited rate's bucket; `off` removes the rate.
+fn rate(
+    (per_second, rate_path): (Option<Scalar>, &str),
+    (burst, burst_path): (Option<Scalar>, &str),
+    base: Option<Rate>,
+    parse: impl Fn(&Scalar, &str) -> Result<u64>,
+) -> Result<Option<Rate>> {
+    let rate_key = rate_path.rsplit('.').next().unwrap_or(rate_path);
+    let burst_key = burst_path.rsplit('.').next().unwrap_or(burst_path);
+    let per_second = match per_second {
+        Some(s) if s.0 == "off" => {
+            if burst.is_some() {
+                return Err(Problem::new(
+                    burst_path,
+                    format!("`{burst_key}` with `{rate_key}: off`: remove one of them"),
+                ));
+            }
+            return Ok(None);
+        }
+        Some(s) => Some(parse(&s, rate_path)?),
+        None => None,
+    };
+    let burst = burst.map(|s| parse(&s, burst_path)).transpose()?;
+    Ok(match (per_second, burst, base) {
+        (Some(per_second), burst, _) => Some(Rate {
+            per_second,
+            burst: burst.unwrap_or(per_second),
+        }),
+        (None, Some(burst), Some(base)) => Some(Rate {
+            per_second: base.per_second,
+            burst,
+        }),
+        (None, Some(_), None) => {
+            return Err(Problem::new(
+                burst_path,
+                format!("`{burst_key}` needs `{rate_key}` (a burst of what rate?)"),
+            ));
+        }
+        (None, None, base) => base,
     })
 }
 
@@ -1418,6 +1550,46 @@ mod tests {
         assert!(hash_key("header:").is_err());
         assert!(hash_key("query:x").is_err());
         assert!(hash_key("ip").is_err());
+    }
+
+    #[test]
+    fn message_limits_inherit_key_by_key_and_a_rate_brings_its_own_burst() {
+        let text = "listeners: [{name: a, bind: 127.0.0.1:0}]\n\
+                    limits: {messages: {from_client: {messages_per_second: 100, message_burst: 300, \
+                    bytes_per_second: 1MiB, on_excess: close}}}\n\
+                    routes:\n\
+                    - {path: /a, echo: true}\n\
+                    - {path: /b, echo: true, websocket: {limits: {from_client: {messages_per_second: 10}}}}\n\
+                    - {path: /c, echo: true, websocket: {limits: {from_client: {message_burst: 5, \
+                    bytes_per_second: off, on_excess: pause}}}}\n";
+        let cfg = crate::parse(text, "t.yaml").unwrap();
+        let rate = |per_second, burst| Some(Rate { per_second, burst });
+        let client = |p: &str| {
+            cfg.routes
+                .iter()
+                .find(|r| r.path_prefix == p)
+                .unwrap()
+                .websocket
+                .limits
+                .from_client
+        };
+        let (a, b, c) = (client("/a"), client("/b"), client("/c"));
+        assert_eq!(a.messages, rate(100, 300));
+        assert_eq!(a.bytes, rate(1 << 20, 1 << 20), "burst: one second's worth");
+        assert_eq!(a.on_excess, OnExcess::Close);
+        assert_eq!(
+            b.messages,
+            rate(10, 10),
+            "a new rate does not inherit the old burst"
+        );
+        assert_eq!((b.bytes, b.on_excess), (a.bytes, OnExcess::Close));
+        assert_eq!(
+            c.messages,
+            rate(100, 5),
+            "a burst alone resizes the inherited rate"
+        );
+        assert_eq!((c.bytes, c.on_excess), (None, OnExcess::Pause));
+        assert!(!cfg.limits.messages.from_upstream.any());
     }
 
     #[test]

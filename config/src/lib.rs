@@ -243,6 +243,9 @@ pub struct Limits {
     pub proxy_protocol_timeout: Duration,
     /// `per_client:`: what one client address may hold and open.
     pub per_client: PerClientLimits,
+    /// Message and byte rates of every relayed WebSocket (`limits.messages:`), the default of each route's
+    /// `websocket.limits:`. Default: no limits.
+    pub messages: MessageLimits,
 }
 
 /// `limits.per_client:`: limits per client address (one address, or the network it is masked to), counted across
@@ -310,6 +313,64 @@ impl UpgradeRate {
     };
 }
 
+/// Per-connection message and byte rates of a relayed WebSocket, each way (one client flooding the upstream, or an
+/// upstream flooding one client). Each rate is a token bucket: `burst` units at once, refilled at `per_second`.
+/// Default: no limits (what a legitimate client may send depends on the application; see the README).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// What one client may send (client→upstream).
+    pub from_client: DirectionLimits,
+    /// What the upstream may send one client (upstream→client).
+    pub from_upstream: DirectionLimits,
+}
+
+impl MessageLimits {
+    /// Whether any rate is set.
+    pub fn any(&self) -> bool {
+        self.from_client.any() || self.from_upstream.any()
+    }
+}
+
+/// The rates of one direction and what happens when the sender exceeds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionLimits {
+    /// Data messages (counted when their last frame arrives); `None`: unlimited.
+    pub messages: Option<Rate>,
+    /// Payload bytes of all frames, control frames included; `None`: unlimited.
+    pub bytes: Option<Rate>,
+    /// Default [`OnExcess::Pause`].
+    pub on_excess: OnExcess,
+}
+
+impl DirectionLimits {
+    /// Whether a rate is set.
+    pub fn any(&self) -> bool {
+        self.messages.is_some() || self.bytes.is_some()
+    }
+}
+
+/// A token bucket's refill rate and size (both at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Units per second. Configured as `messages_per_second` / `bytes_per_second`.
+    pub per_second: u64,
+    /// Units that may arrive at once after a quiet spell. Configured as `message_burst` / `byte_burst`; default
+    /// one second's worth (`per_second`).
+    pub burst: u64,
+}
+
+/// What the gateway does with a sender over its rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnExcess {
+    /// Stop reading from the sender until its bucket has refilled (TCP backpressure; nothing is lost). The gentle
+    /// default: a legitimate client that bursts is slowed, not cut off.
+    #[default]
+    Pause,
+    /// Close both sides with 1008 (policy violation, "rate limit exceeded"): for senders that are abusive by
+    /// definition when they exceed the rate.
+    Close,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -322,6 +383,7 @@ impl Default for Limits {
             body_min_rate: 500,
             proxy_protocol_timeout: Duration::from_secs(5),
             per_client: PerClientLimits::default(),
+            messages: MessageLimits::default(),
         }
     }
 }
@@ -488,6 +550,8 @@ pub struct WebSocketSettings {
     pub allowed_subprotocols: Option<Vec<String>>,
     /// Check that text messages are valid UTF-8 (close 1007 otherwise). Default true.
     pub validate_utf8: bool,
+    /// Message and byte rates (`websocket.limits:`), key by key over `limits.messages:`. Default: those.
+    pub limits: MessageLimits,
 }
 
 impl Default for WebSocketSettings {
@@ -501,6 +565,7 @@ impl Default for WebSocketSettings {
             allowed_origins: None,
             allowed_subprotocols: None,
             validate_utf8: true,
+            limits: MessageLimits::default(),
         }
     }
 }

@@ -100,6 +100,7 @@ pub struct RawLimits {
     pub body_min_rate: Option<Scalar>,
     pub proxy_protocol_timeout: Option<Scalar>,
     pub per_client: Option<RawPerClient>,
+    pub messages: Option<RawMessageLimits>,
 }
 
 /// `limits.per_client:`.
@@ -128,6 +129,25 @@ pub struct RawRouteLimits {
 pub struct RawRoutePerClient {
     pub upgrades_per_second: Option<Scalar>,
     pub upgrade_burst: Option<Scalar>,
+}
+
+/// `limits.messages:` (the default for every WebSocket route) and `websocket.limits:` of a route (its override).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessageLimits {
+    pub from_client: Option<RawRateLimit>,
+    pub from_upstream: Option<RawRateLimit>,
+}
+
+/// One direction's rates in `limits.messages:` or `websocket.limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub messages_per_second: Option<Scalar>,
+    pub message_burst: Option<Scalar>,
+    pub bytes_per_second: Option<Scalar>,
+    pub byte_burst: Option<Scalar>,
+    pub on_excess: Option<Scalar>,
 }
 
 /// `upstreams:`, a mapping from name to pool, in file order.
@@ -223,6 +243,7 @@ pub struct RawWebSocket {
     pub allowed_origins: Option<Vec<Scalar>>,
     pub allowed_subprotocols: Option<Vec<Scalar>>,
     pub validate_utf8: Option<Scalar>,
+    pub limits: Option<RawMessageLimits>,
 }
 
 impl<'de> Deserialize<'de> for RawUpstreams {

@@ -402,6 +402,22 @@ pub(crate) fn render(workers: &[Arc<WorkerMetrics>], p: &ProcessInfo) -> String 
     }
     family(
         o,
+        "ringway_websocket_rate_limited_total",
+        "counter",
+        "Times a direction went over its message or byte rate (reads paused, or closed with 1008).",
+    );
+    for (l, group) in &routes {
+        for (d, direction) in DIRECTIONS.iter().enumerate() {
+            sample(
+                o,
+                "ringway_websocket_rate_limited_total",
+                &[("route", l), ("direction", direction)],
+                route_sum(group, &|r| r.rate_limited[d].get()),
+            );
+        }
+    }
+    family(
+        o,
         "ringway_http_requests_total",
         "counter",
         "Plain HTTP requests by status class.",

@@ -62,6 +62,8 @@ pub(crate) struct RouteMetrics {
     pub(crate) auth_refused: [Counter; 2],
     pub(crate) pings_sent: Counter,
     pub(crate) dead_peers: Counter,
+    /// Times a direction ([`DIRECTIONS`]) went over its message or byte rate (paused, or closed with 1008).
+    pub(crate) rate_limited: [Counter; 2],
     /// Plain HTTP exchanges by status class (1xx..5xx).
     pub(crate) http_requests: [Counter; 5],
     pub(crate) http_latency: Histogram,
@@ -82,6 +84,7 @@ impl RouteMetrics {
             auth_refused: Default::default(),
             pings_sent: Counter::default(),
             dead_peers: Counter::default(),
+            rate_limited: Default::default(),
             http_requests: Default::default(),
             http_latency: Histogram::new(LATENCY_BOUNDS),
         }

@@ -134,6 +134,7 @@ pub(crate) async fn serve<S: ClientStream>(
                 max_message_size: ws.max_message_size,
                 validate_utf8: ws.validate_utf8,
                 deflate: opened.negotiated.deflate,
+                limits: relay::rate::RateLimits::new(&ws.limits, peer),
                 token_expires: request.expires_at.map(|exp| {
                     let left = exp.saturating_sub(crate::auth::unix_now());
                     Instant::now() + std::time::Duration::from_secs(left)
@@ -217,7 +218,7 @@ where
         upstream,
         client_early,
         upstream_early,
-        &settings,
+        settings,
         (ctx.buffers.clone(), &ctx.sweeper),
         RelayMetrics {
             worker: ctx.metrics.clone(),
@@ -260,6 +261,7 @@ where
             if outcome.dead_peer {
                 m.dead_peers.inc();
             }
+            // (The rate-limit excesses were published as they went, with the other counts.)
         }
         let code = |c: Option<u16>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
         tracing::info!(
@@ -274,6 +276,8 @@ where
             upstream_close = %code(outcome.close_from[1]),
             gateway_close_to_client = %code(outcome.gateway_closes[0]),
             gateway_close_to_upstream = %code(outcome.gateway_closes[1]),
+            rate_limited_in = outcome.rate_limited[0],
+            rate_limited_out = outcome.rate_limited[1],
             "websocket closed: {}",
             outcome.reason
         );

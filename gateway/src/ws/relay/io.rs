@@ -46,7 +46,7 @@ pub(crate) fn relay<C, U>(
     upstream: U,
     client_early: Vec<u8>,
     upstream_early: Vec<u8>,
-    settings: &RelaySettings,
+    settings: RelaySettings,
     (pool, sweeper): (Rc<BufferPool>, &Rc<Sweeper>),
     metrics: RelayMetrics,
 ) -> impl Future<Output = RelayOutcome> + use<C, U>
@@ -56,11 +56,12 @@ where
 {
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
+    let write_stall = settings.idle_timeout;
     let shared = Rc::new(Shared {
-        session: RefCell::new(Session::new(settings.clone(), clock::now())),
+        session: RefCell::new(Session::new(settings, clock::now())),
         client: Side::new(SideId::Client, client_write),
         upstream: Side::new(SideId::Upstream, upstream_write),
-        write_stall: settings.idle_timeout,
+        write_stall,
         metrics,
         published: Cell::new(Progress::default()),
     });
@@ -136,6 +137,9 @@ impl<CW, UW> Shared<CW, UW> {
                 route.bytes[d].add(now.bytes[d] - before.bytes[d]);
             }
             route.pings_sent.add(now.pings_sent - before.pings_sent);
+            for d in 0..2 {
+                route.rate_limited[d].add(now.rate_limited[d] - before.rate_limited[d]);
+            }
         }
     }
 }
@@ -256,6 +260,12 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                 Step::Done => break,
                 Step::Due(now) => {
                     Box::pin(self.on_deadline(now)).await;
+                    continue;
+                }
+                Step::Paused { until } => {
+                    // Over its rate with nothing held (the hot loop parked first): wait without a read.
+                    let held = Box::pin(self.pause(None, until)).await;
+                    debug_assert!(held.is_none());
                     continue;
                 }
                 Step::Read { deadline, .. } => deadline,
@@ -381,10 +391,22 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
                     Box::pin(self.on_deadline(now)).await;
                     continue;
                 }
+                // Over its rate: wait without a read; what is held is decoded again after the pause (it may be
+                // whole frames the rate stopped).
+                Step::Paused { until } => {
+                    arrived = Box::pin(self.pause(hold.take(), until)).await;
+                    continue;
+                }
                 Step::Read { now, deadline } => (now, deadline),
             };
             // A read into a pooled buffer; the sweeper cancels it after [`PARK_AFTER`](super::side::PARK_AFTER) without data.
             let buf = hold.take().unwrap_or_else(|| self.pool.take());
+            if buf.len() == buf.capacity() {
+                // Whole frames the message rate held back fill the buffer (and its pause is already over): decode
+                // them first, there is no room to read into.
+                arrived = Some(buf);
+                continue;
+            }
             let start = buf.len();
             let cap = buf.capacity();
             let handle = self.src.canceller.borrow().handle();
@@ -523,6 +545,23 @@ impl<S: AsyncWriteRent, D: AsyncWriteRent> Leg<'_, S, D> {
         } else {
             None
         }
+    }
+
+    /// Waits until `until` (or a wake) without reading the source: it went over its rate, and the unread bytes
+    /// pile up in its socket (TCP backpressure). Bytes held meanwhile leave their pooled buffer (a paused connection
+    /// pins no pool buffer) and come back in one when the pause ends.
+    async fn pause(&self, hold: Option<PoolBuf>, until: Instant) -> Option<PoolBuf> {
+        let held: Option<Vec<u8>> = hold.filter(|h| !h.is_empty()).map(|h| h.to_vec());
+        tracing::trace!(side = self.src.id.name(), "reads paused for the rate limit");
+        self.src.wake_at.set(Some(until));
+        self.src.paused().await;
+        // Woken early: the other leg may have queued frames.
+        self.flush_both().await;
+        held.map(|bytes| {
+            let mut buf = self.pool.take();
+            buf.extend_from_slice(&bytes);
+            buf
+        })
     }
 
     async fn on_deadline(&self, now: Instant) {

@@ -7,9 +7,10 @@
 //!
 //! Three parts: [`session`] holds every rule, sans-IO (fed batches, events and `now`; it answers with what to forward,
 //! which control frames to write and whom to wake); [`side`] is one socket's write slot and control-frame writer;
-//! [`io`] is the loop that drives a session over two sockets.
+//! [`io`] is the loop that drives a session over two sockets; [`rate`] holds the message and byte rate buckets.
 
 mod io;
+pub(crate) mod rate;
 pub(crate) mod session;
 pub(crate) mod side;
 

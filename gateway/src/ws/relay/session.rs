@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use frame_simd::{Decoded, FrameDecoder, FrameError, OpCode};
 
+use super::rate::{Exceeded, RateLimits};
+
 /// How a relay is configured (from the route's `websocket:` settings and the negotiated extensions).
 #[derive(Debug, Clone)]
 pub(crate) struct RelaySettings {
@@ -29,6 +31,8 @@ pub(crate) struct RelaySettings {
     pub(crate) deflate: bool,
     /// The client's token expires then (routes with `auth.jwt.enforce_expiry`): both sides get a 1008 Close.
     pub(crate) token_expires: Option<Instant>,
+    /// Message and byte rates each way (the session takes them over; `None`: the route sets none).
+    pub(crate) limits: Option<Box<RateLimits>>,
 }
 
 /// Which socket of the pair.
@@ -127,6 +131,8 @@ pub(crate) enum CloseWhy {
     Violation,
     /// The client's token expired (1008).
     TokenExpired,
+    /// A side went over its message or byte rate with `on_excess: close` (1008 to both sides).
+    RateLimit,
 }
 
 impl CloseWhy {
@@ -140,6 +146,7 @@ impl CloseWhy {
             CloseWhy::Draining if code == 1012 => "service restart",
             CloseWhy::Draining => "going away",
             CloseWhy::TokenExpired => "token expired",
+            CloseWhy::RateLimit => "rate limit exceeded",
             CloseWhy::Violation => match code {
                 1002 => "protocol error",
                 1007 => "invalid payload data",
@@ -181,6 +188,8 @@ pub(crate) enum Step {
     Due(Instant),
     /// Read the side, until `deadline` at the latest.
     Read { now: Instant, deadline: Instant },
+    /// The side went over its rate: do not read it before `until` (unless woken), then ask again.
+    Paused { until: Instant },
 }
 
 /// How a relay ended, for the connection log line.
@@ -200,6 +209,8 @@ pub(crate) struct RelayOutcome {
     pub(crate) violation: Option<u16>,
     /// A side did not answer the gateway's ping.
     pub(crate) dead_peer: bool,
+    /// How often each direction went over its rate (paused, or closed with 1008).
+    pub(crate) rate_limited: [u64; 2],
 }
 
 /// Counts that grow while a relay runs, for metrics published as they go.
@@ -208,6 +219,8 @@ pub(crate) struct Progress {
     pub(crate) messages: [u64; 2],
     pub(crate) bytes: [u64; 2],
     pub(crate) pings_sent: u64,
+    /// Times each direction went over its rate.
+    pub(crate) rate_limited: [u64; 2],
 }
 
 /// One side's part of the session.
@@ -297,10 +310,13 @@ pub(crate) struct Session {
     ping_counter: u64,
     /// Sides whose reader must look at the session again (its pending read is to be cancelled).
     wake: [bool; 2],
+    /// Message and byte rates (boxed: most pairs have none).
+    limits: Option<Box<RateLimits>>,
 }
 
 impl Session {
-    pub(crate) fn new(settings: RelaySettings, now: Instant) -> Self {
+    pub(crate) fn new(mut settings: RelaySettings, now: Instant) -> Self {
+        let limits = settings.limits.take();
         Self {
             settings,
             sides: [SideState::new(now), SideState::new(now)],
@@ -316,6 +332,7 @@ impl Session {
             drain: None,
             ping_counter: 0,
             wake: [false, false],
+            limits,
         }
     }
 
@@ -363,6 +380,7 @@ impl Session {
             gateway_closes: self.gateway_closes,
             violation: self.violation,
             dead_peer: self.dead_peer,
+            rate_limited: self.progress.rate_limited,
         }
     }
 
@@ -429,13 +447,34 @@ impl Session {
         let mut data_seen = false;
         let mut failure: Option<FrameError> = None;
         let mut saw_close = false;
+        // Payload bytes of the batch, control frames included (what a byte rate counts).
+        let mut payload = 0u64;
+        // Data messages that may start in this batch (`u64::MAX`: no message rate, or closing), and did.
+        let allowance = match &self.limits {
+            Some(l) if self.closing_deadline.is_none() => {
+                l.side(src).map_or(u64::MAX, |d| d.message_allowance(now))
+            }
+            _ => u64::MAX,
+        };
+        let mut started = 0u64;
+        let mut stopped = false;
         while pos < buf.len() {
+            // A text or binary frame header between frames starts a message (the first byte is never masked):
+            // over the allowance, decoding stops in front of it and the rest waits for the next batch.
+            let starts_message =
+                allowance != u64::MAX && !*in_frame && matches!(buf[pos] & 0x0f, 1 | 2);
+            if starts_message && started == allowance {
+                stopped = true;
+                break;
+            }
             match decoder.decode(&mut buf[pos..]) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::DataHeader { len, .. }) => {
                     pos += len;
                     *in_frame = true;
                     data_seen = true;
+                    // Counted once its header is decoded (a header split across reads is seen twice).
+                    started += u64::from(starts_message);
                 }
                 Ok(Decoded::DataPayload {
                     len,
@@ -444,6 +483,7 @@ impl Session {
                 }) => {
                     pos += len;
                     data_seen = true;
+                    payload += len as u64;
                     self.progress.messages[src.index()] += u64::from(message_end);
                     if frame_end {
                         *in_frame = false;
@@ -460,6 +500,7 @@ impl Session {
                     }
                     pos += len;
                     boundary = Some(pos);
+                    payload += decoder.control_payload().len() as u64;
                     if opcode == OpCode::Close {
                         saw_close = true;
                         let code = match decoder.control_payload() {
@@ -486,6 +527,16 @@ impl Session {
         if data_seen {
             self.last_activity = now;
         }
+        if let Some(limits) = &mut self.limits
+            && let Some(limiter) = limits.side_mut(src)
+        {
+            let bytes_over = limiter.charge(started, payload, now);
+            if stopped {
+                self.on_rate_exceeded(src, Exceeded::Messages, now);
+            } else if bytes_over {
+                self.on_rate_exceeded(src, Exceeded::Bytes, now);
+            }
+        }
         self.side_mut(src).rx_mid_frame = *in_frame;
         // On a violation only whole frames are forwarded, so the destination can still be closed cleanly.
         let forward_end = if failure.is_some() {
@@ -511,6 +562,70 @@ impl Session {
             }
             _ => false,
         }
+    }
+
+    /// `src` went over its message rate (the batch stops in front of the first message over it) or its byte rate
+    /// (the batch is forwarded all the same: it was read). `pause`: its leg stops reading until the buckets allow
+    /// more ([`Step::Paused`]). `close`: both sides get 1008 through the usual close handshake.
+    #[cold]
+    fn on_rate_exceeded(&mut self, src: SideId, over: Exceeded, now: Instant) {
+        let Some(limits) = self.limits.as_deref_mut() else {
+            return;
+        };
+        let peer = limits.peer;
+        let Some(limiter) = limits.side_mut(src) else {
+            return;
+        };
+        self.progress.rate_limited[src.index()] += 1;
+        limiter.excesses = limiter.excesses.saturating_add(1);
+        let first = limiter.excesses == 1;
+        if !limiter.close {
+            limiter.paused = true;
+            // One line per connection and direction; the metric counts every pause.
+            if first {
+                tracing::info!(%peer, side = src.name(), limit = over.name(), "rate limit exceeded; pausing reads");
+            }
+            return;
+        }
+        if self.closing_deadline.is_some() {
+            // Already closing: the close timeout bounds what is left.
+            return;
+        }
+        tracing::warn!(%peer, side = src.name(), limit = over.name(), "rate limit exceeded; closing with 1008");
+        self.note(|| format!("{} exceeded {} (1008)", src.name(), over.name()));
+        self.side_mut(src).queue_close((1008, CloseWhy::RateLimit));
+        self.close_other(src, 1008, CloseWhy::RateLimit, now);
+    }
+
+    /// While `src`'s reads are paused for its rate: until when. The pause ends early once a close handshake starts
+    /// (its answers must get through within the close timeout). When the pause is over, the side's silence during it
+    /// is forgiven: the keepalive and idle clocks restart.
+    fn paused_until(&mut self, src: SideId, now: Instant) -> Option<Instant> {
+        let closing = self.closing_deadline.is_some();
+        let limiter = self.limits.as_deref_mut()?.side_mut(src)?;
+        if !limiter.paused {
+            return None;
+        }
+        if !closing && let Some(until) = limiter.resume_at(now) {
+            return Some(until);
+        }
+        limiter.paused = false;
+        self.last_activity = self.last_activity.max(now);
+        let pong_timeout = self.settings.pong_timeout;
+        let side = self.side_mut(src);
+        side.last_rx = side.last_rx.max(now);
+        if let Some(pong) = &mut side.pong_deadline {
+            *pong = (*pong).max(now + pong_timeout);
+        }
+        None
+    }
+
+    /// Whether a side's reads are paused for its rate (idle and keepalive clocks stand still meanwhile).
+    fn paused(&self, side: SideId) -> bool {
+        self.limits
+            .as_deref()
+            .and_then(|l| l.side(side))
+            .is_some_and(|l| l.paused)
     }
 
     /// Whether bytes from `src` may be written to the other side (it has not been sent a Close and is not gone).
@@ -635,9 +750,18 @@ impl Session {
         if self.stopped || self.side(src).finished() {
             return Step::Done;
         }
+        // Before the deadline: a pause that just ended restarts the clocks the deadline is made of.
+        let paused_until = match self.limits {
+            Some(_) => self.paused_until(src, now),
+            None => None,
+        };
         let deadline = self.deadline(src, now);
         if deadline <= now {
             Step::Due(now)
+        } else if let Some(until) = paused_until {
+            Step::Paused {
+                until: until.min(deadline),
+            }
         } else {
             Step::Read { now, deadline }
         }
@@ -653,15 +777,23 @@ impl Session {
             return closing.min(far);
         }
         let side = self.side(src);
-        let mut deadline = self.last_activity + s.idle_timeout;
+        let paused = self.limits.is_some() && (self.paused(src) || self.paused(src.other()));
+        // While a side is paused the pair is not idle (the pause ends first, and restarts the clock).
+        let mut deadline = if paused {
+            far
+        } else {
+            self.last_activity + s.idle_timeout
+        };
         if let Some((at, _)) = self.drain {
             deadline = deadline.min(at);
         }
         if let Some(at) = s.token_expires {
             deadline = deadline.min(at);
         }
+        // A paused side is not read, so it cannot be heard: no keepalive for it until the pause ends.
         if let Some(interval) = s.ping_interval
             && side.pending_ping.is_none()
+            && !(paused && self.paused(src))
         {
             match side.pong_deadline {
                 // A peer in the middle of sending a frame cannot answer before the frame ends; the idle
@@ -711,7 +843,9 @@ impl Session {
             self.wake(src.other());
             return;
         }
-        if now >= self.last_activity + idle_timeout {
+        // While a side is paused the pair is not idle, and the paused side is not pinged (see `Session::deadline`).
+        let paused = self.limits.is_some() && (self.paused(src) || self.paused(src.other()));
+        if !paused && now >= self.last_activity + idle_timeout {
             self.note(|| format!("idle for {idle_timeout:?}"));
             self.side_mut(src)
                 .queue_close((1001, CloseWhy::IdleTimeout));
@@ -719,6 +853,9 @@ impl Session {
                 .queue_close((1001, CloseWhy::IdleTimeout));
             self.start_closing(now);
             self.wake(src.other());
+            return;
+        }
+        if paused && self.paused(src) {
             return;
         }
         let side = self.side(src);
@@ -811,6 +948,7 @@ mod tests {
     //! sleeps. Frames are fed as bytes, exactly as a leg would after a read.
 
     use frame_simd::{DecoderConfig, FrameHeader, PayloadMode, Role, Rsv};
+    use ringway_config::{DirectionLimits, MessageLimits, OnExcess, Rate};
 
     use super::*;
     use crate::ws::relay::side::push_frame;
@@ -830,8 +968,38 @@ mod tests {
             validate_utf8: true,
             deflate: false,
             token_expires: None,
+            limits: None,
         }
     }
+
+    /// `settings()` with `client` as the client's limits (the upstream's unlimited).
+    fn limited(client: DirectionLimits) -> RelaySettings {
+        let mut s = settings();
+        let limits = MessageLimits {
+            from_client: client,
+            from_upstream: DirectionLimits::default(),
+        };
+        s.limits = RateLimits::new(&limits, "192.0.2.1:4000".parse().expect("addr"));
+        s
+    }
+
+    fn messages(per_second: u64, burst: u64, on_excess: OnExcess) -> DirectionLimits {
+        DirectionLimits {
+            messages: Some(Rate { per_second, burst }),
+            bytes: None,
+            on_excess,
+        }
+    }
+
+    fn bytes(per_second: u64, burst: u64) -> DirectionLimits {
+        DirectionLimits {
+            messages: None,
+            bytes: Some(Rate { per_second, burst }),
+            on_excess: OnExcess::Pause,
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
 
     /// A session, both legs' decoders, and the virtual clock's origin.
     struct Pair {
@@ -1281,5 +1449,234 @@ mod tests {
     fn failure_codes_follow_the_failing_side() {
         assert_eq!(SideId::Client.failure_code_for_other(), 1001);
         assert_eq!(SideId::Upstream.failure_code_for_other(), 1011);
+    }
+
+    fn texts(from: SideId, n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| frame(from, true, OpCode::Text, b"hi"))
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_passes_and_sustained_excess_pauses_until_the_bucket_refilled() {
+        let mut p = Pair::new(limited(messages(10, 5, OnExcess::Pause)));
+        for _ in 0..5 {
+            p.feed(CLIENT, &texts(CLIENT, 1), T).expect("decoded");
+            assert!(
+                matches!(p.tick(CLIENT, T), Step::Read { .. }),
+                "within the burst"
+            );
+        }
+        // The sixth is held back, unforwarded and undecoded, until the bucket has a token again.
+        let sixth = texts(CLIENT, 1);
+        let (batch, _) = p.feed(CLIENT, &sixth, T).expect("decoded");
+        assert_eq!((batch.forward_end, batch.pos), (0, 0));
+        let until = p.at(T + 100 * MS);
+        assert_eq!(p.tick(CLIENT, T), Step::Paused { until });
+        assert_eq!(p.tick(CLIENT, T + 99 * MS), Step::Paused { until });
+        assert!(matches!(p.tick(CLIENT, T + 100 * MS), Step::Read { .. }));
+        let (batch, _) = p.feed(CLIENT, &sixth, T + 100 * MS).expect("decoded");
+        assert_eq!(batch.forward_end, sixth.len());
+        // A second later the bucket is full again (5, not 10): of a batch of 10, 5 pass and the rest waits.
+        let ten = texts(CLIENT, 10);
+        let (batch, _) = p.feed(CLIENT, &ten, 2 * T + 100 * MS).expect("decoded");
+        assert_eq!(
+            (batch.forward_end, batch.pos),
+            (5 * sixth.len(), 5 * sixth.len())
+        );
+        assert!(!batch.mid_frame);
+        assert_eq!(
+            p.tick(CLIENT, 2 * T + 100 * MS),
+            Step::Paused {
+                until: p.at(2 * T + 200 * MS)
+            }
+        );
+        assert_eq!(p.s.progress().rate_limited, [2, 0]);
+        assert_eq!(p.s.progress().messages[0], 11);
+    }
+
+    #[test]
+    fn a_header_split_across_reads_counts_once() {
+        let mut p = Pair::new(limited(messages(10, 2, OnExcess::Pause)));
+        let two = texts(CLIENT, 2);
+        let (batch, _) = p.feed(CLIENT, &two[..1], T).expect("decoded");
+        assert_eq!(batch.pos, 0, "an incomplete header waits");
+        let (batch, _) = p.feed(CLIENT, &two, T).expect("decoded");
+        assert_eq!(batch.forward_end, two.len(), "both are within the burst");
+    }
+
+    #[test]
+    fn a_fragmented_message_counts_once_and_is_not_cut() {
+        let mut p = Pair::new(limited(messages(10, 1, OnExcess::Pause)));
+        let mut bytes_in = frame(CLIENT, false, OpCode::Text, b"a");
+        bytes_in.extend(frame(CLIENT, false, OpCode::Continuation, b"b"));
+        bytes_in.extend(frame(CLIENT, true, OpCode::Continuation, b"c"));
+        let (batch, _) = p.feed(CLIENT, &bytes_in, T).expect("decoded");
+        assert_eq!(batch.forward_end, bytes_in.len());
+        assert!(matches!(p.tick(CLIENT, T), Step::Read { .. }));
+    }
+
+    #[test]
+    fn close_mode_sends_1008_to_both_sides() {
+        let mut p = Pair::new(limited(messages(10, 5, OnExcess::Close)));
+        p.feed(CLIENT, &texts(CLIENT, 5), T).expect("decoded");
+        assert_eq!(p.s.poll_transmit(CLIENT), None, "within the burst");
+        p.feed(CLIENT, &texts(CLIENT, 1), T).expect("decoded");
+        for side in [CLIENT, UPSTREAM] {
+            let sent = p.transmit(side, T).expect("a close");
+            assert_eq!(sent.close, Some((1008, CloseWhy::RateLimit)));
+            assert_eq!(p.s.close_state(side), CloseState::Sent);
+        }
+        assert_eq!(CloseWhy::RateLimit.text(1008), "rate limit exceeded");
+        assert!(
+            matches!(p.tick(CLIENT, T), Step::Read { .. }),
+            "the answers are read, not paused"
+        );
+        p.feed_close(CLIENT, 1008, T);
+        p.feed_close(UPSTREAM, 1008, T);
+        assert_eq!(p.tick(CLIENT, T), Step::Done);
+        let out = p.s.outcome();
+        assert_eq!(out.gateway_closes, [Some(1008), Some(1008)]);
+        assert_eq!(out.rate_limited, [1, 0]);
+        assert!(
+            out.reason.contains("client exceeded messages_per_second"),
+            "{}",
+            out.reason
+        );
+    }
+
+    #[test]
+    fn control_frames_count_as_bytes_but_not_as_messages_and_a_close_lifts_the_pause() {
+        let mut p = Pair::new(limited(messages(1, 1, OnExcess::Pause)));
+        let mut bytes_in = texts(CLIENT, 1);
+        for _ in 0..20 {
+            bytes_in.extend(frame(CLIENT, true, OpCode::Ping, b"are you there"));
+        }
+        let (batch, _) = p.feed(CLIENT, &bytes_in, T).expect("decoded");
+        assert_eq!(batch.forward_end, bytes_in.len(), "pings are forwarded");
+        assert!(
+            matches!(p.tick(CLIENT, T), Step::Read { .. }),
+            "pings are not messages"
+        );
+
+        let mut p = Pair::new(limited(bytes(100, 100)));
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Binary, &[0; 100]), T);
+        assert!(matches!(p.tick(CLIENT, T), Step::Read { .. }));
+        let ping = frame(CLIENT, true, OpCode::Ping, &[1; 10]);
+        let (batch, _) = p.feed(CLIENT, &ping, T).expect("decoded");
+        assert_eq!(batch.forward_end, ping.len());
+        assert_eq!(
+            p.tick(CLIENT, T),
+            Step::Paused {
+                until: p.at(T + 100 * MS)
+            }
+        );
+        // The upstream closes: the client's answer must get through, so its pause ends at once.
+        p.feed_close(UPSTREAM, 1000, T + 10 * MS);
+        assert!(matches!(p.tick(CLIENT, T + 10 * MS), Step::Read { .. }));
+    }
+
+    #[test]
+    fn directions_are_independent() {
+        let mut p = Pair::new(limited(messages(10, 5, OnExcess::Pause)));
+        p.feed(UPSTREAM, &texts(UPSTREAM, 1000), T)
+            .expect("decoded");
+        assert!(
+            matches!(p.tick(UPSTREAM, T), Step::Read { .. }),
+            "the upstream is not limited"
+        );
+        assert!(matches!(p.tick(CLIENT, T), Step::Read { .. }));
+        p.feed(CLIENT, &texts(CLIENT, 6), T);
+        assert!(matches!(p.tick(CLIENT, T), Step::Paused { .. }));
+        assert!(
+            matches!(p.tick(UPSTREAM, T), Step::Read { .. }),
+            "the other way keeps flowing"
+        );
+        p.feed(UPSTREAM, &texts(UPSTREAM, 1), T).expect("decoded");
+    }
+
+    #[test]
+    fn a_paused_side_is_neither_pinged_nor_dead_nor_idle() {
+        let mut p = Pair::new(limited(bytes(1, 1)));
+        // A ping is due at 10 s; before it is written the client sends 101 bytes: paused for 100 s. The ping goes
+        // out during the pause, but the pong cannot be read before it ends.
+        assert_eq!(p.tick(CLIENT, 10 * T), Step::Due(p.at(10 * T)));
+        p.feed(
+            CLIENT,
+            &frame(CLIENT, true, OpCode::Binary, &[0; 101]),
+            11 * T,
+        );
+        p.transmit(CLIENT, 12 * T).expect("a ping");
+        let until = p.at(111 * T);
+        assert_eq!(p.tick(CLIENT, 20 * T), Step::Paused { until });
+        assert_ne!(
+            p.s.close_state(CLIENT),
+            CloseState::Gone,
+            "not dead: it could not be heard"
+        );
+        assert_eq!(
+            p.tick(CLIENT, 80 * T),
+            Step::Paused { until },
+            "not idle either"
+        );
+        assert_eq!(p.s.close_state(UPSTREAM), CloseState::Open);
+        // Once the pause is over, the pong gets its full timeout again.
+        match p.tick(CLIENT, 111 * T) {
+            Step::Read { deadline, .. } => assert_eq!(deadline, p.at(116 * T)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_other_side_keeps_its_keepalive_while_one_is_paused() {
+        let mut p = Pair::new(limited(bytes(1, 1)));
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Binary, &[0; 101]), T);
+        assert!(matches!(p.tick(CLIENT, T), Step::Paused { .. }));
+        assert_eq!(p.tick(UPSTREAM, 10 * T), Step::Due(p.at(10 * T)));
+        assert!(p.transmit(UPSTREAM, 10 * T).and_then(|t| t.ping).is_some());
+        assert!(
+            matches!(p.tick(UPSTREAM, 10 * T), Step::Read { .. }),
+            "acted on, not due again"
+        );
+        assert_eq!(p.tick(UPSTREAM, 15 * T), Step::Due(p.at(15 * T)));
+        assert_eq!(p.s.close_state(UPSTREAM), CloseState::Gone, "no pong: dead");
+    }
+
+    #[test]
+    fn the_upstream_leg_does_not_time_the_pair_out_while_the_client_is_paused() {
+        let mut s = limited(bytes(1, 1));
+        s.ping_interval = None;
+        let mut p = Pair::new(s);
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Binary, &[0; 101]), T);
+        assert!(matches!(p.tick(CLIENT, T), Step::Paused { .. }));
+        assert!(
+            matches!(p.tick(UPSTREAM, 70 * T), Step::Read { .. }),
+            "idle timeout is 60 s"
+        );
+        assert_eq!(p.s.close_state(CLIENT), CloseState::Open);
+        // After the pause the idle clock starts over.
+        assert!(matches!(p.tick(CLIENT, 101 * T), Step::Read { .. }));
+        assert!(matches!(p.tick(UPSTREAM, 160 * T), Step::Read { .. }));
+        assert_eq!(p.tick(UPSTREAM, 161 * T), Step::Due(p.at(161 * T)));
+    }
+
+    #[test]
+    fn a_drain_ends_a_pause() {
+        let mut p = Pair::new(limited(bytes(1, 1)));
+        p.feed(CLIENT, &frame(CLIENT, true, OpCode::Binary, &[0; 101]), T);
+        p.s.schedule_drain(p.at(5 * T), 1001);
+        assert_eq!(p.tick(CLIENT, 2 * T), Step::Paused { until: p.at(5 * T) });
+        assert_eq!(p.tick(CLIENT, 5 * T), Step::Due(p.at(5 * T)));
+        assert!(
+            matches!(p.tick(CLIENT, 5 * T), Step::Read { .. }),
+            "closing: read the answer"
+        );
+    }
+
+    #[test]
+    fn limits_cost_a_pointer_when_off() {
+        let p = Pair::new(settings());
+        assert!(p.s.limits.is_none());
+        assert_eq!(std::mem::size_of::<Option<Box<RateLimits>>>(), 8);
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct Side<W> {
     write_abort: Cell<bool>,
     /// Wakes the task whose write to this side is pending, so it sees `write_abort`.
     write_waker: Cell<Option<Waker>>,
+    /// Wakes the leg reading this side while its reads are paused for its rate (no read to cancel then).
+    pause_waker: Cell<Option<Waker>>,
 }
 
 impl<W> Side<W> {
@@ -51,6 +53,7 @@ impl<W> Side<W> {
             write_since: Cell::new(None),
             write_abort: Cell::new(false),
             write_waker: Cell::new(None),
+            pause_waker: Cell::new(None),
         }
     }
 
@@ -76,11 +79,34 @@ impl<W> Side<W> {
         }
     }
 
-    /// Wakes the leg reading this side (its pending read returns `ECANCELED`).
+    /// Wakes the leg reading this side (its pending read returns `ECANCELED`, or its pause ends).
     pub(crate) fn wake_reader(&self) {
+        if let Some(waker) = self.pause_waker.take() {
+            waker.wake();
+            return;
+        }
         let mut slot = self.canceller.borrow_mut();
         let old = std::mem::take(&mut *slot);
         *slot = old.cancel();
+    }
+
+    /// Waits, without reading, until [`Side::wake_reader`] is called (by the sweeper at `wake_at`, or by the other
+    /// leg).
+    pub(crate) async fn paused(&self) {
+        let mut armed = false;
+        poll_fn(|cx| {
+            let waker = self.pause_waker.take();
+            if armed && waker.is_none() {
+                return Poll::Ready(());
+            }
+            armed = true;
+            self.pause_waker.set(Some(match waker {
+                Some(w) if w.will_wake(cx.waker()) => w,
+                _ => cx.waker().clone(),
+            }));
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Aborts a pending write to this side (the side is given up; whatever the write still held is dropped).
