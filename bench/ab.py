@@ -2,7 +2,10 @@
 """Two ringway binaries side by side in one run: messages per proxy CPU-second through each, alternating.
 
 Usage: bench/ab.py OLD_BINARY NEW_BINARY [--size 64] [--conns 100] [--duration 5] [--repeats 5] [--config EXTRA_YAML]
-                  [--old-config EXTRA_YAML] [--new-config EXTRA_YAML]
+                  [--old-config EXTRA_YAML] [--new-config EXTRA_YAML] [--tls [--cert PEM --key PEM]]
+
+--tls relays wss instead of ws (the listener serves --cert/--key, by default the development certificate that
+`ringway cert self-signed --out config/examples/certs --name localhost` writes).
 
 Measures what a change costs on the relay's hot path (metrics, limits): each binary relays ringway-load's closed
 loop (one worker pinned to CPU 1; load generator and echo upstream on CPU 0), the runs alternate so drift on a shared
@@ -38,7 +41,14 @@ def main():
     ap.add_argument("--config", default="", help="extra YAML appended to the route file (both binaries)")
     ap.add_argument("--old-config", default="", help="extra YAML appended for OLD only (after --config)")
     ap.add_argument("--new-config", default="", help="extra YAML appended for NEW only (after --config)")
+    ap.add_argument("--tls", action="store_true", help="wss: the listener terminates TLS")
+    ap.add_argument("--cert", default="config/examples/certs/cert.pem")
+    ap.add_argument("--key", default="config/examples/certs/key.pem")
     a = ap.parse_args()
+    tls_block = (f"    tls:\n      certificates:\n        - cert: {os.path.abspath(a.cert)}\n"
+                 f"          key: {os.path.abspath(a.key)}\n") if a.tls else ""
+    url_of = (lambda port: f"wss://localhost:{port}/") if a.tls else (lambda port: f"ws://127.0.0.1:{port}/")
+    tls_args = ["--ca", os.path.abspath(a.cert)] if a.tls else []
     work = tempfile.mkdtemp()
     procs = []
     def stop_all():
@@ -55,7 +65,7 @@ def main():
         for name in ("old", "new"):
             cfgs[name] = os.path.join(work, f"ringway-{name}.yaml")
             with open(cfgs[name], "w") as f:
-                f.write(f"listeners:\n  - name: main\n    bind: 127.0.0.1:0\nupstreams:\n  up:\n    servers: [127.0.0.1:{echo}]\n"
+                f.write(f"listeners:\n  - name: main\n    bind: 127.0.0.1:0\n{tls_block}upstreams:\n  up:\n    servers: [127.0.0.1:{echo}]\n"
                         f"routes:\n  - path: /\n    upstream: up\n{a.config}{getattr(a, name + '_config')}")
         results = {"old": [], "new": []}
         for rep in range(a.repeats):
@@ -68,7 +78,7 @@ def main():
                 c0 = cpu_seconds(gw.pid)
                 load = subprocess.run(["taskset", "-c", "0", a.load, "--json", "--threads", "1", "--conns", str(a.conns),
                                        "--size", a.size, "--warmup", "1s", "--duration", f"{a.duration}s",
-                                       f"ws://127.0.0.1:{port}/"], capture_output=True, text=True)
+                                       *tls_args, url_of(port)], capture_output=True, text=True)
                 c1 = cpu_seconds(gw.pid)
                 gw.send_signal(signal.SIGKILL); gw.wait()
                 r = json.loads(load.stdout.strip().splitlines()[-1])
