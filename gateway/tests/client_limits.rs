@@ -111,6 +111,40 @@ fn upgrades_over_the_rate_get_429_until_retry_after_has_passed() {
 }
 
 #[test]
+fn behind_a_trusted_proxy_the_forwarded_client_has_the_upgrade_rate() {
+    // The proxy's own connections are exempt (it speaks for many clients); the client its X-Forwarded-For names is
+    // held to the rate, and another forwarded client has its own bucket.
+    let upstream = ScriptedUpstream::echo();
+    let yaml = with_limits(
+        &config_for(&[upstream.addr], ""),
+        &["per_client: {upgrades_per_second: 1, upgrade_burst: 2, exempt: []}"],
+    );
+    let yaml = format!("trusted_proxies: [127.0.0.9/32]\n{yaml}");
+    let gw = Gateway::start(&yaml);
+    let proxy = Ipv4Addr::new(127, 0, 0, 9);
+    let via = |client: &str| {
+        let mut stream = connect_from(proxy, gw.addr);
+        let request = upgrade_request("/", &gw.addr.to_string(), "").replacen(
+            "\r\n",
+            &format!("\r\nX-Forwarded-For: {client}\r\n"),
+            1,
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        read_head(&mut stream).unwrap_or_default()
+    };
+    assert_eq!(status_of(&via("203.0.113.7")), 101);
+    assert_eq!(status_of(&via("203.0.113.7")), 101);
+    let refused = via("203.0.113.7");
+    assert_eq!(status_of(&refused), 429, "{refused}");
+    assert!(header_of(&refused, "retry-after").is_some(), "{refused}");
+    assert_eq!(status_of(&via("198.51.100.1")), 101);
+    // The proxy itself, with no forwarded client, is not limited.
+    for _ in 0..4 {
+        drop(ws_from(proxy, gw.addr).unwrap());
+    }
+}
+
+#[test]
 fn a_route_can_set_its_own_upgrade_rate() {
     let upstream = ScriptedUpstream::echo();
     let yaml = with_limits(

@@ -104,6 +104,40 @@ pub(crate) fn take_upgrade(
     }
 }
 
+/// The upgrade rate of a client the connection does not stand for: behind a trusted proxy the connection is the
+/// proxy's (exempt), and the client is the one its `X-Forwarded-For` names (`Forwarding::client`). Its table entry
+/// is found (or taken, as for a new connection) just for the bucket and let go at once: it holds no connection.
+pub(crate) fn take_forwarded_upgrade(
+    config: &Config,
+    table: &Arc<ClientTable>,
+    client: IpAddr,
+    rate: Option<UpgradeRate>,
+) -> Result<(), RetryAfter> {
+    let Some(r) = rate else {
+        return Ok(());
+    };
+    let per = &config.limits.per_client;
+    if per.exempt.iter().any(|n| n.contains(&client))
+        || config.trusted_proxies.iter().any(|n| n.contains(&client))
+    {
+        return Ok(());
+    }
+    let key = table.key(
+        client,
+        Prefixes {
+            v4: per.ipv4_prefix,
+            v6: per.ipv6_prefix,
+        },
+    );
+    let now = now_nanos();
+    match table.claim(key, None, now) {
+        Claim::Counted(slot) => {
+            slot.take_upgrade(&Rate::new(r.per_second.get(), r.burst.get()), now)
+        }
+        Claim::AtCap | Claim::Untracked => Ok(()),
+    }
+}
+
 /// Nanoseconds since the process's first call: the epoch every shared bucket is kept in.
 pub(crate) fn now_nanos() -> Nanos {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

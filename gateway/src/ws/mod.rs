@@ -63,9 +63,22 @@ pub(crate) async fn serve<S: ClientStream>(
         }
     };
     // The client's upgrade rate: before any upstream is contacted.
-    if let Err(wait) = crate::limits::take_upgrade(slot.client(), route.upgrade_rate) {
+    let rate = match slot.client() {
+        Some(own) => crate::limits::take_upgrade(Some(own), route.upgrade_rate),
+        // A trusted proxy's connection: the client its X-Forwarded-For names has the bucket.
+        None if request.fwd.trusted && request.fwd.client != peer.ip() => {
+            crate::limits::take_forwarded_upgrade(
+                &ctx.config,
+                &ctx.limits.clients,
+                request.fwd.client,
+                route.upgrade_rate,
+            )
+        }
+        None => Ok(()),
+    };
+    if let Err(wait) = rate {
         let secs = wait.header_secs();
-        tracing::info!(%peer, retry_after = secs, "per-client upgrade rate exceeded; refusing (429)");
+        tracing::info!(%peer, client = %request.fwd.client, retry_after = secs, "per-client upgrade rate exceeded; refusing (429)");
         ctx.metrics.totals.client_upgrades_refused.inc();
         count(429);
         respond(
