@@ -1,7 +1,9 @@
 //! A token bucket in integer nanoseconds (GCRA, the "virtual scheduling" form of a token bucket), sans-IO.
 //!
-//! Owns: the rate arithmetic ([`Rate`]) and a single-owner bucket ([`TokenBucket`]); the same arithmetic updates a
-//! bucket kept in one `AtomicU64` ([`Rate::try_take_shared`]), which the per-client table uses across workers.
+//! Owns: the rate arithmetic ([`Rate`]), applied to a bucket kept in one `AtomicU64` ([`Rate::try_take_shared`]),
+//! which the per-client table uses across workers. A connection's own message and byte rates are
+//! `crate::ws::relay::rate` (single owner, `Instant`s, and a charge that may run into debt: bytes already read cannot
+//! be refused).
 //! Does not own: clocks. Every call takes `now` in nanoseconds since an epoch the caller picks (one epoch per
 //! bucket; [`super::now_nanos`] is the process's).
 //!
@@ -75,38 +77,32 @@ impl Rate {
     }
 }
 
-/// A bucket owned by one task (say a connection's message rate): starts full.
-// The relay's per-connection message and byte rates are its first user outside tests.
-#[cfg_attr(not(test), allow(dead_code))]
-#[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
-    rate: Rate,
-    tat: Nanos,
-}
-
-#[cfg_attr(not(test), allow(dead_code))]
-impl TokenBucket {
-    pub(crate) fn new(rate: Rate) -> Self {
-        Self { rate, tat: 0 }
-    }
-
-    /// Takes one token at `now`, or says how long until one is there.
-    pub(crate) fn try_take(&mut self, now: Nanos) -> Result<(), RetryAfter> {
-        self.try_take_n(now, 1)
-    }
-
-    /// Takes `n` tokens at once (bytes, say); `n` above the burst is always refused.
-    pub(crate) fn try_take_n(&mut self, now: Nanos, n: u32) -> Result<(), RetryAfter> {
-        self.tat = self.rate.decide(self.tat, now, n)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A single-owner bucket over [`Rate::decide`]: the model the shared form is checked against.
+    struct TokenBucket {
+        rate: Rate,
+        tat: Nanos,
+    }
+
+    impl TokenBucket {
+        fn new(rate: Rate) -> Self {
+            Self { rate, tat: 0 }
+        }
+
+        fn try_take(&mut self, now: Nanos) -> Result<(), RetryAfter> {
+            self.try_take_n(now, 1)
+        }
+
+        fn try_take_n(&mut self, now: Nanos, n: u32) -> Result<(), RetryAfter> {
+            self.tat = self.rate.decide(self.tat, now, n)?;
+            Ok(())
+        }
+    }
 
     #[test]
     fn a_full_bucket_grants_its_burst_then_one_per_interval() {
