@@ -61,13 +61,7 @@ pub(crate) async fn serve(
     let Some(slot) = ConnectionSlot::claim(&ctx) else {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
         ctx.metrics.totals.connections_refused.inc();
-        let answer = simple_response(
-            503,
-            &[("retry-after", "1")],
-            "connection limit reached\n",
-            true,
-        );
-        let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+        refuse_at_accept(&mut stream, 503, "connection limit reached\n").await;
         return;
     };
     // Behind a load balancer speaking the PROXY protocol, its header comes first (before TLS) and names the client:
@@ -157,16 +151,17 @@ async fn admit_client(
             drop(slot);
             tracing::info!(%peer, limit, "per-client connection limit reached; refusing (429)");
             ctx.metrics.totals.client_connections_refused.inc();
-            let answer = simple_response(
-                429,
-                &[("retry-after", "1")],
-                "too many connections from your address\n",
-                true,
-            );
-            let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+            refuse_at_accept(stream, 429, "too many connections from your address\n").await;
             None
         }
     }
+}
+
+/// Answers a connection refused before anything was read (`Retry-After: 1`, then close); a client that does not
+/// read its answer gets a second, not more.
+async fn refuse_at_accept(stream: &mut TcpStream, status: u16, body: &str) {
+    let answer = simple_response(status, &[("retry-after", "1")], body, true);
+    let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
 }
 
 /// Whether the client connection is TLS (what `X-Forwarded-Proto` says).
