@@ -61,7 +61,8 @@ pub(crate) async fn serve(
     let Some(slot) = ConnectionSlot::claim(&ctx) else {
         tracing::warn!(%peer, limit = ctx.max_connections, "connection limit reached; refusing");
         ctx.metrics.totals.connections_refused.inc();
-        refuse_at_accept(&mut stream, 503, "connection limit reached\n").await;
+        let tls = ctx.config.listeners[listener].tls.is_some();
+        refuse_at_accept(&mut stream, tls, 503, "connection limit reached\n").await;
         return;
     };
     // Behind a load balancer speaking the PROXY protocol, its header comes first (before TLS) and names the client:
@@ -88,7 +89,8 @@ pub(crate) async fn serve(
         (peer, Vec::new())
     };
     // Per client, on `peer` as the gateway knows it by now; before the TLS handshake, so a refused client costs none.
-    let Some(slot) = admit_client(&ctx, slot, peer, &mut stream).await else {
+    let tls = ctx.config.listeners[listener].tls.is_some();
+    let Some(slot) = admit_client(&ctx, slot, peer, &mut stream, tls).await else {
         return;
     };
     // The TLS handshake and the first request head share one `handshake_timeout`.
@@ -131,14 +133,14 @@ pub(crate) async fn serve(
     }
 }
 
-/// Counts the connection against its client's `limits.per_client.max_connections`; a client at its cap is answered
-/// `429` with `Retry-After` and `Connection: close` (plain text even on a TLS listener: the handshake has not
-/// started, and a TLS client sees a failed handshake) and `None` is returned.
+/// Counts the connection against its client's `limits.per_client.max_connections`; a client at its cap is refused
+/// (see [`refuse_at_accept`]) and `None` is returned.
 async fn admit_client(
     ctx: &Rc<WorkerCtx>,
     slot: ConnectionSlot,
     peer: SocketAddr,
     stream: &mut TcpStream,
+    tls: bool,
 ) -> Option<ConnectionSlot> {
     match limits::admit_client(&ctx.config, &ctx.limits.clients, peer.ip()) {
         ClientAdmission::Admitted(client) => Some(slot.with_client(client)),
@@ -151,16 +153,22 @@ async fn admit_client(
             drop(slot);
             tracing::info!(%peer, limit, "per-client connection limit reached; refusing (429)");
             ctx.metrics.totals.client_connections_refused.inc();
-            refuse_at_accept(stream, 429, "too many connections from your address\n").await;
+            refuse_at_accept(stream, tls, 429, "too many connections from your address\n").await;
             None
         }
     }
 }
 
-/// Answers a connection refused before anything was read (`Retry-After: 1`, then close); a client that does not
-/// read its answer gets a second, not more.
-async fn refuse_at_accept(stream: &mut TcpStream, status: u16, body: &str) {
-    let answer = simple_response(status, &[("retry-after", "1")], body, true);
+/// Answers a connection refused before anything was read, then closes; a client that does not read its answer gets
+/// a second, not more. Plain HTTP gets `status` with `Retry-After: 1`. A TLS client gets a fatal `internal_error`
+/// alert in the clear (no handshake has happened, so no HTTP answer could reach it; doing the handshake first would
+/// spend the CPU the refusal is there to save).
+async fn refuse_at_accept(stream: &mut TcpStream, tls: bool, status: u16, body: &str) {
+    let answer = if tls {
+        tls::accept::INTERNAL_ERROR_ALERT.to_vec()
+    } else {
+        simple_response(status, &[("retry-after", "1")], body, true)
+    };
     let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
 }
 

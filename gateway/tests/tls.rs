@@ -287,6 +287,46 @@ fn unknown_names_can_be_refused_with_unrecognized_name() {
 }
 
 #[test]
+fn a_client_refused_at_accept_gets_a_tls_alert_not_plain_http() {
+    // Refused before its handshake (here the connection limit; the per-client cap answers the same way), a TLS
+    // client must be told in TLS: an HTTP 503 in plain text would read as a corrupt record.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Ringway test CA");
+    let (c, k, _) = write_pair(dir.path(), "a", ca.leaf(&["a.test"], false));
+    let yaml = tls_yaml(&certs_block(&[(&c, &k)], ""), "")
+        .replace("workers: 2", "workers: 1")
+        .replace(
+            "  handshake_timeout: 2s\n",
+            "  handshake_timeout: 2s\n  max_connections: 1\n",
+        );
+    let gw = Gateway::start(&yaml);
+    let config = Arc::new(client_config(ca.roots(), all_versions()));
+    let held = tls_connect(gw.addr, &config, "a.test").expect("the first connection is served");
+    let Err(err) = tls_connect(gw.addr, &config, "a.test") else {
+        panic!("a connection over the limit was served")
+    };
+    assert_eq!(
+        err,
+        rustls::Error::AlertReceived(rustls::AlertDescription::InternalError),
+        "{err}"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut again = loop {
+        match tls_connect(gw.addr, &config, "a.test") {
+            Ok(t) => break t,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "never served again: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    upgrade(&mut again, "/", "");
+    echo(&mut again, 0x1, b"served again");
+}
+
+#[test]
 fn tls_1_2_and_1_3_clients_and_a_1_3_minimum() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("Ringway test CA");

@@ -31,6 +31,10 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 /// `unrecognized_name` (112), fatal, as a plaintext record: sent before any key exists.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
+/// A fatal `internal_error` alert record in the clear: what a client refused before its handshake gets (the
+/// connection limits, `crate::conn`).
+pub(crate) const INTERNAL_ERROR_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
+
 /// A completed server handshake: the stream and the verified client certificate (mTLS) as forwarded upstream.
 pub(crate) struct Accepted {
     pub(crate) stream: ServerTls,
