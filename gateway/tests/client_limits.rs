@@ -221,15 +221,6 @@ fn a_full_upstream_server_gets_503_with_retry_after() {
     assert_eq!(again.recv().unwrap().payload, b"room again");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_client_cycling_addresses_neither_grows_memory_nor_pushes_out_a_busy_client() {
     let upstream = ScriptedUpstream::echo();

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    BINARY, Gateway, ScriptedUpstream, TEXT, WsClient, encode, read_frame, read_head, status_of,
+    BINARY, Gateway, ScriptedUpstream, TEXT, WsClient, encode, read_frame, read_head, rss_kib,
+    status_of,
 };
 use support_http::{HttpUpstream, Reply, Request, ok_response};
 
@@ -569,15 +570,6 @@ fn slowloris_on_the_tls_handshake_is_cut_at_the_handshake_timeout_and_others_are
 
 // ---- Clients that never read ----
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_client_that_never_reads_while_the_upstream_floods_bounds_memory_and_others_are_served() {
     // HTTP: the upstream answers with 128 MiB; WebSocket: the upstream pushes 1 MiB frames without end.
@@ -642,6 +634,21 @@ fn burst(k: usize, mask: Option<[u8; 4]>) -> Vec<u8> {
         .collect()
 }
 
+/// Reads up to `n` one-byte frames of a flood: how many arrived, and how many were not the next in order.
+fn count_in_order(mut reader: impl std::io::BufRead, n: usize) -> (usize, usize) {
+    let (mut got, mut bad) = (0usize, 0usize);
+    while got < n {
+        let Some(f) = read_frame(&mut reader) else {
+            break;
+        };
+        if f.payload != [got as u8] {
+            bad += 1;
+        }
+        got += 1;
+    }
+    (got, bad)
+}
+
 #[test]
 fn a_million_one_byte_frames_each_way_do_not_starve_other_clients() {
     const N: usize = 1_000_000;
@@ -662,19 +669,7 @@ fn a_million_one_byte_frames_each_way_do_not_starve_other_clients() {
         }
     });
     let up_read = std::thread::spawn(move || {
-        let mut reader = BufReader::with_capacity(1 << 16, upstream.stream);
-        let mut n = 0usize;
-        let mut bad = 0usize;
-        while n < N {
-            let Some(f) = read_frame(&mut reader) else {
-                break;
-            };
-            if f.payload != [n as u8] {
-                bad += 1;
-            }
-            n += 1;
-        }
-        (n, bad)
+        count_in_order(BufReader::with_capacity(1 << 16, upstream.stream), N)
     });
     let mut client_write = client.stream.try_clone().unwrap();
     let client_push = std::thread::spawn(move || {
@@ -690,19 +685,7 @@ fn a_million_one_byte_frames_each_way_do_not_starve_other_clients() {
         .unwrap();
     let client_stream = client.stream.try_clone().unwrap();
     let client_read = std::thread::spawn(move || {
-        let mut reader = BufReader::with_capacity(1 << 16, client_stream);
-        let mut n = 0usize;
-        let mut bad = 0usize;
-        while n < N {
-            let Some(f) = read_frame(&mut reader) else {
-                break;
-            };
-            if f.payload != [n as u8] {
-                bad += 1;
-            }
-            n += 1;
-        }
-        (n, bad)
+        count_in_order(BufReader::with_capacity(1 << 16, client_stream), N)
     });
     let started = Instant::now();
     let watcher_done = done.clone();

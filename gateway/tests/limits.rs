@@ -41,15 +41,6 @@ fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_client_that_does_not_read_bounds_the_gateway_memory() {
     // The upstream tries to push 256 MiB to a client that never reads. The gateway must stop reading the upstream

@@ -3,26 +3,12 @@
 //! notice. The bucket and the pause/close rules are unit-tested on a virtual clock in `gateway/src/ws/relay/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const EPOLL: &str = "epoll";
-const URING: &str = "io_uring";
-
-/// Generates `<name>_epoll` and `<name>_io_uring` tests that call `fn <name>(driver: &str)`.
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $name() { super::$name(super::EPOLL) })*
-        }
-        mod io_uring {
-            $(#[test] fn $name() { super::$name(super::URING) })*
-        }
-    };
-}
 
 both_drivers!(a_client_over_its_message_rate_is_slowed_and_nothing_is_lost);
 

@@ -4,27 +4,13 @@
 //! and once on io_uring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const EPOLL: &str = "epoll";
-const URING: &str = "io_uring";
-
-/// Generates `<name>_epoll` and `<name>_io_uring` tests that call `fn <name>(driver: &str)`.
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $name() { super::$name(super::EPOLL) })*
-        }
-        mod io_uring {
-            $(#[test] fn $name() { super::$name(super::URING) })*
-        }
-    };
-}
 
 both_drivers!(
     fragmented_messages_keep_their_fragmentation,

@@ -61,13 +61,11 @@ pub(crate) async fn drive<C: Unbuffered>(
     let mut first_read = true;
     if !early.is_empty() {
         if early.len() > incoming.capacity() {
-            drop(incoming);
             return Err(HandshakeError::TooLarge);
         }
         incoming.extend_from_slice(early);
         first_read = false;
         if matches!(first_bytes(&incoming), FirstBytes::Refuse) {
-            drop(incoming);
             return Err(HandshakeError::Refused);
         }
     }

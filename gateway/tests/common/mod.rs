@@ -791,3 +791,31 @@ pub fn upgrade_request(path: &str, host: &str, extra: &str) -> String {
          Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
 }
+
+/// The gateway's resident memory in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `--driver` values, for tests that run on both.
+pub const EPOLL: &str = "epoll";
+pub const URING: &str = "io_uring";
+
+/// Generates `<name>_epoll` and `<name>_io_uring` tests that call `fn <name>(driver: &str)` (use with
+/// `#[macro_use] mod common;` and `use common::*;`).
+#[allow(unused_macros)]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $name() { super::$name(super::EPOLL) })*
+        }
+        mod io_uring {
+            $(#[test] fn $name() { super::$name(super::URING) })*
+        }
+    };
+}
